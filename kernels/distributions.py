@@ -1,0 +1,165 @@
+"""Distributions over :mod:`banditfleet.kernels.streams`, exactly as numpy draws them.
+
+Each function takes the stream arrays and a row, consumes exactly the raw
+draws numpy's ``Generator`` would consume for the same call, and returns the
+same value bit for bit:
+
+* :func:`bounded_uint64` is numpy's ``random_bounded_uint64`` (Lemire's method;
+  ranges below 2**32 use the buffered 32-bit output), which backs
+  ``Generator.integers`` and the index draws of ``choice``.
+* :func:`standard_normal` is the 256-level ziggurat of
+  ``Generator.standard_normal``; :func:`normal` is ``loc + scale * z``.
+* :func:`sample_without_replacement` is ``Generator.choice(pop, size,
+  replace=False)`` for populations up to 10,000: Floyd's algorithm, then a
+  shuffle of the sample.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from ._ziggurat_tables import FI_DOUBLE, KI_DOUBLE, WI_DOUBLE, ZIGGURAT_NOR_INV_R, ZIGGURAT_NOR_R
+from .streams import _umulh, next_double, next_uint32, next_uint64
+
+__all__ = [
+    "bounded_uint64",
+    "integers",
+    "standard_normal",
+    "normal",
+    "sample_without_replacement",
+    "FLOYD_MAX_POPULATION",
+]
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+_U64 = np.uint64
+_MASK32 = np.uint64(0xFFFFFFFF)
+_MAX64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_MASK52 = np.uint64(0x000FFFFFFFFFFFFF)
+
+# numpy switches from Floyd's algorithm to a tail shuffle above this population.
+FLOYD_MAX_POPULATION = 10_000
+
+
+@numba.njit(**_JIT)
+def _lemire_uint32(streams, row, rng):
+    # rng < 0xFFFFFFFF, so rng_excl fits in 32 bits and m in 64.
+    rng_excl = rng + _U64(1)
+    m = _U64(next_uint32(streams, row)) * rng_excl
+    leftover = m & _MASK32
+    if leftover < rng_excl:
+        threshold = (_MASK32 - rng) % rng_excl
+        while leftover < threshold:
+            m = _U64(next_uint32(streams, row)) * rng_excl
+            leftover = m & _MASK32
+    return m >> _U64(32)
+
+
+@numba.njit(**_JIT)
+def _lemire_uint64(streams, row, rng):
+    rng_excl = rng + _U64(1)
+    x = next_uint64(streams, row)
+    leftover = x * rng_excl
+    high = _umulh(x, rng_excl)
+    if leftover < rng_excl:
+        threshold = (_MAX64 - rng) % rng_excl
+        while leftover < threshold:
+            x = next_uint64(streams, row)
+            leftover = x * rng_excl
+            high = _umulh(x, rng_excl)
+    return high
+
+
+@numba.njit(**_JIT)
+def bounded_uint64(streams, row, rng):
+    """Uniform integer in ``[0, rng]`` (inclusive), as numpy's ``random_bounded_uint64``.
+
+    ``rng == 0`` consumes nothing, like numpy.
+    """
+    rng = _U64(rng)
+    if rng == _U64(0):
+        return _U64(0)
+    if rng <= _MASK32:
+        if rng == _MASK32:
+            return _U64(next_uint32(streams, row))
+        return _lemire_uint32(streams, row, rng)
+    if rng == _MAX64:
+        return next_uint64(streams, row)
+    return _lemire_uint64(streams, row, rng)
+
+
+@numba.njit(**_JIT)
+def integers(streams, row, low, high):
+    """``Generator.integers(low, high)`` for int64 ``low < high`` (``high`` exclusive)."""
+    span = _U64(high - low - 1)
+    return np.int64(_U64(low) + bounded_uint64(streams, row, span))
+
+
+@numba.njit(**_JIT)
+def standard_normal(streams, row):
+    """numpy's ziggurat standard normal (``random_standard_normal``)."""
+    while True:
+        r = next_uint64(streams, row)
+        idx = np.intp(r & _U64(0xFF))
+        r >>= _U64(8)
+        sign = r & _U64(1)
+        rabs = (r >> _U64(1)) & _MASK52
+        x = np.float64(rabs) * WI_DOUBLE[idx]
+        if sign:
+            x = -x
+        if rabs < KI_DOUBLE[idx]:
+            return x
+        if idx == 0:
+            while True:
+                # 1 - U avoids log(0), as numpy does (gh-13361).
+                xx = -ZIGGURAT_NOR_INV_R * math.log1p(-next_double(streams, row))
+                yy = -math.log1p(-next_double(streams, row))
+                if yy + yy > xx * xx:
+                    if (rabs >> _U64(8)) & _U64(1):
+                        return -(ZIGGURAT_NOR_R + xx)
+                    return ZIGGURAT_NOR_R + xx
+        else:
+            if (FI_DOUBLE[idx - 1] - FI_DOUBLE[idx]) * next_double(streams, row) + FI_DOUBLE[
+                idx
+            ] < math.exp(-0.5 * x * x):
+                return x
+
+
+@numba.njit(**_JIT)
+def normal(streams, row, loc, scale):
+    """``Generator.normal(loc, scale)``: always one standard normal, then ``loc + scale * z``.
+
+    ``scale == 0`` returns ``loc`` (the draw is still consumed); an infinite
+    scale gives a signed infinity, both as in numpy.
+    """
+    return loc + scale * standard_normal(streams, row)
+
+
+@numba.njit(**_JIT)
+def sample_without_replacement(streams, row, population, size, out, taken):
+    """``Generator.choice(population, size, replace=False)`` into ``out[:size]``.
+
+    Valid for ``size <= population <= FLOYD_MAX_POPULATION`` (checked by the
+    caller). ``taken`` is caller-owned scratch of at least ``population``
+    bytes; it is left all zero again on return, so a batch kernel can reuse it
+    for every row without clearing.
+    """
+    # Floyd's algorithm. numpy keeps the sample in a hash set; a membership
+    # flag per population element decides the same thing.
+    first = population - size
+    for j in range(first, population):
+        val = np.int64(bounded_uint64(streams, row, j))
+        if taken[val]:
+            val = j
+        taken[val] = 1
+        out[j - first] = val
+    for k in range(size):
+        taken[out[k]] = 0
+    # numpy then shuffles the sample (Fisher-Yates from the back, Lemire draws).
+    for i in range(size - 1, 0, -1):
+        j = np.intp(bounded_uint64(streams, row, i))
+        tmp = out[j]
+        out[j] = out[i]
+        out[i] = tmp
