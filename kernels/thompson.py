@@ -1,0 +1,228 @@
+"""Batched Gaussian Thompson sampling and posterior updates over the fleet arrays.
+
+Layout (see docs/architecture.md): jobs are rows; job ``r`` owns the arm slots
+``arm_start[r] : arm_start[r] + arm_count[r]``, in the order its arm values
+were registered. Per-arm arrays are indexed by slot. ``arm_active`` marks the
+slots that are arms of the job's bandit (all of them for plain GTS, the
+survivors of pruning for PruningGTS); the bandit's arm order is slot order.
+
+Reward history per slot is either a ring buffer of ``window`` doubles
+(``history_values[slot * window + k]``), or, with ``window == 0``, unbounded
+and kept in a pool of fixed-size chunks linked per slot. ``history_count[slot]``
+is the number of rewards ever appended.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .distributions import sample_without_replacement, standard_normal
+from .stats import fit_increment, fit_reset, population_variance, precision_from_variance
+
+__all__ = [
+    "CHUNK",
+    "thompson_predict",
+    "find_arm_slots",
+    "observe_incremental",
+    "observe_refit",
+    "append_history",
+    "gather_history",
+    "refit_slot",
+]
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+# Rewards per chunk of unbounded history.
+CHUNK = 16
+
+
+@numba.njit(**_JIT)
+def thompson_predict(
+    rows,
+    arm_start,
+    arm_count,
+    arm_active,
+    arm_value,
+    observation_count,
+    posterior_mean,
+    posterior_precision,
+    num_exploration,
+    streams,
+    out,
+):
+    """One Thompson-sampling decision per row, written to ``out`` (arm values).
+
+    Per row, exactly the reference's draws: a random order of the bandit's arms
+    (``choice(arms, k, replace=False)``); the first arm in that order with fewer
+    than ``num_exploration`` observations is chosen. Otherwise one normal per arm
+    in arm order from N(mean, 1/precision), and the first maximum wins.
+    """
+    max_arms = 0
+    for i in range(rows.shape[0]):
+        c = arm_count[rows[i]]
+        if c > max_arms:
+            max_arms = c
+    active = np.empty(max_arms, np.int64)
+    order = np.empty(max_arms, np.int64)
+    taken = np.zeros(max_arms, np.uint8)
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        start = arm_start[row]
+        k = 0
+        for a in range(arm_count[row]):
+            if arm_active[start + a]:
+                active[k] = start + a
+                k += 1
+        sample_without_replacement(streams, row, k, k, order, taken)
+        chosen = -1
+        for p in range(k):
+            slot = active[order[p]]
+            if observation_count[slot] < num_exploration:
+                chosen = slot
+                break
+        if chosen < 0:
+            best = 0.0
+            for p in range(k):
+                slot = active[p]
+                scale = math.sqrt(1.0 / posterior_precision[slot])
+                draw = posterior_mean[slot] + scale * standard_normal(streams, row)
+                # Python's max(): the first element stays unless a later one is greater.
+                if p == 0 or draw > best:
+                    best = draw
+                    chosen = slot
+        out[i] = arm_value[chosen]
+
+
+@numba.njit(**_JIT)
+def find_arm_slots(rows, values, arm_start, arm_count, arm_value, out):
+    """Slot of ``values[i]`` among row ``rows[i]``'s arms; returns the first miss or -1."""
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        start = arm_start[row]
+        found = -1
+        for a in range(arm_count[row]):
+            if arm_value[start + a] == values[i]:
+                found = start + a
+                break
+        if found < 0:
+            return i
+        out[i] = found
+    return -1
+
+
+@numba.njit(**_JIT)
+def append_history(slot, reward, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used):
+    """Append one reward to ``slot``'s history (ring buffer or chunk list)."""
+    n = history_count[slot]
+    if window > 0:
+        history_values[slot * window + n % window] = reward
+    else:
+        pos = n % CHUNK
+        if pos == 0:
+            # Capacity for a new chunk per appended reward is ensured by the caller.
+            chunk = pool_used[0]
+            pool_used[0] += 1
+            chunk_next[chunk] = -1
+            if n == 0:
+                slot_chunks[slot, 0] = chunk
+            else:
+                chunk_next[slot_chunks[slot, 1]] = chunk
+            slot_chunks[slot, 1] = chunk
+        chunk_values[slot_chunks[slot, 1], pos] = reward
+    history_count[slot] = n + 1
+
+
+@numba.njit(**_JIT)
+def gather_history(slot, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, out):
+    """Copy ``slot``'s windowed rewards, oldest first, into ``out``; return how many."""
+    n = history_count[slot]
+    if window > 0:
+        fill = n if n < window else window
+        first = n - fill
+        for k in range(fill):
+            out[k] = history_values[slot * window + (first + k) % window]
+        return fill
+    if n == 0:
+        return 0
+    chunk = slot_chunks[slot, 0]
+    k = 0
+    while k < n:
+        take = n - k if n - k < CHUNK else CHUNK
+        for j in range(take):
+            out[k + j] = chunk_values[chunk, j]
+        k += take
+        chunk = chunk_next[chunk]
+    return n
+
+
+@numba.njit(**_JIT)
+def refit_slot(slot, rewards, n, scratch, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision, observation_count):
+    """Learn the slot's reward precision from its window and refit it from the prior.
+
+    The reference's ``arm_reward_prec[bs] = 1/np.var(window)`` (infinite for
+    zero variance) followed by ``fit_arm(bs, window, reset=True)``.
+    """
+    precision = precision_from_variance(population_variance(rewards, n, scratch))
+    reward_precision[slot] = precision
+    mean, prec = fit_reset(rewards, n, precision, prior_mean, prior_precision)
+    posterior_mean[slot] = mean
+    posterior_precision[slot] = prec
+    observation_count[slot] = n
+
+
+@numba.njit(**_JIT)
+def observe_incremental(slots, costs, reward_precision, posterior_mean, posterior_precision, observation_count):
+    """Known reward precision: fold each reward (-cost) into its arm's posterior, in order."""
+    for i in range(slots.shape[0]):
+        slot = slots[i]
+        mean, prec = fit_increment(posterior_mean[slot], posterior_precision[slot], -costs[i], reward_precision[slot])
+        posterior_mean[slot] = mean
+        posterior_precision[slot] = prec
+        observation_count[slot] += 1
+
+
+@numba.njit(**_JIT)
+def observe_refit(
+    slots,
+    costs,
+    refit,
+    window,
+    prior_mean,
+    prior_precision,
+    history_count,
+    history_values,
+    chunk_values,
+    chunk_next,
+    slot_chunks,
+    pool_used,
+    reward_precision,
+    posterior_mean,
+    posterior_precision,
+    observation_count,
+):
+    """Learned reward precision: append -cost to the arm's history, then refit it.
+
+    ``refit[i] == 0`` only records the reward (pruning stage, or an arm that is
+    not in the bandit). Observations apply in array order, so repeated slots
+    see each other's rewards exactly as sequential calls would.
+    """
+    max_n = 0
+    for i in range(slots.shape[0]):
+        c = history_count[slots[i]] + 1
+        if c > max_n:
+            max_n = c
+    if window > 0 and max_n > window:
+        max_n = window
+    # Repeated slots in the batch can grow past the pre-batch count.
+    max_n += slots.shape[0]
+    rewards = np.empty(max_n, np.float64)
+    scratch = np.empty(max_n, np.float64)
+    for i in range(slots.shape[0]):
+        slot = slots[i]
+        append_history(slot, -costs[i], window, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
+        if refit[i]:
+            n = gather_history(slot, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+            refit_slot(slot, rewards, n, scratch, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision, observation_count)

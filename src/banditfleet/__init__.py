@@ -1,0 +1,12 @@
+"""banditfleet: fleets of Gaussian Thompson-sampling bandits, decision-identical to Zeus.
+
+The reference-shaped API is importable from here as a drop-in for
+``zeus._legacy.policy`` (see docs/optimizers.md).
+"""
+
+from banditfleet.gts import GTSBatchSizeOptimizer
+from banditfleet.job import Job
+
+__version__ = "0.1.0"
+
+__all__ = ["GTSBatchSizeOptimizer", "Job", "__version__"]

@@ -1,0 +1,151 @@
+"""What every batch-size optimizer shares: the store, key resolution, batch validation.
+
+Validation happens here, once, at the public boundary; the kernels behind it
+trust their arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from banditfleet.errors import InvalidObservationError, UnknownBatchSizeError
+from banditfleet.kernels.thompson import find_arm_slots
+from banditfleet.store import FleetStore
+
+__all__ = ["ArmState", "JobsLike"]
+
+logger = logging.getLogger("banditfleet")
+
+JobsLike = Sequence[Hashable] | np.ndarray
+
+
+class ArmState(NamedTuple):
+    """One arm's learned state. Rewards are negative costs (energy-time cost)."""
+
+    posterior_mean: float
+    posterior_precision: float
+    reward_precision: float
+    observations: int
+
+
+def _describe(values: Any) -> str:
+    return type(values).__name__ if not isinstance(values, np.ndarray) else f"array of dtype {values.dtype}"
+
+
+class _FleetOptimizer:
+    """Store-backed optimizer plumbing; subclasses define the policy."""
+
+    _store: FleetStore
+    verbose: bool
+
+    @property
+    def name(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _log(self, message: str) -> None:
+        if self.verbose:
+            logger.info("[%s] %s", self.name, message)
+
+    # ------------------------------------------------------------------ keys
+    def __contains__(self, job: Hashable) -> bool:
+        return job in self._store
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @property
+    def jobs(self) -> list[Hashable]:
+        """Registered job keys, in row order."""
+        return self._store.keys()
+
+    def rows(self, jobs: Iterable[Hashable]) -> np.ndarray:
+        """Resolve job keys to an int64 row array once; pass it to the ``*_many`` calls."""
+        return self._store.rows(jobs)
+
+    def batch_sizes_of(self, job: Hashable) -> list[int]:
+        """The job's batch sizes, in the order the optimizer keeps them."""
+        return self._store.arms_of(self._store.row(job)).tolist()
+
+    def arm_state(self, job: Hashable) -> dict[int, ArmState]:
+        """Posterior of every arm of ``job`` (mean and precision of the reward = -cost)."""
+        s = self._store
+        row = s.row(job)
+        start, count = int(s.arm_start[row]), int(s.arm_count[row])
+        return {
+            int(s.arm_value[slot]): ArmState(
+                float(s.posterior_mean[slot]),
+                float(s.posterior_precision[slot]),
+                float(s.reward_precision[slot]),
+                int(s.observation_count[slot]),
+            )
+            for slot in range(start, start + count)
+        }
+
+    # ------------------------------------------------------------ validation
+    def _job_name(self, row: int) -> str:
+        return repr(self._store.key_of(int(row)))
+
+    def _batch_array(self, name: str, values: Any, n: int, kind: str) -> np.ndarray:
+        arr = np.asarray(values)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1 or arr.shape[0] != n:
+            raise InvalidObservationError(f"{name}: expected {n} values (one per job), got shape {arr.shape}")
+        if n and kind == "int":
+            if arr.dtype.kind in "iu":
+                return arr.astype(np.int64, copy=False)
+            if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+                return arr.astype(np.int64)
+            raise InvalidObservationError(f"{name} must be integers, got {_describe(values)}")
+        if n and kind == "float":
+            if arr.dtype.kind not in "iuf" or arr.dtype.kind == "b":
+                raise InvalidObservationError(f"{name} must be real numbers, got {_describe(values)}")
+            return arr.astype(np.float64, copy=False)
+        return arr.astype(np.int64 if kind == "int" else np.float64, copy=False)
+
+    def _costs(self, rows: np.ndarray, costs: Any) -> np.ndarray:
+        arr = self._batch_array("costs", costs, rows.shape[0], "float")
+        finite = np.isfinite(arr)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise InvalidObservationError(
+                f"job {self._job_name(rows[i])}: cost {arr[i]!r} is not a finite energy-time cost"
+            )
+        return arr
+
+    def _batch_sizes(self, rows: np.ndarray, batch_sizes: Any) -> np.ndarray:
+        return self._batch_array("batch_sizes", batch_sizes, rows.shape[0], "int")
+
+    def _converged(self, rows: np.ndarray, converged: Any) -> np.ndarray | None:
+        if converged is None:
+            return None
+        arr = np.asarray(converged, dtype=object if not isinstance(converged, np.ndarray) else None)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.shape != (rows.shape[0],):
+            raise InvalidObservationError(f"converged: expected {rows.shape[0]} flags, got shape {arr.shape}")
+        if arr.dtype == object:
+            for i, v in enumerate(arr):
+                if not isinstance(v, (bool, np.bool_)) and v not in (0, 1):
+                    raise InvalidObservationError(
+                        f"job {self._job_name(rows[i])}: converged must be True or False, got {v!r}"
+                    )
+        elif arr.dtype.kind not in "biu" or (arr.dtype.kind != "b" and not np.isin(arr, (0, 1)).all()):
+            raise InvalidObservationError(f"converged must be booleans, got {_describe(converged)}")
+        return arr.astype(np.uint8)
+
+    def _slots(self, rows: np.ndarray, batch_sizes: np.ndarray) -> np.ndarray:
+        s = self._store
+        slots = np.empty(rows.shape[0], np.int64)
+        miss = find_arm_slots(rows, batch_sizes, s.arm_start, s.arm_count, s.arm_value, slots)
+        if miss >= 0:
+            row = int(rows[miss])
+            raise UnknownBatchSizeError(
+                f"Unknown batch size '{int(batch_sizes[miss])}' for job {self._job_name(row)}: "
+                f"its batch sizes are {s.arms_of(row).tolist()}"
+            )
+        return slots

@@ -1,0 +1,63 @@
+"""Every error banditfleet raises on bad input or misuse.
+
+All are subclasses of ``ValueError`` or ``KeyError`` (and of
+:class:`BanditFleetError`), so code written against the reference, which
+raises ``ValueError``/``KeyError`` in the same places, keeps working. Each
+message names the job and the offending value. When one of these is raised
+by a batch call, nothing in the optimizer has changed: batches are validated
+whole before anything is written.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BanditFleetError",
+    "ConfigurationError",
+    "InvalidObservationError",
+    "InvalidArmsError",
+    "UnknownJobError",
+    "UnknownBatchSizeError",
+    "JobConflictError",
+    "PruningOrderError",
+    "PruningExhaustedError",
+]
+
+
+class BanditFleetError(Exception):
+    """Base class of banditfleet's errors."""
+
+
+class ConfigurationError(BanditFleetError, ValueError):
+    """Optimizer settings that cannot work (for example NaN posterior means)."""
+
+
+class InvalidObservationError(BanditFleetError, ValueError):
+    """A cost, flag or array in an observation batch is unusable (NaN, wrong length, dtype, ...)."""
+
+
+class InvalidArmsError(BanditFleetError, ValueError):
+    """A job's batch-size list is empty, has duplicates or non-positive values."""
+
+
+class UnknownJobError(BanditFleetError, KeyError):
+    """A job key or row that was never registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownBatchSizeError(BanditFleetError, ValueError):
+    """A batch size that is not one of the job's registered batch sizes."""
+
+
+class JobConflictError(BanditFleetError, ValueError):
+    """A job registered again with a different batch-size list or default."""
+
+
+class PruningOrderError(BanditFleetError, ValueError):
+    """A pruning-stage call out of order: a result for a batch size that was not asked
+    for, or a second prediction while a result is still awaited (without concurrency)."""
+
+
+class PruningExhaustedError(BanditFleetError, ValueError):
+    """No batch size reached the target metric in a pruning round, so nothing survives."""

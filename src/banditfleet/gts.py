@@ -1,0 +1,192 @@
+"""Gaussian Thompson-sampling batch-size optimizer: one bandit per job, all jobs in arrays."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from banditfleet._base import JobsLike, _FleetOptimizer
+from banditfleet.errors import ConfigurationError
+from banditfleet.kernels.streams import allocate_streams, seed_streams
+from banditfleet.kernels.thompson import observe_incremental, observe_refit, thompson_predict
+from banditfleet.store import HISTORY_NONE, HISTORY_UNBOUNDED, FleetStore
+
+__all__ = ["GTSBatchSizeOptimizer", "seed_template", "check_seed"]
+
+
+def check_seed(seed: Any) -> int:
+    """A seed numpy's ``default_rng`` accepts and the kernels can hold (0 <= seed < 2**64)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise ConfigurationError(f"seed must be a non-negative integer, got {seed!r}")
+    if not 0 <= int(seed) < 2**64:
+        raise ConfigurationError(f"seed must be in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
+def seed_template(seed: int):
+    """A one-row stream seeded as ``np.random.default_rng(seed)``, to copy into job rows."""
+    template = allocate_streams(1)
+    seed_streams(template, np.zeros(1, np.int64), np.array([seed], np.uint64))
+    return template
+
+
+def _check_real(name: str, value: Any, *, allow_inf: bool = False, nonnegative: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a real number, got {value!r}") from None
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ConfigurationError(f"{name} must be finite, got {value!r}")
+    if nonnegative and v < 0:
+        raise ConfigurationError(f"{name} must be >= 0, got {value!r}")
+    return v
+
+
+class GTSBatchSizeOptimizer(_FleetOptimizer):
+    """One Gaussian Thompson-sampling bandit per job over its batch sizes.
+
+    Decisions are identical to ``zeus._legacy.policy.GTSBatchSizeOptimizer``
+    for the same seed and observations. Every job's bandit starts from the same
+    seed, as in the reference.
+
+    Args:
+        learn_reward_precision: Learn each arm's reward precision as the
+            inverse variance of all its rewards (rewards are -cost), refitting
+            the arm from the prior after every observation.
+        reward_precision: Known reward precision when not learning it.
+        prior_mean: Mean of the Gaussian prior on each arm's expected reward.
+        prior_precision: Precision of that prior.
+        num_exploration: Observations every arm gets, in random order, before
+            Thompson sampling starts.
+        seed: Seed of every job's random stream.
+        verbose: Log each scalar decision through the ``banditfleet`` logger.
+    """
+
+    def __init__(
+        self,
+        learn_reward_precision: bool,
+        reward_precision: float = 0.0,
+        prior_mean: float = 0.0,
+        prior_precision: float = 0.0,
+        num_exploration: int = 1,
+        seed: int = 123456,
+        verbose: bool = True,
+    ) -> None:
+        self.learn_reward_precision = bool(learn_reward_precision)
+        self.reward_precision = _check_real("reward_precision", reward_precision, allow_inf=True, nonnegative=True)
+        self.prior_mean = _check_real("prior_mean", prior_mean)
+        self.prior_precision = _check_real("prior_precision", prior_precision, nonnegative=True)
+        if isinstance(num_exploration, bool) or not isinstance(num_exploration, (int, np.integer)) or num_exploration < 0:
+            raise ConfigurationError(f"num_exploration must be a non-negative integer, got {num_exploration!r}")
+        self.num_exploration = int(num_exploration)
+        self.seed = check_seed(seed)
+        self.verbose = bool(verbose)
+        if not self.learn_reward_precision and self.reward_precision == 0.0 and self.prior_precision == 0.0:
+            raise ConfigurationError(
+                "learn_reward_precision=False with reward_precision=0 and prior_precision=0 gives every "
+                "posterior precision 0 and mean 0/0 = NaN; give a positive reward_precision or prior_precision"
+            )
+        self._store = FleetStore(HISTORY_UNBOUNDED if self.learn_reward_precision else HISTORY_NONE)
+        self._template = seed_template(self.seed)
+
+    @property
+    def name(self) -> str:
+        """Name of the batch-size optimizer."""
+        return "GaussianTS BSO"
+
+    # ----------------------------------------------------------- registration
+    def register_job(self, job: Hashable, batch_sizes: Sequence[int]) -> None:
+        """Register ``job`` with its batch sizes (their order fixes exploration order and ties).
+
+        Registering a job again with the same batch sizes changes nothing.
+        """
+        self.register_jobs([job], [batch_sizes])
+        self._log(f"Registered {job}")
+
+    def register_jobs(self, jobs: Sequence[Hashable], batch_sizes: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+        """Register many jobs at once; returns their rows.
+
+        ``batch_sizes`` is one list per job, or a 2-D integer array when all
+        jobs have the same number of batch sizes (fastest).
+        """
+        s = self._store
+        rows, new = s.register(jobs, batch_sizes)
+        new_rows = rows[new]
+        if new_rows.size:
+            slots = s.job_slots(new_rows)
+            s.posterior_mean[slots] = self.prior_mean
+            s.posterior_precision[slots] = self.prior_precision
+            s.reward_precision[slots] = self.reward_precision
+            s.observation_count[slots] = 0
+            for dst, src in zip(s.streams, self._template):
+                dst[new_rows] = src[0]
+        return rows
+
+    # ------------------------------------------------------------- decisions
+    def predict(self, job: Hashable) -> int:
+        """The batch size to run ``job`` with next."""
+        out = self.predict_many(np.array([self._store.row(job)], np.int64))
+        self._log(f"{job} -> BS = {int(out[0])}")
+        return int(out[0])
+
+    def predict_many(self, jobs: JobsLike) -> np.ndarray:
+        """One decision per entry of ``jobs`` (keys, or rows from :meth:`rows`), as int64.
+
+        Equal to calling :meth:`predict` for each entry in order.
+        """
+        rows = self.rows(jobs)
+        s = self._store
+        out = np.empty(rows.shape[0], np.int64)
+        thompson_predict(
+            rows,
+            s.arm_start,
+            s.arm_count,
+            s.arm_active,
+            s.arm_value,
+            s.observation_count,
+            s.posterior_mean,
+            s.posterior_precision,
+            self.num_exploration,
+            s.streams,
+            out,
+        )
+        return out
+
+    def observe(self, job: Hashable, batch_size: int, cost: float, converged: bool | None = None) -> None:
+        """Learn from one run: ``cost`` is its energy-time cost; ``converged`` is ignored."""
+        self.observe_many(np.array([self._store.row(job)], np.int64), [batch_size], [cost])
+        if self.verbose:
+            self._log(f"{job} @ {batch_size}: reward = {-float(cost):.2f}")
+
+    def observe_many(self, jobs: JobsLike, batch_sizes: Any, costs: Any, converged: Any = None) -> None:
+        """Learn from many runs, applied in array order. Validated whole before any change."""
+        rows = self.rows(jobs)
+        bs = self._batch_sizes(rows, batch_sizes)
+        c = self._costs(rows, costs)
+        slots = self._slots(rows, bs)
+        s = self._store
+        if not self.learn_reward_precision:
+            observe_incremental(slots, c, s.reward_precision, s.posterior_mean, s.posterior_precision, s.observation_count)
+            return
+        s.reserve_history_chunks(slots.shape[0])
+        observe_refit(
+            slots,
+            c,
+            np.ones(slots.shape[0], np.uint8),
+            HISTORY_UNBOUNDED,
+            self.prior_mean,
+            self.prior_precision,
+            s.history_count,
+            s.history_values,
+            s.chunk_values,
+            s.chunk_next,
+            s.slot_chunks,
+            s.pool_used,
+            s.reward_precision,
+            s.posterior_mean,
+            s.posterior_precision,
+            s.observation_count,
+        )

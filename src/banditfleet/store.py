@@ -1,0 +1,351 @@
+"""The struct-of-arrays fleet store: job keys to dense rows, ragged arm slots, histories.
+
+One :class:`FleetStore` holds every job of one optimizer. Job-level arrays are
+indexed by row, arm-level arrays by slot; job ``r`` owns slots
+``arm_start[r] : arm_start[r] + arm_count[r]`` in the order its arm values
+were given. Capacities grow geometrically, so registering jobs one by one or a
+million at once both cost amortized O(1) per job and arm. Optimizers add their
+own per-job and per-arm arrays with :meth:`FleetStore.add_job_array` and
+:meth:`FleetStore.add_arm_array`; those grow with the store.
+
+See docs/architecture.md for the table of arrays and dtypes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from banditfleet.errors import InvalidArmsError, JobConflictError, UnknownJobError
+from banditfleet.kernels.distributions import FLOYD_MAX_POPULATION
+from banditfleet.kernels.streams import Streams, allocate_streams
+from banditfleet.kernels.thompson import CHUNK
+
+__all__ = ["FleetStore", "MAX_ARMS_PER_JOB", "HISTORY_NONE", "HISTORY_UNBOUNDED"]
+
+# numpy's choice() uses Floyd's algorithm (what the kernels reproduce) up to this size.
+MAX_ARMS_PER_JOB = FLOYD_MAX_POPULATION
+
+HISTORY_NONE = -1
+HISTORY_UNBOUNDED = 0
+
+_MIN_CAPACITY = 16
+
+
+def _grown(array: np.ndarray, capacity: int, fill: Any) -> np.ndarray:
+    new = np.full((capacity,) + array.shape[1:], fill, dtype=array.dtype)
+    new[: array.shape[0]] = array
+    return new
+
+
+class FleetStore:
+    """Rows, arm slots and reward histories of a fleet of bandit jobs.
+
+    Args:
+        history_window: ``HISTORY_NONE`` (-1) keeps no reward history;
+            ``HISTORY_UNBOUNDED`` (0) keeps every reward of every arm (the
+            reference's ``window_size=0``); ``W > 0`` keeps the last ``W``
+            rewards of each arm in a ring buffer.
+    """
+
+    def __init__(self, history_window: int = HISTORY_NONE) -> None:
+        self.history_window = int(history_window)
+        self._rows: dict[Hashable, int] = {}
+        self._keys: list[Hashable] = []
+        self.n_jobs = 0
+        self.n_arms = 0
+        self._job_fill: dict[str, Any] = {}
+        self._arm_fill: dict[str, Any] = {}
+        self.arm_start = np.zeros(_MIN_CAPACITY, np.int64)
+        self.arm_count = np.zeros(_MIN_CAPACITY, np.int64)
+        self._job_fill.update(arm_start=0, arm_count=0)
+        self.streams: Streams = allocate_streams(_MIN_CAPACITY)
+        self.arm_value = np.zeros(_MIN_CAPACITY, np.int64)
+        self.posterior_mean = np.zeros(_MIN_CAPACITY, np.float64)
+        self.posterior_precision = np.zeros(_MIN_CAPACITY, np.float64)
+        self.reward_precision = np.zeros(_MIN_CAPACITY, np.float64)
+        self.observation_count = np.zeros(_MIN_CAPACITY, np.int64)
+        self.arm_active = np.ones(_MIN_CAPACITY, np.uint8)
+        self.history_count = np.zeros(_MIN_CAPACITY, np.int64)
+        self._arm_fill.update(
+            arm_value=0,
+            posterior_mean=0.0,
+            posterior_precision=0.0,
+            reward_precision=0.0,
+            observation_count=0,
+            arm_active=1,
+            history_count=0,
+        )
+        window = max(self.history_window, 0)
+        self.history_values = np.zeros(_MIN_CAPACITY * window, np.float64)
+        # Unbounded history: a pool of CHUNK-reward chunks, linked per slot
+        # (slot_chunks[slot] = first and last chunk).
+        unbounded = self.history_window == HISTORY_UNBOUNDED
+        self.slot_chunks = np.full((_MIN_CAPACITY if unbounded else 0, 2), -1, np.int64)
+        self.chunk_values = np.zeros((_MIN_CAPACITY if unbounded else 0, CHUNK), np.float64)
+        self.chunk_next = np.full(_MIN_CAPACITY if unbounded else 0, -1, np.int64)
+        self.pool_used = np.zeros(1, np.int64)
+
+    # ------------------------------------------------------------------ arrays
+    def add_job_array(self, name: str, dtype: Any, fill: Any = 0, width: int | None = None) -> None:
+        """Add a per-job array (``width`` makes it 2-D) that grows with the store."""
+        shape = (self.arm_start.shape[0],) if width is None else (self.arm_start.shape[0], width)
+        setattr(self, name, np.full(shape, fill, dtype=dtype))
+        self._job_fill[name] = fill
+
+    def add_arm_array(self, name: str, dtype: Any, fill: Any = 0) -> None:
+        """Add a per-arm-slot array that grows with the store."""
+        setattr(self, name, np.full(self.arm_value.shape[0], fill, dtype=dtype))
+        self._arm_fill[name] = fill
+
+    @property
+    def job_capacity(self) -> int:
+        return int(self.arm_start.shape[0])
+
+    @property
+    def arm_capacity(self) -> int:
+        return int(self.arm_value.shape[0])
+
+    def _reserve_jobs(self, n_more: int) -> None:
+        need = self.n_jobs + n_more
+        if need <= self.job_capacity:
+            return
+        capacity = max(need, 2 * self.job_capacity)
+        for name, fill in self._job_fill.items():
+            setattr(self, name, _grown(getattr(self, name), capacity, fill))
+        old = self.streams
+        new = allocate_streams(capacity)
+        for src, dst in zip(old, new):
+            dst[: src.shape[0]] = src
+        self.streams = new
+
+    def _reserve_arms(self, n_more: int) -> None:
+        need = self.n_arms + n_more
+        if need <= self.arm_capacity:
+            return
+        capacity = max(need, 2 * self.arm_capacity)
+        for name, fill in self._arm_fill.items():
+            setattr(self, name, _grown(getattr(self, name), capacity, fill))
+        window = max(self.history_window, 0)
+        if window:
+            self.history_values = _grown(self.history_values, capacity * window, 0.0)
+        if self.history_window == HISTORY_UNBOUNDED:
+            self.slot_chunks = _grown(self.slot_chunks, capacity, -1)
+
+    def reserve_history_chunks(self, n_more: int) -> None:
+        """Make room for ``n_more`` new history chunks (one per appended reward at most)."""
+        if self.history_window != HISTORY_UNBOUNDED:
+            return
+        need = int(self.pool_used[0]) + n_more
+        if need <= self.chunk_next.shape[0]:
+            return
+        capacity = max(need, 2 * self.chunk_next.shape[0])
+        self.chunk_values = _grown(self.chunk_values, capacity, 0.0)
+        self.chunk_next = _grown(self.chunk_next, capacity, -1)
+
+    # -------------------------------------------------------------- job keys
+    def __len__(self) -> int:
+        return self.n_jobs
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._rows
+
+    def keys(self) -> list[Hashable]:
+        """Job keys in row order."""
+        return list(self._keys)
+
+    def key_of(self, row: int) -> Hashable:
+        return self._keys[row]
+
+    def row(self, key: Hashable) -> int:
+        """Row of one job key (:class:`UnknownJobError` when never registered)."""
+        try:
+            return self._rows[key]
+        except (KeyError, TypeError):
+            raise UnknownJobError(f"unknown job {key!r}: register it first") from None
+
+    def rows(self, keys: Iterable[Hashable] | np.ndarray) -> np.ndarray:
+        """Resolve many job keys to an int64 array of rows, once, for the hot path.
+
+        An int64 array is taken to be rows already and is only bounds-checked.
+        """
+        if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
+            rows = keys.astype(np.int64, copy=False)
+            if rows.ndim != 1:
+                raise UnknownJobError(f"job rows must be a 1-D array, got shape {rows.shape}")
+            if rows.size and (rows.min() < 0 or rows.max() >= self.n_jobs):
+                bad = rows[(rows < 0) | (rows >= self.n_jobs)][0]
+                raise UnknownJobError(f"unknown job row {int(bad)}: rows run from 0 to {self.n_jobs - 1}")
+            return rows
+        keys = list(keys)
+        if not keys:
+            return np.zeros(0, np.int64)
+        try:
+            if len(keys) == 1:
+                return np.array([self._rows[keys[0]]], np.int64)
+            return np.fromiter(operator.itemgetter(*keys)(self._rows), np.int64, len(keys))
+        except (KeyError, TypeError):
+            for key in keys:
+                self.row(key)
+            raise
+
+    def arms_of(self, row: int) -> np.ndarray:
+        """A copy of the job's arm values, in registration order."""
+        start = int(self.arm_start[row])
+        return self.arm_value[start : start + int(self.arm_count[row])].copy()
+
+    # ----------------------------------------------------------- registration
+    def register(self, keys: Sequence[Hashable], arm_lists: Sequence[Sequence[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Register new jobs; return ``(rows, new)`` for every key.
+
+        ``arm_lists`` is a sequence of batch-size lists, or a 2-D integer array
+        (one row per job, the fast path for millions of jobs). A key that is
+        already registered with the same arm values is left untouched
+        (``new`` is False); with different values it is a :class:`JobConflictError`.
+        Nothing is written unless the whole batch is valid.
+        """
+        keys = list(keys)
+        flat, counts = _flatten_arms(keys, arm_lists)
+        starts = np.zeros(len(keys), np.int64)
+        if len(keys):
+            np.cumsum(counts[:-1], out=starts[1:])
+        _validate_arms(keys, flat, counts, starts)
+
+        rows = np.empty(len(keys), np.int64)
+        new = np.ones(len(keys), bool)
+        try:
+            fresh = len(set(keys)) == len(keys) and self._rows.keys().isdisjoint(keys)
+        except TypeError:
+            bad = next(k for k in keys if not isinstance(k, Hashable) or _unhashable(k))
+            raise JobConflictError(f"job key {bad!r} is not hashable") from None
+        first_index: dict[Hashable, int] = {}
+        if fresh:
+            # The common case, millions of new keys: no per-key checks needed.
+            rows[:] = np.arange(self.n_jobs, self.n_jobs + len(keys))
+            first_index = dict(zip(keys, range(len(keys))))
+        else:
+            next_row = self.n_jobs
+            for i, key in enumerate(keys):
+                arms = flat[starts[i] : starts[i] + counts[i]]
+                existing = self._rows.get(key)
+                if existing is not None:
+                    known = self.arms_of(existing)
+                elif key in first_index:
+                    j = first_index[key]
+                    known = flat[starts[j] : starts[j] + counts[j]]
+                    existing = int(rows[j])
+                else:
+                    first_index[key] = i
+                    rows[i] = next_row
+                    next_row += 1
+                    continue
+                if known.shape != arms.shape or not np.array_equal(known, arms):
+                    raise JobConflictError(
+                        f"job {key!r} is already registered with batch sizes {known.tolist()}; "
+                        f"got {arms.tolist()}"
+                    )
+                rows[i] = existing
+                new[i] = False
+        n_new = int(new.sum())
+        if n_new == 0:
+            return rows, new
+        self._reserve_jobs(n_new)
+        new_counts = counts[new]
+        self._reserve_arms(int(new_counts.sum()))
+        new_rows = rows[new]
+        offsets = np.zeros(n_new, np.int64)
+        np.cumsum(new_counts[:-1], out=offsets[1:])
+        self.arm_start[new_rows] = self.n_arms + offsets
+        self.arm_count[new_rows] = new_counts
+        if n_new == len(keys):
+            new_flat = flat
+        else:
+            new_flat = np.concatenate([flat[starts[i] : starts[i] + counts[i]] for i in np.flatnonzero(new)])
+        self.arm_value[self.n_arms : self.n_arms + new_flat.shape[0]] = new_flat
+        for key, i in first_index.items():
+            self._rows[key] = int(rows[i])
+        self._keys.extend(first_index.keys())
+        self.n_jobs += n_new
+        self.n_arms += int(new_flat.shape[0])
+        return rows, new
+
+    def job_slots(self, rows: np.ndarray) -> np.ndarray:
+        """All arm slots of the given rows, concatenated in row order."""
+        counts = self.arm_count[rows]
+        starts = self.arm_start[rows]
+        total = int(counts.sum())
+        if total == 0:
+            return np.zeros(0, np.int64)
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return np.arange(total, dtype=np.int64) + offsets
+
+    def nbytes_per_arm(self) -> dict[str, int]:
+        """Bytes of state per arm slot and per job, for the memory report."""
+        per_arm = sum(getattr(self, name).dtype.itemsize for name in self._arm_fill)
+        per_job = sum(getattr(self, name).itemsize * (getattr(self, name).shape[1] if getattr(self, name).ndim > 1 else 1) for name in self._job_fill)
+        per_job += sum(a.dtype.itemsize for a in self.streams)
+        return {
+            "per_arm": per_arm,
+            "per_window_slot": 8 if self.history_window > 0 else 0,
+            "per_job": per_job,
+            "unbounded_per_arm": 16 if self.history_window == HISTORY_UNBOUNDED else 0,
+        }
+
+
+def _unhashable(key: Any) -> bool:
+    try:
+        hash(key)
+    except TypeError:
+        return True
+    return False
+
+
+def _flatten_arms(keys: list[Hashable], arm_lists: Sequence[Sequence[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(arm_lists, np.ndarray) and arm_lists.ndim == 2:
+        if arm_lists.shape[0] != len(keys):
+            raise InvalidArmsError(f"{len(keys)} jobs but {arm_lists.shape[0]} batch-size rows")
+        if arm_lists.dtype.kind not in "iu":
+            raise InvalidArmsError(f"batch sizes must be integers, got dtype {arm_lists.dtype}")
+        counts = np.full(len(keys), arm_lists.shape[1], np.int64)
+        return np.ascontiguousarray(arm_lists, dtype=np.int64).reshape(-1), counts
+    if len(arm_lists) != len(keys):
+        raise InvalidArmsError(f"{len(keys)} jobs but {len(arm_lists)} batch-size lists")
+    lists = [list(a) if not isinstance(a, np.ndarray) else a.tolist() for a in arm_lists]
+    counts = np.fromiter(map(len, lists), np.int64, len(lists))
+    flat_items = list(itertools.chain.from_iterable(lists))
+    for i, a in enumerate(lists):
+        for v in a:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                if isinstance(v, (float, np.floating)) and float(v).is_integer():
+                    continue
+                raise InvalidArmsError(f"job {keys[i]!r}: batch size {v!r} is not an integer")
+    try:
+        flat = np.array(flat_items, dtype=np.int64) if flat_items else np.zeros(0, np.int64)
+    except OverflowError:
+        raise InvalidArmsError("batch sizes must fit in a signed 64-bit integer") from None
+    return flat, counts
+
+
+def _validate_arms(keys: list[Hashable], flat: np.ndarray, counts: np.ndarray, starts: np.ndarray) -> None:
+    if counts.size and counts.min() == 0:
+        i = int(np.argmin(counts))
+        raise InvalidArmsError(f"job {keys[i]!r}: the batch-size list is empty")
+    if counts.size and counts.max() > MAX_ARMS_PER_JOB:
+        i = int(np.argmax(counts))
+        raise InvalidArmsError(f"job {keys[i]!r}: {int(counts[i])} batch sizes, at most {MAX_ARMS_PER_JOB} are supported")
+    if flat.size and flat.min() <= 0:
+        pos = int(np.argmin(flat))
+        i = int(np.searchsorted(starts, pos, side="right") - 1)
+        raise InvalidArmsError(f"job {keys[i]!r}: batch size {int(flat[pos])} is not positive")
+    if flat.size:
+        job_of = np.repeat(np.arange(len(keys)), counts)
+        order = np.lexsort((flat, job_of))
+        sf, sj = flat[order], job_of[order]
+        dup = np.flatnonzero((sf[1:] == sf[:-1]) & (sj[1:] == sj[:-1]))
+        if dup.size:
+            i = int(sj[dup[0]])
+            raise InvalidArmsError(f"job {keys[i]!r}: batch size {int(sf[dup[0]])} appears more than once")
