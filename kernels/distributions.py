@@ -22,10 +22,13 @@ import numba
 import numpy as np
 
 from ._ziggurat_tables import FI_DOUBLE, KI_DOUBLE, WI_DOUBLE, ZIGGURAT_NOR_INV_R, ZIGGURAT_NOR_R
-from .streams import _umulh, next_double, next_uint32, next_uint64
+from .streams import _umulh, load_stream, next_double_s, next_uint32_s, next_uint64_s, store_stream
 
 __all__ = [
     "bounded_uint64",
+    "bounded_uint64_s",
+    "standard_normal_s",
+    "sample_without_replacement_s",
     "integers",
     "standard_normal",
     "normal",
@@ -44,32 +47,53 @@ FLOYD_MAX_POPULATION = 10_000
 
 
 @numba.njit(**_JIT)
-def _lemire_uint32(streams, row, rng):
+def _lemire_uint32_s(st, rng):
     # rng < 0xFFFFFFFF, so rng_excl fits in 32 bits and m in 64.
     rng_excl = rng + _U64(1)
-    m = _U64(next_uint32(streams, row)) * rng_excl
+    st, draw = next_uint32_s(st)
+    m = _U64(draw) * rng_excl
     leftover = m & _MASK32
     if leftover < rng_excl:
         threshold = (_MASK32 - rng) % rng_excl
         while leftover < threshold:
-            m = _U64(next_uint32(streams, row)) * rng_excl
+            st, draw = next_uint32_s(st)
+            m = _U64(draw) * rng_excl
             leftover = m & _MASK32
-    return m >> _U64(32)
+    return st, m >> _U64(32)
 
 
 @numba.njit(**_JIT)
-def _lemire_uint64(streams, row, rng):
+def _lemire_uint64_s(st, rng):
     rng_excl = rng + _U64(1)
-    x = next_uint64(streams, row)
+    st, x = next_uint64_s(st)
     leftover = x * rng_excl
     high = _umulh(x, rng_excl)
     if leftover < rng_excl:
         threshold = (_MAX64 - rng) % rng_excl
         while leftover < threshold:
-            x = next_uint64(streams, row)
+            st, x = next_uint64_s(st)
             leftover = x * rng_excl
             high = _umulh(x, rng_excl)
-    return high
+    return st, high
+
+
+@numba.njit(**_JIT)
+def bounded_uint64_s(st, rng):
+    """(new state, uniform integer in ``[0, rng]``) as numpy's ``random_bounded_uint64``.
+
+    ``rng == 0`` consumes nothing, like numpy.
+    """
+    rng = _U64(rng)
+    if rng == _U64(0):
+        return st, _U64(0)
+    if rng <= _MASK32:
+        if rng == _MASK32:
+            st, draw = next_uint32_s(st)
+            return st, _U64(draw)
+        return _lemire_uint32_s(st, rng)
+    if rng == _MAX64:
+        return next_uint64_s(st)
+    return _lemire_uint64_s(st, rng)
 
 
 @numba.njit(**_JIT)
@@ -78,16 +102,9 @@ def bounded_uint64(streams, row, rng):
 
     ``rng == 0`` consumes nothing, like numpy.
     """
-    rng = _U64(rng)
-    if rng == _U64(0):
-        return _U64(0)
-    if rng <= _MASK32:
-        if rng == _MASK32:
-            return _U64(next_uint32(streams, row))
-        return _lemire_uint32(streams, row, rng)
-    if rng == _MAX64:
-        return next_uint64(streams, row)
-    return _lemire_uint64(streams, row, rng)
+    st, value = bounded_uint64_s(load_stream(streams, row), rng)
+    store_stream(streams, row, st)
+    return value
 
 
 @numba.njit(**_JIT)
@@ -98,10 +115,10 @@ def integers(streams, row, low, high):
 
 
 @numba.njit(**_JIT)
-def standard_normal(streams, row):
-    """numpy's ziggurat standard normal (``random_standard_normal``)."""
+def standard_normal_s(st):
+    """(new state, numpy's ziggurat standard normal) for a state tuple."""
     while True:
-        r = next_uint64(streams, row)
+        st, r = next_uint64_s(st)
         idx = np.intp(r & _U64(0xFF))
         r >>= _U64(8)
         sign = r & _U64(1)
@@ -110,21 +127,30 @@ def standard_normal(streams, row):
         if sign:
             x = -x
         if rabs < KI_DOUBLE[idx]:
-            return x
+            return st, x
         if idx == 0:
             while True:
                 # 1 - U avoids log(0), as numpy does (gh-13361).
-                xx = -ZIGGURAT_NOR_INV_R * math.log1p(-next_double(streams, row))
-                yy = -math.log1p(-next_double(streams, row))
+                st, u = next_double_s(st)
+                xx = -ZIGGURAT_NOR_INV_R * math.log1p(-u)
+                st, u = next_double_s(st)
+                yy = -math.log1p(-u)
                 if yy + yy > xx * xx:
                     if (rabs >> _U64(8)) & _U64(1):
-                        return -(ZIGGURAT_NOR_R + xx)
-                    return ZIGGURAT_NOR_R + xx
+                        return st, -(ZIGGURAT_NOR_R + xx)
+                    return st, ZIGGURAT_NOR_R + xx
         else:
-            if (FI_DOUBLE[idx - 1] - FI_DOUBLE[idx]) * next_double(streams, row) + FI_DOUBLE[
-                idx
-            ] < math.exp(-0.5 * x * x):
-                return x
+            st, u = next_double_s(st)
+            if (FI_DOUBLE[idx - 1] - FI_DOUBLE[idx]) * u + FI_DOUBLE[idx] < math.exp(-0.5 * x * x):
+                return st, x
+
+
+@numba.njit(**_JIT)
+def standard_normal(streams, row):
+    """numpy's ziggurat standard normal (``random_standard_normal``)."""
+    st, value = standard_normal_s(load_stream(streams, row))
+    store_stream(streams, row, st)
+    return value
 
 
 @numba.njit(**_JIT)
@@ -138,19 +164,14 @@ def normal(streams, row, loc, scale):
 
 
 @numba.njit(**_JIT)
-def sample_without_replacement(streams, row, population, size, out, taken):
-    """``Generator.choice(population, size, replace=False)`` into ``out[:size]``.
-
-    Valid for ``size <= population <= FLOYD_MAX_POPULATION`` (checked by the
-    caller). ``taken`` is caller-owned scratch of at least ``population``
-    bytes; it is left all zero again on return, so a batch kernel can reuse it
-    for every row without clearing.
-    """
+def sample_without_replacement_s(st, population, size, out, taken):
+    """State-tuple form of :func:`sample_without_replacement`; returns the new state."""
     # Floyd's algorithm. numpy keeps the sample in a hash set; a membership
     # flag per population element decides the same thing.
     first = population - size
     for j in range(first, population):
-        val = np.int64(bounded_uint64(streams, row, j))
+        st, draw = bounded_uint64_s(st, j)
+        val = np.int64(draw)
         if taken[val]:
             val = j
         taken[val] = 1
@@ -159,7 +180,22 @@ def sample_without_replacement(streams, row, population, size, out, taken):
         taken[out[k]] = 0
     # numpy then shuffles the sample (Fisher-Yates from the back, Lemire draws).
     for i in range(size - 1, 0, -1):
-        j = np.intp(bounded_uint64(streams, row, i))
+        st, draw = bounded_uint64_s(st, i)
+        j = np.intp(draw)
         tmp = out[j]
         out[j] = out[i]
         out[i] = tmp
+    return st
+
+
+@numba.njit(**_JIT)
+def sample_without_replacement(streams, row, population, size, out, taken):
+    """``Generator.choice(population, size, replace=False)`` into ``out[:size]``.
+
+    Valid for ``size <= population <= FLOYD_MAX_POPULATION`` (checked by the
+    caller). ``taken`` is caller-owned scratch of at least ``population``
+    bytes; it is left all zero again on return, so a batch kernel can reuse it
+    for every row without clearing.
+    """
+    st = sample_without_replacement_s(load_stream(streams, row), population, size, out, taken)
+    store_stream(streams, row, st)

@@ -27,6 +27,11 @@ __all__ = [
     "next_uint64",
     "next_uint32",
     "next_double",
+    "load_stream",
+    "store_stream",
+    "next_uint64_s",
+    "next_uint32_s",
+    "next_double_s",
     "seed_streams",
     "seed_sequence_state",
     "copy_stream",
@@ -80,40 +85,91 @@ def _umulh(typingctx, a, b):
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
+# A stream's state as a value: (state_hi, state_lo, inc_hi, inc_lo, has_uint32,
+# uinteger). Batch kernels load a row once, draw on the tuple (which LLVM keeps
+# in registers) and store it back once; the `*_s` functions return the new
+# state together with the draw.
+
+
 @numba.njit(**_JIT)
-def next_uint64(streams, row):
-    """Advance ``row``'s stream and return numpy's next 64-bit output."""
-    shi = streams.state_hi[row]
-    slo = streams.state_lo[row]
+def load_stream(streams, row):
+    """The row's stream state as a tuple (see :func:`store_stream`)."""
+    return (
+        streams.state_hi[row],
+        streams.state_lo[row],
+        streams.inc_hi[row],
+        streams.inc_lo[row],
+        streams.has_uint32[row],
+        streams.uinteger[row],
+    )
+
+
+@numba.njit(**_JIT)
+def store_stream(streams, row, st):
+    """Write a state tuple back to the row."""
+    streams.state_hi[row] = st[0]
+    streams.state_lo[row] = st[1]
+    streams.inc_hi[row] = st[2]
+    streams.inc_lo[row] = st[3]
+    streams.has_uint32[row] = st[4]
+    streams.uinteger[row] = st[5]
+
+
+@numba.njit(**_JIT)
+def next_uint64_s(st):
+    """(new state, numpy's next 64-bit output) for a state tuple."""
+    shi = st[0]
+    slo = st[1]
     # state = state * MULT + inc (mod 2**128)
     lo = slo * _MULT_LO
     hi = _umulh(slo, _MULT_LO) + slo * _MULT_HI + shi * _MULT_LO
-    new_lo = lo + streams.inc_lo[row]
+    new_lo = lo + st[3]
     carry = _U64(1) if new_lo < lo else _U64(0)
-    new_hi = hi + streams.inc_hi[row] + carry
-    streams.state_hi[row] = new_hi
-    streams.state_lo[row] = new_lo
+    new_hi = hi + st[2] + carry
     rot = new_hi >> _U64(58)
     x = new_hi ^ new_lo
-    return (x >> rot) | (x << ((_U64(64) - rot) & _U64(63)))
+    value = (x >> rot) | (x << ((_U64(64) - rot) & _U64(63)))
+    return (new_hi, new_lo, st[2], st[3], st[4], st[5]), value
+
+
+@numba.njit(**_JIT)
+def next_uint32_s(st):
+    """numpy's buffered 32-bit draw on a state tuple: low half first, the high half is kept."""
+    if st[4]:
+        return (st[0], st[1], st[2], st[3], np.uint8(0), st[5]), st[5]
+    st, value = next_uint64_s(st)
+    return (st[0], st[1], st[2], st[3], np.uint8(1), np.uint32(value >> _U64(32))), np.uint32(value & _MASK32)
+
+
+@numba.njit(**_JIT)
+def next_double_s(st):
+    """A double in [0, 1) from the top 53 bits, as numpy's ``next_double``."""
+    st, value = next_uint64_s(st)
+    return st, np.float64(value >> _U64(11)) * (1.0 / 9007199254740992.0)
+
+
+@numba.njit(**_JIT)
+def next_uint64(streams, row):
+    """Advance ``row``'s stream and return numpy's next 64-bit output."""
+    st, value = next_uint64_s(load_stream(streams, row))
+    store_stream(streams, row, st)
+    return value
 
 
 @numba.njit(**_JIT)
 def next_uint32(streams, row):
     """numpy's buffered 32-bit draw: low half first, the high half is kept."""
-    if streams.has_uint32[row]:
-        streams.has_uint32[row] = 0
-        return streams.uinteger[row]
-    value = next_uint64(streams, row)
-    streams.has_uint32[row] = 1
-    streams.uinteger[row] = np.uint32(value >> _U64(32))
-    return np.uint32(value & _MASK32)
+    st, value = next_uint32_s(load_stream(streams, row))
+    store_stream(streams, row, st)
+    return value
 
 
 @numba.njit(**_JIT)
 def next_double(streams, row):
     """A double in [0, 1) from the top 53 bits, as numpy's ``next_double``."""
-    return np.float64(next_uint64(streams, row) >> _U64(11)) * (1.0 / 9007199254740992.0)
+    st, value = next_double_s(load_stream(streams, row))
+    store_stream(streams, row, st)
+    return value
 
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,8 @@ import math
 import numba
 import numpy as np
 
-from .distributions import sample_without_replacement, standard_normal
+from .distributions import sample_without_replacement_s, standard_normal_s
+from .streams import load_stream, store_stream
 from .stats import fit_increment, fit_reset, population_variance, precision_from_variance
 
 __all__ = [
@@ -76,7 +77,8 @@ def thompson_predict(
             if arm_active[start + a]:
                 active[k] = start + a
                 k += 1
-        sample_without_replacement(streams, row, k, k, order, taken)
+        st = load_stream(streams, row)
+        st = sample_without_replacement_s(st, k, k, order, taken)
         chosen = -1
         for p in range(k):
             slot = active[order[p]]
@@ -88,11 +90,13 @@ def thompson_predict(
             for p in range(k):
                 slot = active[p]
                 scale = math.sqrt(1.0 / posterior_precision[slot])
-                draw = posterior_mean[slot] + scale * standard_normal(streams, row)
+                st, z = standard_normal_s(st)
+                draw = posterior_mean[slot] + scale * z
                 # Python's max(): the first element stays unless a later one is greater.
                 if p == 0 or draw > best:
                     best = draw
                     chosen = slot
+        store_stream(streams, row, st)
         out[i] = arm_value[chosen]
 
 
