@@ -1,0 +1,486 @@
+"""Just-in-time power-limit optimizer: the best power limit per job and batch size.
+
+Decision-identical to ``zeus._legacy.policy.JITPowerLimitOptimizer``: for
+each (job, batch size) it counts observations and keeps the power limit of the
+lowest cost seen; the first of equally cheap power limits stays. A (job, batch
+size) that was never observed needs profiling.
+
+Jobs are any hashable keys and need no registration: the first observation of
+a job gives it a row. Per-(row, batch size) state lives in a
+:class:`PowerLimitTable`, plain arrays with an open-addressing hash table over
+them (see ``banditfleet.kernels.power``), so the whole optimizer is a key list
+plus arrays, ready to be checkpointed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from collections.abc import Hashable, Iterable, Sequence
+from itertools import repeat
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from banditfleet.errors import InvalidObservationError, UnknownJobError
+from banditfleet.kernels.power import (
+    EMPTY,
+    find_entry,
+    observe_entries,
+    observe_one,
+    predict_power_limits,
+    rebuild_table,
+)
+
+__all__ = [
+    "JITPowerLimitOptimizer",
+    "NEEDS_PROFILING",
+    "MISSING_ROW",
+    "PowerLimitState",
+    "PowerLimitTable",
+]
+
+logger = logging.getLogger("banditfleet")
+
+NEEDS_PROFILING: int = -1
+"""What :meth:`JITPowerLimitOptimizer.predict_many` returns for a (job, batch size)
+that was never observed, so its power limits must be profiled first (the scalar
+:meth:`~JITPowerLimitOptimizer.predict` returns ``None`` there, like the
+reference). Power limits are validated to be positive, so the sentinel can never
+be mistaken for a real power limit; test with ``out == NEEDS_PROFILING``."""
+
+MISSING_ROW: int = -1
+"""The row :meth:`JITPowerLimitOptimizer.rows` gives, with ``create=False``, to a job
+the optimizer has never seen. ``predict_many`` accepts it (the answer is
+:data:`NEEDS_PROFILING`); ``observe_many`` does not."""
+
+_INT64_MAX = np.iinfo(np.int64).max
+_MIN_CAPACITY = 16
+
+JobsLike = Sequence[Hashable] | np.ndarray
+
+
+class PowerLimitState(NamedTuple):
+    """What the optimizer knows about one (job, batch size)."""
+
+    best_power_limit: int
+    best_cost: float
+    observations: int
+
+
+def _table_size(capacity: int) -> int:
+    """Power-of-two table length that keeps the load at most one half."""
+    return 1 << max(int(2 * capacity - 1).bit_length(), 1)
+
+
+class PowerLimitTable:
+    """Entry arrays plus the hash table over them (layout in ``banditfleet.kernels.power``).
+
+    Entries are numbered in first-observation order and are never removed. The
+    table is rebuilt from the entries whenever the capacity grows, so
+    ``table`` is derived data and everything else is the state to persist.
+    """
+
+    _ENTRY_ARRAYS = (
+        ("entry_row", np.int64),
+        ("entry_batch_size", np.int64),
+        ("best_power_limit", np.int64),
+        ("best_cost", np.float64),
+        ("observe_count", np.int64),
+    )
+
+    def __init__(self, capacity: int = _MIN_CAPACITY) -> None:
+        capacity = max(int(capacity), 1)
+        self.n_entries = np.zeros(1, np.int64)
+        for name, dtype in self._ENTRY_ARRAYS:
+            setattr(self, name, np.zeros(capacity, dtype))
+        self.table = np.full(_table_size(capacity), EMPTY, np.int64)
+
+    def __len__(self) -> int:
+        return int(self.n_entries[0])
+
+    @property
+    def capacity(self) -> int:
+        """Entries that fit before the next growth."""
+        return int(self.entry_row.shape[0])
+
+    def reserve(self, n_more: int) -> None:
+        """Make room for ``n_more`` new entries (grows geometrically, then rehashes)."""
+        n = len(self)
+        need = n + int(n_more)
+        if need <= self.capacity:
+            return
+        capacity = max(need, 2 * self.capacity)
+        for name, dtype in self._ENTRY_ARRAYS:
+            new = np.zeros(capacity, dtype)
+            new[:n] = getattr(self, name)[:n]
+            setattr(self, name, new)
+        table = np.empty(_table_size(capacity), np.int64)
+        rebuild_table(table, n, self.entry_row, self.entry_batch_size)
+        self.table = table
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Views of the live entries (first ``len(self)``), by array name."""
+        n = len(self)
+        return {name: getattr(self, name)[:n] for name, _ in self._ENTRY_ARRAYS}
+
+
+# ---------------------------------------------------------------- validation
+def _describe(values: Any) -> str:
+    return f"array of dtype {values.dtype}" if isinstance(values, np.ndarray) else type(values).__name__
+
+
+def _scalar_int(name: str, value: Any, job: Hashable) -> int:
+    """A positive integer that fits int64 (integral floats such as 32.0 are accepted)."""
+    if type(value) is int and 0 < value <= _INT64_MAX:
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        v = None
+    elif isinstance(value, (int, np.integer)):
+        v = int(value)
+    elif isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        v = int(value)
+    else:
+        v = None
+    if v is None or not 0 < v <= _INT64_MAX:
+        raise InvalidObservationError(f"job {job!r}: {name} {value!r} is not a positive integer (below 2**63)")
+    return v
+
+
+def _scalar_cost(value: Any, job: Hashable) -> float:
+    """A finite real cost."""
+    if type(value) is float and math.isfinite(value):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidObservationError(f"job {job!r}: cost {value!r} is not a real number")
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v):
+        raise InvalidObservationError(f"job {job!r}: cost {value!r} is not a finite energy-time cost")
+    return v
+
+
+class JITPowerLimitOptimizer:
+    """The best power limit for each job and batch size, learned from observed costs.
+
+    Same decisions as ``zeus._legacy.policy.JITPowerLimitOptimizer``; jobs are
+    any hashable keys and need no registration. On top of the reference's
+    scalar :meth:`predict` and :meth:`observe`, :meth:`predict_many` and
+    :meth:`observe_many` handle whole batches in one kernel call each, with
+    results equal to the scalar calls made in array order.
+
+    Rows: :meth:`rows` resolves job keys to int64 rows once, so hot loops can
+    skip hashing keys. By default it also gives unseen keys new rows (a row
+    alone is no state: every batch size of a new row still needs profiling);
+    with ``create=False`` unseen keys get :data:`MISSING_ROW` instead. Every
+    ``*_many`` call takes either keys or such a row array. **An integer numpy
+    array is always read as rows**; pass integer job keys as a list.
+
+    Args:
+        verbose: Log each scalar prediction through the ``banditfleet`` logger.
+    """
+
+    def __init__(self, verbose: bool = True) -> None:
+        self.verbose = bool(verbose)
+        self._rows: dict[Hashable, int] = {}
+        self._keys: list[Hashable] = []
+        self._table = PowerLimitTable()
+
+    @property
+    def name(self) -> str:
+        """Name of the power limit optimizer."""
+        return "JITPSO"
+
+    def _log(self, message: str) -> None:
+        if self.verbose:
+            logger.info("[%s] %s", self.name, message)
+
+    # ------------------------------------------------------------------ keys
+    def __len__(self) -> int:
+        """Jobs with a row: observed ones, and those :meth:`rows` created."""
+        return len(self._keys)
+
+    def __contains__(self, job: Hashable) -> bool:
+        try:
+            return job in self._rows
+        except TypeError:
+            return False
+
+    @property
+    def jobs(self) -> list[Hashable]:
+        """Job keys, in row order."""
+        return list(self._keys)
+
+    def key_of(self, row: int) -> Hashable:
+        """The job key of a row."""
+        return self._keys[row]
+
+    @property
+    def table(self) -> PowerLimitTable:
+        """The entry arrays and hash table (the optimizer's whole numeric state)."""
+        return self._table
+
+    @property
+    def n_entries(self) -> int:
+        """Observed (job, batch size) pairs."""
+        return len(self._table)
+
+    def rows(self, jobs: JobsLike, create: bool = True) -> np.ndarray:
+        """Resolve job keys to an int64 row array, once, for the ``*_many`` calls.
+
+        With ``create=True`` (the default) keys never seen get new rows, in
+        order of first appearance; with ``create=False`` they get
+        :data:`MISSING_ROW` and nothing changes. An integer array is taken to
+        be rows already and is only bounds-checked (``MISSING_ROW`` allowed
+        only with ``create=False``).
+        """
+        if _is_row_array(jobs):
+            return self._check_rows(jobs, allow_missing=not create)
+        keys = list(jobs)
+        rows = self._lookup(keys)
+        if create:
+            self._create_rows(keys, rows)
+        return rows
+
+    def _lookup(self, keys: list[Hashable]) -> np.ndarray:
+        """Rows of ``keys``, ``MISSING_ROW`` for unseen ones; no change."""
+        try:
+            return np.fromiter(map(self._rows.get, keys, repeat(MISSING_ROW)), np.int64, len(keys))
+        except TypeError:
+            bad = next(k for k in keys if _unhashable(k))
+            raise UnknownJobError(f"job key {bad!r} is not hashable") from None
+
+    def _create_rows(self, keys: list[Hashable], rows: np.ndarray) -> None:
+        missing = np.flatnonzero(rows < 0)
+        if not missing.size:
+            return
+        new_keys = dict.fromkeys(keys[i] for i in missing.tolist())
+        start = len(self._keys)
+        self._rows.update(zip(new_keys, range(start, start + len(new_keys))))
+        self._keys.extend(new_keys)
+        get = self._rows.__getitem__
+        rows[missing] = np.fromiter((get(keys[i]) for i in missing.tolist()), np.int64, missing.size)
+
+    def _check_rows(self, jobs: np.ndarray, allow_missing: bool) -> np.ndarray:
+        rows = np.asarray(jobs)
+        if rows.ndim != 1:
+            raise UnknownJobError(f"job rows must be a 1-D array, got shape {rows.shape}")
+        if rows.dtype.kind == "u" and rows.size and rows.max() > _INT64_MAX:
+            raise UnknownJobError(f"unknown job row {int(rows.max())}: rows run from 0 to {len(self) - 1}")
+        rows = rows.astype(np.int64, copy=False)
+        if rows.size:
+            low = MISSING_ROW if allow_missing else 0
+            bad = (rows < low) | (rows >= len(self))
+            if bad.any():
+                value = int(rows[np.argmax(bad)])
+                what = "job row -1 (MISSING_ROW) cannot be observed" if value == MISSING_ROW else f"unknown job row {value}"
+                raise UnknownJobError(f"{what}: rows run from 0 to {len(self) - 1}")
+        return rows
+
+    # ------------------------------------------------------------- decisions
+    def predict(self, job: Hashable, batch_size: int) -> int | None:
+        """The best power limit for ``job`` at ``batch_size``, or None if it needs profiling.
+
+        Never changes any state.
+        """
+        pred = self._best(job, batch_size)
+        if self.verbose:
+            self._log(f"{job} @ {batch_size} -> PL = {'needs profiling' if pred is None else f'{pred}W'}")
+        return pred
+
+    def predict_many(self, jobs: JobsLike, batch_sizes: Any) -> np.ndarray:
+        """Best power limits as int64, :data:`NEEDS_PROFILING` where :meth:`predict` is None.
+
+        ``jobs`` are keys or rows (see :meth:`rows`); unseen keys and
+        ``MISSING_ROW`` need profiling. Never changes any state.
+        """
+        if _is_row_array(jobs):
+            keys = None
+            rows = self._check_rows(jobs, allow_missing=True)
+        else:
+            keys = list(jobs)
+            rows = self._lookup(keys)
+        bs = self._positive_ints("batch_sizes", batch_sizes, rows, keys)
+        t = self._table
+        out = np.empty(rows.shape[0], np.int64)
+        predict_power_limits(rows, bs, t.table, t.entry_row, t.entry_batch_size, t.best_power_limit, NEEDS_PROFILING, out)
+        return out
+
+    def observe(self, job: Hashable, batch_size: int, power_limit: int, cost: float) -> None:
+        """Learn from one run of ``job`` at ``batch_size`` and ``power_limit`` costing ``cost``."""
+        bs = _scalar_int("batch_size", batch_size, job)
+        pl = _scalar_int("power_limit", power_limit, job)
+        c = _scalar_cost(cost, job)
+        try:
+            row = self._rows.get(job)
+        except TypeError:
+            raise UnknownJobError(f"job key {job!r} is not hashable") from None
+        if row is None:
+            row = len(self._keys)
+            self._rows[job] = row
+            self._keys.append(job)
+        t = self._table
+        if t.n_entries[0] >= t.entry_row.shape[0]:
+            t.reserve(1)
+        observe_one(
+            row, bs, pl, c, t.table, t.entry_row, t.entry_batch_size, t.best_power_limit, t.best_cost, t.observe_count, t.n_entries
+        )
+
+    def observe_many(self, jobs: JobsLike, batch_sizes: Any, power_limits: Any, costs: Any) -> None:
+        """Learn from many runs, applied in array order.
+
+        Equal to calling :meth:`observe` for each index in order. The whole
+        batch is validated before anything changes (new jobs included).
+        """
+        if _is_row_array(jobs):
+            keys = None
+            rows = self._check_rows(jobs, allow_missing=False)
+        else:
+            keys = list(jobs)
+            rows = self._lookup(keys)
+        bs = self._positive_ints("batch_sizes", batch_sizes, rows, keys)
+        pl = self._positive_ints("power_limits", power_limits, rows, keys)
+        c = self._costs(costs, rows, keys)
+        if keys is not None:
+            self._create_rows(keys, rows)
+        t = self._table
+        t.reserve(rows.shape[0])
+        observe_entries(
+            rows, bs, pl, c, t.table, t.entry_row, t.entry_batch_size, t.best_power_limit, t.best_cost, t.observe_count, t.n_entries
+        )
+
+    # ---------------------------------------------------------- introspection
+    def _entry(self, job: Hashable, batch_size: int) -> int:
+        bs = _scalar_int("batch_size", batch_size, job)
+        try:
+            row = self._rows.get(job, MISSING_ROW)
+        except TypeError:
+            raise UnknownJobError(f"job key {job!r} is not hashable") from None
+        if row < 0:
+            return EMPTY
+        t = self._table
+        return find_entry(row, bs, t.table, t.entry_row, t.entry_batch_size)
+
+    def _best(self, job: Hashable, batch_size: int) -> int | None:
+        e = self._entry(job, batch_size)
+        return None if e < 0 else int(self._table.best_power_limit[e])
+
+    def best_power_limit(self, job: Hashable, batch_size: int) -> int | None:
+        """Like :meth:`predict`, without logging."""
+        return self._best(job, batch_size)
+
+    def observations(self, job: Hashable, batch_size: int) -> int:
+        """How many times (job, batch size) was observed (the reference's ``observe_count``)."""
+        e = self._entry(job, batch_size)
+        return 0 if e < 0 else int(self._table.observe_count[e])
+
+    def state(self, job: Hashable) -> dict[int, PowerLimitState]:
+        """Every observed batch size of ``job``, in first-observation order ({} if none)."""
+        try:
+            row = self._rows.get(job, MISSING_ROW)
+        except TypeError:
+            raise UnknownJobError(f"job key {job!r} is not hashable") from None
+        if row < 0:
+            return {}
+        a = self._table.arrays()
+        return {
+            int(a["entry_batch_size"][e]): PowerLimitState(
+                int(a["best_power_limit"][e]), float(a["best_cost"][e]), int(a["observe_count"][e])
+            )
+            for e in np.flatnonzero(a["entry_row"] == row).tolist()
+        }
+
+    # ------------------------------------------------------------ validation
+    def _job_at(self, i: int, rows: np.ndarray, keys: list[Hashable] | None) -> str:
+        return repr(keys[i] if keys is not None else self._keys[int(rows[i])])
+
+    def _array(self, name: str, values: Any, n: int) -> np.ndarray:
+        arr = np.asarray(values)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1 or arr.shape[0] != n:
+            raise InvalidObservationError(f"{name}: expected {n} values (one per job), got shape {arr.shape}")
+        return arr
+
+    def _positive_ints(self, name: str, values: Any, rows: np.ndarray, keys: list[Hashable] | None) -> np.ndarray:
+        singular = name[:-1]
+        arr = self._array(name, values, rows.shape[0])
+        if not arr.size:
+            return np.zeros(0, np.int64)
+        kind = arr.dtype.kind
+        if kind == "i":
+            out = arr.astype(np.int64, copy=False)
+        elif kind == "u":
+            over = arr > _INT64_MAX
+            if over.any():
+                i = int(np.argmax(over))
+                raise InvalidObservationError(
+                    f"job {self._job_at(i, rows, keys)}: {singular} {_show(arr[i])!r} is not a positive integer (below 2**63)"
+                )
+            out = arr.astype(np.int64)
+        elif kind == "f":
+            with np.errstate(invalid="ignore"):
+                ok = np.isfinite(arr) & (arr == np.round(arr)) & (np.abs(arr) < 2.0**63)
+            if not ok.all():
+                i = int(np.argmin(ok))
+                raise InvalidObservationError(
+                    f"job {self._job_at(i, rows, keys)}: {singular} {_show(arr[i])!r} is not a positive integer (below 2**63)"
+                )
+            out = arr.astype(np.int64)
+        elif kind == "O":
+            out = np.fromiter(
+                (_scalar_int(singular, v, keys[i] if keys is not None else self._keys[int(rows[i])]) for i, v in enumerate(arr.tolist())),
+                np.int64,
+                arr.shape[0],
+            )
+        else:
+            raise InvalidObservationError(f"{name} must be integers, got {_describe(values)}")
+        bad = out <= 0
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InvalidObservationError(
+                f"job {self._job_at(i, rows, keys)}: {singular} {_show(arr[i])!r} is not a positive integer (below 2**63)"
+            )
+        return np.ascontiguousarray(out)
+
+    def _costs(self, costs: Any, rows: np.ndarray, keys: list[Hashable] | None) -> np.ndarray:
+        arr = self._array("costs", costs, rows.shape[0])
+        if not arr.size:
+            return np.zeros(0, np.float64)
+        kind = arr.dtype.kind
+        if kind in "iuf":
+            out = arr.astype(np.float64, copy=False)
+        elif kind == "O":
+            out = np.fromiter(
+                (_scalar_cost(v, keys[i] if keys is not None else self._keys[int(rows[i])]) for i, v in enumerate(arr.tolist())),
+                np.float64,
+                arr.shape[0],
+            )
+        else:
+            raise InvalidObservationError(f"costs must be real numbers, got {_describe(costs)}")
+        finite = np.isfinite(out)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise InvalidObservationError(
+                f"job {self._job_at(i, rows, keys)}: cost {_show(arr[i])!r} is not a finite energy-time cost"
+            )
+        return np.ascontiguousarray(out)
+
+
+def _show(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _is_row_array(jobs: Any) -> bool:
+    return isinstance(jobs, np.ndarray) and jobs.dtype.kind in "iu"
+
+
+def _unhashable(key: Any) -> bool:
+    try:
+        hash(key)
+    except TypeError:
+        return True
+    return False
