@@ -26,6 +26,8 @@ from .stats import fit_increment, fit_reset, population_variance, precision_from
 __all__ = [
     "CHUNK",
     "thompson_predict",
+    "thompson_predict_parallel",
+    "rows_are_unique",
     "find_arm_slots",
     "observe_incremental",
     "observe_refit",
@@ -38,6 +40,35 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 # Rewards per chunk of unbounded history.
 CHUNK = 16
+
+
+@numba.njit(**_JIT)
+def _thompson_row(row, start, count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision, num_exploration, streams, active, order, taken):
+    k = 0
+    for a in range(count):
+        if arm_active[start + a]:
+            active[k] = start + a
+            k += 1
+    st = load_stream(streams, row)
+    st = sample_without_replacement_s(st, k, k, order, taken)
+    chosen = -1
+    for p in range(k):
+        slot = active[order[p]]
+        if observation_count[slot] < num_exploration:
+            chosen = slot
+            break
+    if chosen < 0:
+        best = 0.0
+        for p in range(k):
+            slot = active[p]
+            scale = math.sqrt(1.0 / posterior_precision[slot])
+            st, z = standard_normal_s(st)
+            draw = posterior_mean[slot] + scale * z
+            if p == 0 or draw > best:
+                best = draw
+                chosen = slot
+    store_stream(streams, row, st)
+    return arm_value[chosen]
 
 
 @numba.njit(**_JIT)
@@ -71,33 +102,10 @@ def thompson_predict(
     taken = np.zeros(max_arms, np.uint8)
     for i in range(rows.shape[0]):
         row = rows[i]
-        start = arm_start[row]
-        k = 0
-        for a in range(arm_count[row]):
-            if arm_active[start + a]:
-                active[k] = start + a
-                k += 1
-        st = load_stream(streams, row)
-        st = sample_without_replacement_s(st, k, k, order, taken)
-        chosen = -1
-        for p in range(k):
-            slot = active[order[p]]
-            if observation_count[slot] < num_exploration:
-                chosen = slot
-                break
-        if chosen < 0:
-            best = 0.0
-            for p in range(k):
-                slot = active[p]
-                scale = math.sqrt(1.0 / posterior_precision[slot])
-                st, z = standard_normal_s(st)
-                draw = posterior_mean[slot] + scale * z
-                # Python's max(): the first element stays unless a later one is greater.
-                if p == 0 or draw > best:
-                    best = draw
-                    chosen = slot
-        store_stream(streams, row, st)
-        out[i] = arm_value[chosen]
+        out[i] = _thompson_row(
+            row, arm_start[row], arm_count[row], arm_active, arm_value, observation_count,
+            posterior_mean, posterior_precision, num_exploration, streams, active, order, taken,
+        )
 
 
 @numba.njit(**_JIT)
@@ -230,3 +238,50 @@ def observe_refit(
         if refit[i]:
             n = gather_history(slot, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
             refit_slot(slot, rewards, n, scratch, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision, observation_count)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def thompson_predict_parallel(
+    rows,
+    arm_start,
+    arm_count,
+    arm_active,
+    arm_value,
+    observation_count,
+    posterior_mean,
+    posterior_precision,
+    num_exploration,
+    streams,
+    out,
+    max_arms,
+    n_chunks,
+):
+    """:func:`thompson_predict` over ``n_chunks`` contiguous chunks of the batch in parallel.
+
+    Only valid when no row repeats in ``rows`` (each job's stream is then
+    touched by one thread), which the caller checks. Each chunk owns its
+    scratch, so results equal the sequential kernel's.
+    """
+    n = rows.shape[0]
+    for c in numba.prange(n_chunks):
+        active = np.empty(max_arms, np.int64)
+        order = np.empty(max_arms, np.int64)
+        taken = np.zeros(max_arms, np.uint8)
+        lo = c * n // n_chunks
+        hi = (c + 1) * n // n_chunks
+        for i in range(lo, hi):
+            row = rows[i]
+            out[i] = _thompson_row(
+                row, arm_start[row], arm_count[row], arm_active, arm_value, observation_count,
+                posterior_mean, posterior_precision, num_exploration, streams, active, order, taken,
+            )
+
+
+@numba.njit(**_JIT)
+def rows_are_unique(rows, marks, generation):
+    """True when no row repeats; ``marks`` is per-job scratch stamped with ``generation``."""
+    for i in range(rows.shape[0]):
+        if marks[rows[i]] == generation:
+            return False
+        marks[rows[i]] = generation
+    return True

@@ -6,12 +6,19 @@ import math
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+import numba
 import numpy as np
 
 from banditfleet._base import JobsLike, _FleetOptimizer
 from banditfleet.errors import ConfigurationError
 from banditfleet.kernels.streams import allocate_streams, seed_streams
-from banditfleet.kernels.thompson import observe_incremental, observe_refit, thompson_predict
+from banditfleet.kernels.thompson import (
+    observe_incremental,
+    observe_refit,
+    rows_are_unique,
+    thompson_predict,
+    thompson_predict_parallel,
+)
 from banditfleet.store import HISTORY_NONE, HISTORY_UNBOUNDED, FleetStore
 
 __all__ = ["GTSBatchSizeOptimizer", "seed_template", "check_seed"]
@@ -132,14 +139,34 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         self._log(f"{job} -> BS = {int(out[0])}")
         return int(out[0])
 
-    def predict_many(self, jobs: JobsLike) -> np.ndarray:
+    def predict_many(self, jobs: JobsLike, parallel: bool = False) -> np.ndarray:
         """One decision per entry of ``jobs`` (keys, or rows from :meth:`rows`), as int64.
 
-        Equal to calling :meth:`predict` for each entry in order.
+        Equal to calling :meth:`predict` for each entry in order. With
+        ``parallel=True`` a batch whose jobs are all distinct is split over
+        numba's threads (same results: every job owns its stream); a batch
+        that repeats a job runs sequentially.
         """
         rows = self.rows(jobs)
         s = self._store
         out = np.empty(rows.shape[0], np.int64)
+        if parallel and rows.shape[0] > 1 and self._unique(rows):
+            thompson_predict_parallel(
+                rows,
+                s.arm_start,
+                s.arm_count,
+                s.arm_active,
+                s.arm_value,
+                s.observation_count,
+                s.posterior_mean,
+                s.posterior_precision,
+                self.num_exploration,
+                s.streams,
+                out,
+                int(s.arm_count[: s.n_jobs].max()),
+                numba.get_num_threads() * 4,
+            )
+            return out
         thompson_predict(
             rows,
             s.arm_start,
@@ -154,6 +181,14 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             out,
         )
         return out
+
+    def _unique(self, rows: np.ndarray) -> bool:
+        s = self._store
+        if getattr(self, "_marks", None) is None or self._marks.shape[0] < s.n_jobs:
+            self._marks = np.full(s.job_capacity, -1, np.int64)
+            self._generation = 0
+        self._generation += 1
+        return bool(rows_are_unique(rows, self._marks, self._generation))
 
     def observe(self, job: Hashable, batch_size: int, cost: float, converged: bool | None = None) -> None:
         """Learn from one run: ``cost`` is its energy-time cost; ``converged`` is ignored."""
