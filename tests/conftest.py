@@ -1,0 +1,35 @@
+"""Shared pytest configuration: hypothesis profiles.
+
+``ci`` (the default) keeps example counts modest so the whole suite stays
+fast; ``thorough`` is for occasional deep runs:
+``HYPOTHESIS_PROFILE=thorough pytest tests``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# The kernel/policy twins in tests/naive.py are imported as ``naive`` whatever
+# pytest's import mode.
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
