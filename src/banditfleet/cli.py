@@ -1,0 +1,223 @@
+"""The ``banditfleet`` command line (also ``python -m banditfleet``).
+
+Subcommands are registered in :data:`COMMANDS`; each has an ``add_arguments``
+function that fills its argparse sub-parser and a ``run`` function that takes
+the parsed namespace and returns the exit code. Only this module prints;
+library code logs through :mod:`logging` (``-v`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from banditfleet import __version__
+from banditfleet.demo import POLICIES, run_demo
+
+__all__ = ["main", "build_parser", "ProgressBar"]
+
+
+class ProgressBar:
+    """A one-line progress bar redrawn in place with ``\\r`` (no dependencies).
+
+    Redraws only when the whole percentage changes, so a long run writes at
+    most 101 updates.
+    """
+
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self._start = time.perf_counter()
+        self._last: int | None = None
+        self._written = 0
+
+    def _write(self, text: str) -> None:
+        # Pad over whatever the previous, possibly longer, line left behind.
+        self.stream.write("\r" + text.ljust(self._written))
+        self.stream.flush()
+        self._written = len(text)
+
+    def status(self, text: str) -> None:
+        """Show a message on the bar's line until the next redraw."""
+        self._write(f"{self.label}: {text}")
+
+    def __call__(self, done: int, total: int) -> None:
+        frac = done / total if total else 1.0
+        pct = int(frac * 100)
+        if pct == self._last:
+            return
+        self._last = pct
+        filled = pct * self.width // 100
+        elapsed = time.perf_counter() - self._start
+        bar = "#" * filled + "." * (self.width - filled)
+        self._write(f"{self.label} [{bar}] {pct:3d}% {done}/{total} ({elapsed:5.1f} s)")
+
+    def close(self) -> None:
+        if self._written:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---------------------------------------------------------------------- demo
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=_positive_int, default=10_000, help="jobs in the fleet (default: 10000)")
+    parser.add_argument(
+        "--arms", type=_positive_int, default=8, help="batch sizes per job: 8, 16, 32, ... (default: 8)"
+    )
+    parser.add_argument("--rounds", type=_positive_int, default=50, help="predict/observe rounds (default: 50)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fleet, the noise and the optimizer (default: 0)")
+    parser.add_argument(
+        "--policy",
+        choices=POLICIES,
+        default="gts",
+        help="gts: learn each arm's reward precision (default); gts-known: use --reward-precision",
+    )
+    parser.add_argument(
+        "--noise",
+        type=_nonnegative_float,
+        default=0.1,
+        help="standard deviation of the log-normal cost noise (default: 0.1)",
+    )
+    parser.add_argument(
+        "--reward-precision",
+        type=float,
+        default=None,
+        help="known reward precision for --policy gts-known (default: 1/(noise*1000)^2)",
+    )
+    parser.add_argument("--json", metavar="PATH", type=Path, default=None, help="also write the summary as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar on stderr")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    if args.reward_precision is not None and args.policy != "gts-known":
+        print("banditfleet demo: error: --reward-precision applies only to --policy gts-known", file=sys.stderr)
+        return 2
+    bar = None
+    if not args.no_progress:
+        bar = ProgressBar("rounds")
+        bar.status("loading kernels (numba compiles them on the first run, then caches them)")
+    try:
+        result = run_demo(
+            jobs=args.jobs,
+            arms=args.arms,
+            rounds=args.rounds,
+            seed=args.seed,
+            policy=args.policy,
+            noise=args.noise,
+            reward_precision=args.reward_precision,
+            progress=bar,
+        )
+    except ValueError as exc:
+        if bar is not None:
+            bar.close()
+        print(f"banditfleet demo: error: {exc}", file=sys.stderr)
+        return 2
+    if bar is not None:
+        bar.close()
+
+    s = result.summary()
+    bs = result.batch_sizes
+    if result.policy == "gts":
+        how = "GTS, learned reward precision"
+    else:
+        how = f"GTS, known reward precision {result.reward_precision:.3g}"
+    print(
+        f"banditfleet demo: {s['jobs']:,} jobs x {s['arms']} batch sizes ({bs[0]}..{bs[-1]}), "
+        f"{s['rounds']} rounds, {how}, noise {s['noise']:g}, seed {s['seed']}"
+    )
+    print(f"  numba compile / cache load (first calls, excluded below): {s['compile_seconds']:.2f} s")
+    print(
+        f"  decisions: {s['decisions']:,} in {s['run_seconds']:.2f} s = {s['decisions_per_second']:,.0f} decisions/s "
+        f"(predict_many {s['predict_seconds']:.2f} s, observe_many {s['observe_seconds']:.2f} s)"
+    )
+    print(
+        f"  most-played batch size is the truly cheapest: {_pct(s['fraction_most_played_cheapest'])} of jobs "
+        f"(uniform-random baseline {_pct(s['random_fraction_most_played_cheapest'])}, "
+        f"chance 1/{s['arms']} = {_pct(s['chance_fraction'])})"
+    )
+    print(
+        f"  cost of the most-played batch size above the cheapest: {_pct(s['excess_cost_most_played'])} on average "
+        f"(uniform-random baseline {_pct(s['random_excess_cost_most_played'])})"
+    )
+    if args.json is not None:
+        s["version"] = __version__
+        args.json.write_text(json.dumps(s, indent=2) + "\n")
+        print(f"  summary written to {args.json}")
+    return 0
+
+
+# ------------------------------------------------------------------ commands
+Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+#: (name, one-line help, add_arguments, run) of every subcommand.
+COMMANDS: list[Command] = [
+    (
+        "demo",
+        "drive a synthetic fleet through batched Thompson sampling and report speed and learning",
+        _add_demo_arguments,
+        _run_demo,
+    ),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="banditfleet",
+        description="Fleets of Gaussian Thompson-sampling bandits (Zeus batch-size policies), vectorized.",
+    )
+    parser.add_argument("--version", action="version", version=f"banditfleet {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log library messages (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text, add_arguments, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``banditfleet`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args._run(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
