@@ -20,6 +20,9 @@ __all__ = [
     "JobConflictError",
     "PruningOrderError",
     "PruningExhaustedError",
+    "CheckpointError",
+    "JournalError",
+    "FolderLockedError",
 ]
 
 
@@ -61,3 +64,16 @@ class PruningOrderError(BanditFleetError, ValueError):
 
 class PruningExhaustedError(BanditFleetError, ValueError):
     """No batch size reached the target metric in a pruning round, so nothing survives."""
+
+
+class CheckpointError(BanditFleetError, ValueError):
+    """A checkpoint file that is missing, truncated, corrupted, of another optimizer or of a
+    newer format, or state that cannot be saved (such as a job key of an unsupported type)."""
+
+
+class JournalError(BanditFleetError, ValueError):
+    """A journal folder whose contents cannot be recovered, or settings that contradict it."""
+
+
+class FolderLockedError(BanditFleetError, ValueError):
+    """Another live process has the journal folder open for writing."""

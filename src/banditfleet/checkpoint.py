@@ -1,0 +1,316 @@
+"""The checkpoint file format: self-describing, versioned, checksummed, never unpickled.
+
+Layout (all integers little-endian; docs/checkpoints.md has the full description)::
+
+    magic            16 bytes  b"BANDITFLEET-CKPT"
+    format_version   uint32
+    header_length    uint32
+    header_crc32     uint32
+    header           header_length bytes of UTF-8 JSON
+    padding          to a multiple of 64
+    blobs            each starting at a multiple of 64, described in the header
+    end marker       16 bytes  b"BANDITFLEET-END\\0"
+
+The header names the optimizer class, its settings, the banditfleet version
+that wrote it, the job keys' encoding, and for every array its dtype, shape,
+offset, length and CRC-32. Readers check every length and checksum before
+building anything, so a truncated or corrupted file is refused with the file
+and the fault named, and no byte of it is executed: keys are decoded from
+JSON or raw arrays, never with pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Hashable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from banditfleet.errors import CheckpointError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "write_checkpoint",
+    "read_checkpoint",
+    "encode_keys",
+    "decode_keys",
+    "atomic_write",
+]
+
+MAGIC = b"BANDITFLEET-CKPT"
+END = b"BANDITFLEET-END\0"
+FORMAT_VERSION = 1
+_ALIGN = 64
+_PREFIX = struct.Struct("<16sIII")
+_MAX_HEADER = 64 << 20
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+# ----------------------------------------------------------------- job keys
+def _encode_key(key: Hashable) -> Any:
+    from banditfleet.job import Job
+
+    if isinstance(key, bool) or isinstance(key, np.bool_):
+        raise CheckpointError(f"job key {key!r}: booleans are not supported as checkpoint keys")
+    if isinstance(key, (int, np.integer)):
+        return int(key)
+    if isinstance(key, str):
+        return key
+    if isinstance(key, tuple):
+        return {"tuple": [_encode_key(k) for k in key]}
+    if isinstance(key, Job):
+        return {
+            "job": [
+                key.dataset,
+                key.network,
+                key.optimizer,
+                key.target_metric,
+                key.max_epochs,
+                key.default_bs,
+                key.default_lr,
+                key.workdir,
+                key.command,
+            ]
+        }
+    raise CheckpointError(
+        f"job key {key!r} of type {type(key).__name__} cannot be saved: checkpoints hold "
+        "Job objects, strings, ints and tuples of those"
+    )
+
+
+def _decode_key(obj: Any) -> Hashable:
+    from banditfleet.job import Job
+
+    if isinstance(obj, (int, str)) and not isinstance(obj, bool):
+        return obj
+    if isinstance(obj, dict) and len(obj) == 1:
+        if "tuple" in obj and isinstance(obj["tuple"], list):
+            return tuple(_decode_key(k) for k in obj["tuple"])
+        if "job" in obj and isinstance(obj["job"], list) and len(obj["job"]) == 9:
+            f = obj["job"]
+            return Job(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8])
+    raise CheckpointError(f"unreadable job key {obj!r}")
+
+
+def encode_keys(keys: list[Hashable]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Encode job keys: int64 array, UTF-8 blob with offsets, or tagged JSON.
+
+    Returns the header entry and the arrays that carry the keys.
+    """
+    if keys and all(type(k) is int for k in keys):
+        try:
+            return {"encoding": "int64"}, {"keys.int64": np.array(keys, np.int64)}
+        except OverflowError:
+            pass
+    if keys and all(type(k) is str for k in keys):
+        encoded = [k.encode("utf-8") for k in keys]
+        offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        blob = np.frombuffer(b"".join(encoded), np.uint8)
+        return {"encoding": "utf8"}, {"keys.utf8": blob, "keys.offsets": offsets}
+    data = json.dumps([_encode_key(k) for k in keys], separators=(",", ":"), allow_nan=True).encode("utf-8")
+    return {"encoding": "json"}, {"keys.json": np.frombuffer(data, np.uint8)}
+
+
+def decode_keys(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[Hashable]:
+    """Inverse of :func:`encode_keys`."""
+    enc = entry.get("encoding")
+    if enc == "int64":
+        return arrays["keys.int64"].tolist()
+    if enc == "utf8":
+        blob = arrays["keys.utf8"].tobytes()
+        off = arrays["keys.offsets"].tolist()
+        return [blob[off[i] : off[i + 1]].decode("utf-8") for i in range(len(off) - 1)]
+    if enc == "json":
+        return [_decode_key(o) for o in json.loads(arrays["keys.json"].tobytes().decode("utf-8"))]
+    raise CheckpointError(f"unknown key encoding {enc!r}")
+
+
+# ------------------------------------------------------------------ writing
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes | memoryview]) -> None:
+    """Write ``chunks`` to ``path`` atomically: temp file in the same folder, fsync, rename, fsync folder.
+
+    A crash at any point leaves either the old file or the complete new one.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(folder)
+
+
+def write_checkpoint(
+    path: str | os.PathLike,
+    optimizer: str,
+    settings: dict[str, Any],
+    keys: list[Hashable],
+    arrays: dict[str, np.ndarray],
+    extra: dict[str, Any] | None = None,
+) -> int:
+    """Write one checkpoint atomically; returns its size in bytes."""
+    from banditfleet import __version__
+
+    key_entry, key_arrays = encode_keys(keys)
+    all_arrays = {**key_arrays, **{k: np.ascontiguousarray(v) for k, v in arrays.items()}}
+    manifest = []
+    offset = 0
+    for name, arr in all_arrays.items():
+        manifest.append(
+            {
+                "name": name,
+                "dtype": arr.dtype.str,
+                "shape": list(arr.shape),
+                "offset": offset,
+                "nbytes": int(arr.nbytes),
+                "crc32": zlib.crc32(memoryview(arr).cast("B")) if arr.nbytes else 0,
+            }
+        )
+        offset = _aligned(offset + arr.nbytes)
+    header = {
+        "format": "banditfleet-checkpoint",
+        "format_version": FORMAT_VERSION,
+        "banditfleet_version": __version__,
+        "optimizer": optimizer,
+        "settings": settings,
+        "n_jobs": len(keys),
+        "keys": key_entry,
+        "extra": extra or {},
+        "arrays": manifest,
+        "data_nbytes": offset,
+    }
+    header_bytes = json.dumps(header, separators=(",", ":"), allow_nan=True).encode("utf-8")
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes), zlib.crc32(header_bytes))
+    head = prefix + header_bytes
+    head += b"\0" * (_aligned(len(head)) - len(head))
+
+    def chunks():
+        yield head
+        for entry, arr in zip(manifest, all_arrays.values()):
+            if arr.nbytes:
+                yield memoryview(arr).cast("B")
+            pad = _aligned(entry["nbytes"]) - entry["nbytes"]
+            if pad:
+                yield b"\0" * pad
+        yield END
+
+    atomic_write(path, chunks())
+    return len(head) + offset + len(END)
+
+
+# ------------------------------------------------------------------ reading
+def read_checkpoint(path: str | os.PathLike, expect_optimizer: str | None = None) -> tuple[dict[str, Any], list[Hashable], dict[str, np.ndarray]]:
+    """Read and fully verify a checkpoint: ``(header, keys, arrays)``.
+
+    Raises :class:`~banditfleet.errors.CheckpointError` naming the file and
+    the fault for anything but a complete, intact checkpoint of the expected
+    optimizer written by this or an older format version.
+    """
+    path = Path(path)
+
+    def fail(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {what}")
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise fail("no such checkpoint file") from None
+    except IsADirectoryError:
+        raise fail("is a folder, not a checkpoint file") from None
+    if len(data) == 0:
+        raise fail("the file is empty (not a banditfleet checkpoint)")
+    if len(data) < _PREFIX.size or data[:16] != MAGIC:
+        raise fail("not a banditfleet checkpoint (wrong magic bytes)")
+    _, version, header_len, header_crc = _PREFIX.unpack_from(data)
+    if version > FORMAT_VERSION:
+        raise fail(
+            f"written in checkpoint format version {version}, newer than this banditfleet reads "
+            f"(up to {FORMAT_VERSION}); upgrade banditfleet to load it"
+        )
+    if version < 1:
+        raise fail(f"unknown checkpoint format version {version}")
+    if header_len > _MAX_HEADER or _PREFIX.size + header_len > len(data):
+        raise fail("truncated: the header is incomplete")
+    header_bytes = data[_PREFIX.size : _PREFIX.size + header_len]
+    if zlib.crc32(header_bytes) != header_crc:
+        raise fail("corrupted: the header checksum does not match")
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise fail("corrupted: the header is not valid JSON") from None
+    if not isinstance(header, dict) or header.get("format") != "banditfleet-checkpoint":
+        raise fail("not a banditfleet checkpoint header")
+    if expect_optimizer is not None and header.get("optimizer") != expect_optimizer:
+        raise fail(f"holds a {header.get('optimizer')} checkpoint, not a {expect_optimizer} one")
+    data_start = _aligned(_PREFIX.size + header_len)
+    try:
+        data_nbytes = int(header["data_nbytes"])
+        manifest = list(header["arrays"])
+    except (KeyError, TypeError, ValueError):
+        raise fail("corrupted: the header lacks the array manifest") from None
+    expected_size = data_start + data_nbytes + len(END)
+    if len(data) < expected_size:
+        raise fail(f"truncated: {len(data)} bytes, the header describes {expected_size}")
+    if len(data) > expected_size or data[expected_size - len(END) : expected_size] != END:
+        raise fail("corrupted: the end marker is missing or misplaced")
+    arrays: dict[str, np.ndarray] = {}
+    buf = memoryview(data)
+    for entry in manifest:
+        try:
+            name = str(entry["name"])
+            dtype = np.dtype(entry["dtype"])
+            shape = tuple(int(s) for s in entry["shape"])
+            offset, nbytes = int(entry["offset"]), int(entry["nbytes"])
+        except (KeyError, TypeError, ValueError):
+            raise fail("corrupted: an array entry in the header is malformed") from None
+        if dtype.hasobject or offset < 0 or offset + nbytes > data_nbytes or nbytes != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+            raise fail(f"corrupted: array {name!r} has an impossible layout")
+        raw = buf[data_start + offset : data_start + offset + nbytes]
+        if nbytes and zlib.crc32(raw) != int(entry.get("crc32", -1)):
+            raise fail(f"corrupted: array {name!r} fails its checksum")
+        arrays[name] = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    try:
+        keys = decode_keys(header["keys"], arrays)
+    except CheckpointError as exc:
+        raise fail(f"corrupted: {exc}") from None
+    except (KeyError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        raise fail("corrupted: the job keys cannot be decoded") from None
+    if len(keys) != header.get("n_jobs"):
+        raise fail("corrupted: the number of job keys does not match the header")
+    for k in list(arrays):
+        if k.startswith("keys."):
+            del arrays[k]
+    return header, keys, arrays
