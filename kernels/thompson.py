@@ -285,3 +285,29 @@ def rows_are_unique(rows, marks, generation):
             return False
         marks[rows[i]] = generation
     return True
+
+
+@numba.njit(**_JIT)
+def check_history_chunks(slot_chunks, chunk_next, history_count):
+    """First arm slot whose unbounded-history chunk chain is inconsistent, or -1.
+
+    A chain must have ceil(count / CHUNK) links inside the pool, share no
+    chunk with another arm, and end at the slot's recorded last chunk.
+    """
+    n_pool = chunk_next.shape[0]
+    owner = np.full(n_pool, -1, np.int64)
+    for slot in range(history_count.shape[0]):
+        need = (history_count[slot] + CHUNK - 1) // CHUNK
+        if need == 0:
+            continue
+        chunk = slot_chunks[slot, 0]
+        last = -1
+        for _ in range(need):
+            if chunk < 0 or chunk >= n_pool or owner[chunk] != -1:
+                return slot
+            owner[chunk] = slot
+            last = chunk
+            chunk = chunk_next[chunk]
+        if last != slot_chunks[slot, 1]:
+            return slot
+    return -1

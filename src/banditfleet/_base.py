@@ -7,12 +7,14 @@ trust their arrays.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from banditfleet.errors import InvalidObservationError, UnknownBatchSizeError
+from banditfleet.checkpoint import read_checkpoint, write_checkpoint
+from banditfleet.errors import CheckpointError, InvalidObservationError, UnknownBatchSizeError
 from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.store import FleetStore
 
@@ -49,6 +51,39 @@ class _FleetOptimizer:
     def _log(self, message: str) -> None:
         if self.verbose:
             logger.info("[%s] %s", self.name, message)
+
+    # ----------------------------------------------------------- checkpoints
+    def _settings(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        """Constructor arguments (except ``verbose``) that rebuild an empty twin."""
+        raise NotImplementedError
+
+    def _export_arrays(self) -> dict[str, np.ndarray]:
+        return self._store.export_arrays()
+
+    def _import_arrays(self, keys: list[Hashable], arrays: dict[str, np.ndarray]) -> None:
+        self._store.import_arrays(keys, arrays)
+
+    def save(self, path: str | os.PathLike) -> int:
+        """Write the whole optimizer state to ``path`` atomically; returns the file size in bytes.
+
+        Loading it with :meth:`load` continues with bit-identical decisions.
+        See docs/checkpoints.md for the format.
+        """
+        return write_checkpoint(path, type(self).__name__, self._settings(), self._store.keys(), self._export_arrays())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verbose: bool = False):
+        """Rebuild an optimizer saved with :meth:`save` (refuses other optimizers' files)."""
+        header, keys, arrays = read_checkpoint(path, cls.__name__)
+        try:
+            opt = cls(**header["settings"], verbose=verbose)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: the stored settings are not valid: {exc}") from None
+        try:
+            opt._import_arrays(keys, arrays)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: inconsistent state: {exc}") from None
+        return opt
 
     # ------------------------------------------------------------------ keys
     def __contains__(self, job: Hashable) -> bool:

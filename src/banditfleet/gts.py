@@ -104,6 +104,16 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         """Name of the batch-size optimizer."""
         return "GaussianTS BSO"
 
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "learn_reward_precision": self.learn_reward_precision,
+            "reward_precision": self.reward_precision,
+            "prior_mean": self.prior_mean,
+            "prior_precision": self.prior_precision,
+            "num_exploration": self.num_exploration,
+            "seed": self.seed,
+        }
+
     # ----------------------------------------------------------- registration
     def register_job(self, job: Hashable, batch_sizes: Sequence[int]) -> None:
         """Register ``job`` with its batch sizes (their order fixes exploration order and ties).

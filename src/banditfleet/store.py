@@ -23,7 +23,7 @@ import numpy as np
 from banditfleet.errors import InvalidArmsError, JobConflictError, UnknownJobError
 from banditfleet.kernels.distributions import FLOYD_MAX_POPULATION
 from banditfleet.kernels.streams import Streams, allocate_streams
-from banditfleet.kernels.thompson import CHUNK
+from banditfleet.kernels.thompson import CHUNK, check_history_chunks
 
 __all__ = ["FleetStore", "MAX_ARMS_PER_JOB", "HISTORY_NONE", "HISTORY_UNBOUNDED"]
 
@@ -60,6 +60,7 @@ class FleetStore:
         self.n_arms = 0
         self._job_fill: dict[str, Any] = {}
         self._arm_fill: dict[str, Any] = {}
+        self._slot_refs: set[str] = set()
         self.arm_start = np.zeros(_MIN_CAPACITY, np.int64)
         self.arm_count = np.zeros(_MIN_CAPACITY, np.int64)
         self._job_fill.update(arm_start=0, arm_count=0)
@@ -91,11 +92,18 @@ class FleetStore:
         self.pool_used = np.zeros(1, np.int64)
 
     # ------------------------------------------------------------------ arrays
-    def add_job_array(self, name: str, dtype: Any, fill: Any = 0, width: int | None = None) -> None:
-        """Add a per-job array (``width`` makes it 2-D) that grows with the store."""
+    def add_job_array(self, name: str, dtype: Any, fill: Any = 0, width: int | None = None, slot_ref: bool = False) -> None:
+        """Add a per-job array (``width`` makes it 2-D) that grows with the store.
+
+        ``slot_ref`` marks an array whose values are arm slots of the same job
+        (or -1); loading a checkpoint checks them, so a forged file cannot
+        make a kernel index outside the job's arms.
+        """
         shape = (self.arm_start.shape[0],) if width is None else (self.arm_start.shape[0], width)
         setattr(self, name, np.full(shape, fill, dtype=dtype))
         self._job_fill[name] = fill
+        if slot_ref:
+            self._slot_refs.add(name)
 
     def add_arm_array(self, name: str, dtype: Any, fill: Any = 0) -> None:
         """Add a per-arm-slot array that grows with the store."""
@@ -283,6 +291,98 @@ class FleetStore:
         offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         return np.arange(total, dtype=np.int64) + offsets
 
+    # ----------------------------------------------------------- checkpoints
+    def export_arrays(self) -> dict[str, np.ndarray]:
+        """Every state array trimmed to its used length, named for a checkpoint."""
+        out: dict[str, np.ndarray] = {}
+        for name in self._job_fill:
+            out[f"job.{name}"] = getattr(self, name)[: self.n_jobs]
+        for field, arr in zip(Streams._fields, self.streams):
+            out[f"stream.{field}"] = arr[: self.n_jobs]
+        for name in self._arm_fill:
+            out[f"arm.{name}"] = getattr(self, name)[: self.n_arms]
+        window = self.history_window
+        if window > 0:
+            out["history.values"] = self.history_values[: self.n_arms * window]
+        if window == HISTORY_UNBOUNDED:
+            used = int(self.pool_used[0])
+            out["history.slot_chunks"] = self.slot_chunks[: self.n_arms]
+            out["history.chunk_values"] = self.chunk_values[:used]
+            out["history.chunk_next"] = self.chunk_next[:used]
+        return out
+
+    def import_arrays(self, keys: list[Hashable], arrays: dict[str, np.ndarray]) -> None:
+        """Replace this (empty) store's state with checkpointed arrays, after checking them.
+
+        Checks names, dtypes, lengths and every index a kernel will follow
+        (arm ranges, slot references, history chunk links), so that state
+        that passed its checksums but does not fit together is refused
+        instead of reaching the kernels. Raises ``ValueError`` naming the array.
+        """
+        if self.n_jobs:
+            raise ValueError("import_arrays needs an empty store")
+        n_jobs = len(keys)
+        if len(set(keys)) != n_jobs:
+            raise ValueError("duplicate job keys")
+        expected = self.export_arrays()  # names and dtypes of an empty store
+        if set(arrays) != set(expected):
+            missing = sorted(set(expected) - set(arrays))
+            extra = sorted(set(arrays) - set(expected))
+            raise ValueError(f"arrays do not match this optimizer (missing {missing}, unexpected {extra})")
+        for name, ref in expected.items():
+            got = arrays[name]
+            if got.dtype != ref.dtype or got.shape[1:] != ref.shape[1:]:
+                raise ValueError(f"array {name!r} has dtype {got.dtype} and shape {got.shape}, expected {ref.dtype} rows of {ref.shape[1:]}")
+        counts = arrays["job.arm_count"]
+        starts = arrays["job.arm_start"]
+        n_arms = int(counts.sum()) if n_jobs else 0
+        for name in expected:
+            got = arrays[name]
+            want = {"job": n_jobs, "stream": n_jobs, "arm": n_arms}.get(name.split(".")[0])
+            if want is not None and got.shape[0] != want:
+                raise ValueError(f"array {name!r} has {got.shape[0]} rows, expected {want}")
+        if n_jobs and (counts.min() < 1 or counts.max() > MAX_ARMS_PER_JOB):
+            raise ValueError("array 'job.arm_count' holds an impossible arm count")
+        if n_jobs and not np.array_equal(starts, np.concatenate([[0], np.cumsum(counts)[:-1]])):
+            raise ValueError("array 'job.arm_start' does not tile the arm slots")
+        for name in self._slot_refs:
+            ref = arrays[f"job.{name}"]
+            ok = (ref == -1) | ((ref >= starts) & (ref < starts + counts))
+            if not ok.all():
+                raise ValueError(f"array 'job.{name}' refers to an arm slot outside its job")
+        history_count = arrays["arm.history_count"]
+        if n_arms and history_count.min() < 0:
+            raise ValueError("array 'arm.history_count' is negative")
+        window = self.history_window
+        if window > 0 and arrays["history.values"].shape[0] != n_arms * window:
+            raise ValueError("array 'history.values' does not hold one window per arm")
+        if window == HISTORY_UNBOUNDED:
+            _check_chunks(arrays["history.slot_chunks"], arrays["history.chunk_next"], history_count)
+            if arrays["history.chunk_values"].shape[0] != arrays["history.chunk_next"].shape[0]:
+                raise ValueError("arrays 'history.chunk_values' and 'history.chunk_next' differ in length")
+        # Everything fits together: adopt it (with room to grow).
+        self._reserve_jobs(n_jobs)
+        self._reserve_arms(n_arms)
+        for name in self._job_fill:
+            getattr(self, name)[:n_jobs] = arrays[f"job.{name}"]
+        for field, arr in zip(Streams._fields, self.streams):
+            arr[:n_jobs] = arrays[f"stream.{field}"]
+        for name in self._arm_fill:
+            getattr(self, name)[:n_arms] = arrays[f"arm.{name}"]
+        if window > 0:
+            self.history_values[: n_arms * window] = arrays["history.values"]
+        if window == HISTORY_UNBOUNDED:
+            used = arrays["history.chunk_next"].shape[0]
+            self.slot_chunks[:n_arms] = arrays["history.slot_chunks"]
+            self.reserve_history_chunks(used)
+            self.chunk_values[:used] = arrays["history.chunk_values"]
+            self.chunk_next[:used] = arrays["history.chunk_next"]
+            self.pool_used[0] = used
+        self._rows = dict(zip(keys, range(n_jobs)))
+        self._keys = list(keys)
+        self.n_jobs = n_jobs
+        self.n_arms = n_arms
+
     def nbytes_per_arm(self) -> dict[str, int]:
         """Bytes of state per arm slot and per job, for the memory report."""
         per_arm = sum(getattr(self, name).dtype.itemsize for name in self._arm_fill)
@@ -349,3 +449,16 @@ def _validate_arms(keys: list[Hashable], flat: np.ndarray, counts: np.ndarray, s
         if dup.size:
             i = int(sj[dup[0]])
             raise InvalidArmsError(f"job {keys[i]!r}: batch size {int(sf[dup[0]])} appears more than once")
+
+
+def _check_chunks(slot_chunks: np.ndarray, chunk_next: np.ndarray, history_count: np.ndarray) -> None:
+    """Every arm's chunk chain is in range, has ceil(count / CHUNK) links and ends at its last chunk."""
+    n_pool = chunk_next.shape[0]
+    need = (history_count + CHUNK - 1) // CHUNK
+    if int(need.sum()) != n_pool:
+        raise ValueError("history chunk pool does not match the arms' reward counts")
+    if n_pool and ((chunk_next < -1) | (chunk_next >= n_pool)).any():
+        raise ValueError("array 'history.chunk_next' links outside the chunk pool")
+    bad = check_history_chunks(slot_chunks, chunk_next, history_count)
+    if bad >= 0:
+        raise ValueError(f"history chunk chain of arm slot {int(bad)} is broken")
