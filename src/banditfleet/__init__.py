@@ -7,7 +7,8 @@ The reference-shaped API is importable from here as a drop-in for
 from banditfleet.gts import GTSBatchSizeOptimizer
 from banditfleet.job import Job
 from banditfleet.power import NEEDS_PROFILING, JITPowerLimitOptimizer
+from banditfleet.pruning import PruningExploreManager, PruningGTSBatchSizeOptimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["GTSBatchSizeOptimizer", "Job", "JITPowerLimitOptimizer", "NEEDS_PROFILING", "__version__"]
+__all__ = ["GTSBatchSizeOptimizer", "Job", "JITPowerLimitOptimizer", "NEEDS_PROFILING", "PruningExploreManager", "PruningGTSBatchSizeOptimizer", "__version__"]

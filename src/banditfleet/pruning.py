@@ -1,0 +1,595 @@
+"""Pruning exploration followed by Gaussian Thompson sampling, for fleets of jobs.
+
+:class:`PruningGTSBatchSizeOptimizer` makes the same decisions as
+``zeus._legacy.policy.PruningGTSBatchSizeOptimizer``; :class:`PruningExploreManager`
+behaves like the reference's standalone manager. Both run the state machine
+of :mod:`banditfleet.kernels.pruning` over arrays of a :class:`FleetStore`.
+
+Misuse that breaks the reference (a result for a batch size that was not
+asked for, a second prediction before the result arrives, a round in which
+nothing reaches the target, ...) raises an error from :mod:`banditfleet.errors`
+here, before anything changes.
+
+While a pruning result is awaited and ``concurrency=True``, ``predict``
+answers with the *best known batch size* without advancing pruning: the
+batch size with the lowest cost among the job's converged pruning-stage
+observations (the earliest on equal costs), else the current round's best
+arm, else the round-start default. That is the batch size the reference's
+trace simulator launches concurrent submissions with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from banditfleet._base import JobsLike, _FleetOptimizer
+from banditfleet.errors import (
+    ConfigurationError,
+    InvalidArmsError,
+    InvalidObservationError,
+    JobConflictError,
+    PruningExhaustedError,
+    PruningOrderError,
+)
+from banditfleet.gts import _check_real, check_seed, seed_template
+from banditfleet.kernels.pruning import (
+    ADVANCE_FINAL,
+    ERR_AWAITING,
+    ERR_EXHAUSTED,
+    ERR_NO_CONVERGED,
+    ERR_NONE,
+    PRUNING_FIELDS,
+    SCRATCH_FIELDS,
+    STAGE_PRUNING,
+    PruningArrays,
+    ScratchArrays,
+    advance_rows,
+    best_known,
+    init_rows,
+    observe_batch,
+    observe_control,
+    predict_batch,
+    validate_observe,
+    validate_predict,
+)
+from banditfleet.store import HISTORY_NONE, FleetStore, _flatten_arms, _validate_arms
+
+__all__ = ["PruningGTSBatchSizeOptimizer", "PruningExploreManager", "PruningState", "NUM_PRUNING_ROUNDS"]
+
+NUM_PRUNING_ROUNDS = 2
+
+_PREFIX = "pr_"
+_SCRATCH_PREFIX = "prscratch_"
+
+
+class PruningState(NamedTuple):
+    """A job's pruning progress, for inspection."""
+
+    stage: str  # "pruning" or "thompson"
+    round: int  # 1-based round in progress (num_rounds + 1 once pruning is over)
+    expecting: int  # batch size whose result is awaited, 0 when none
+    round_default: int  # the default the current round started from
+    members: list[int]  # the current round's batch sizes (the survivors once pruning is over)
+    reached: list[int]  # batch sizes that reached the target this round (settled results)
+    best_known: int  # what predict answers while a result is awaited (concurrency)
+
+
+def _add_pruning_arrays(store: FleetStore) -> None:
+    for name, dtype, fill, per_arm, slot_ref in PRUNING_FIELDS:
+        if per_arm:
+            store.add_arm_array(_PREFIX + name, dtype, fill)
+        elif slot_ref:
+            store.add_job_array(_PREFIX + name, dtype, fill, slot_ref=True)
+        else:
+            store.add_job_array(_PREFIX + name, dtype, fill)
+    for name, dtype, fill in SCRATCH_FIELDS:
+        store.add_job_array(_SCRATCH_PREFIX + name, dtype, fill)
+
+
+def _pruning_arrays(store: FleetStore) -> PruningArrays:
+    return PruningArrays(*(getattr(store, _PREFIX + f) for f in PruningArrays._fields))
+
+
+def _scratch_arrays(store: FleetStore) -> ScratchArrays:
+    return ScratchArrays(*(getattr(store, _SCRATCH_PREFIX + f) for f in ScratchArrays._fields))
+
+
+def _as_batch_size(value: Any, what: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise InvalidArmsError(f"{what} must be an integer batch size, got {value!r}")
+    if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+        raise InvalidArmsError(f"{what} must be an integer batch size, got {value!r}")
+    return int(value)
+
+
+def _check_flag(value: Any, what: str) -> bool:
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise InvalidObservationError(f"{what} must be True or False, got {value!r}")
+
+
+def _check_cost(value: Any, what: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidObservationError(f"{what}: cost must be a real number, got {value!r}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise InvalidObservationError(f"{what}: cost {value!r} is not a finite energy-time cost")
+    return v
+
+
+class _PruningCore:
+    """Messages shared by the optimizer and the manager (``_store`` holds the arrays)."""
+
+    _store: FleetStore
+    num_pruning_rounds: int
+
+    def _describe_row(self, row: int) -> str:  # overridden
+        return f"row {row}"
+
+    def _round_members(self, row: int) -> list[int]:
+        s = self._store
+        st = _pruning_arrays(s)
+        start, count = int(s.arm_start[row]), int(s.arm_count[row])
+        values = s.arm_value[start : start + count]
+        members = st.member[start : start + count].astype(bool)
+        if int(st.round[row]) == 0 and int(st.stage[row]) == STAGE_PRUNING:
+            return values[members].tolist()
+        return sorted(values[members].tolist())
+
+    def _predict_error(self, row: int, code: int) -> Exception:
+        s = self._store
+        st = _pruning_arrays(s)
+        who = self._describe_row(row)
+        rnd = int(st.round[row]) + 1
+        if code == ERR_AWAITING:
+            return PruningOrderError(
+                f"{who}: predict called again in pruning round {rnd} while the result for batch size "
+                f"{int(st.expecting[row])} is still awaited; observe it first (or use concurrency=True)"
+            )
+        return PruningExhaustedError(
+            f"{who}: no batch size of pruning round {rnd} ({self._round_members(row)}) reached the "
+            f"target metric, so no batch size survives pruning"
+        )
+
+    def _observe_error(self, row: int, value: int, code: int, awaited: int) -> Exception:
+        who = self._describe_row(row)
+        if code == ERR_NO_CONVERGED:
+            return InvalidObservationError(
+                f"{who}: converged=None for batch size {value} during pruning; pruning needs to know "
+                f"whether the run reached the target metric"
+            )
+        if awaited:
+            return PruningOrderError(
+                f"{who}: pruning asked for batch size {awaited}, got a result for batch size {value}"
+            )
+        return PruningOrderError(
+            f"{who}: got a result for batch size {value} but pruning awaits no result "
+            f"(call predict first, or use concurrency=True to record runs pruning did not ask for)"
+        )
+
+
+class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
+    """Pruning exploration, then one Gaussian Thompson-sampling bandit per job.
+
+    For each job, two rounds of pruning start from its default batch size and
+    explore downwards (descending), then upwards (ascending); a batch size that
+    fails to reach the target ends its direction, the cheapest one that
+    reached becomes the next round's default, and only batch sizes that
+    reached survive into the next round. The survivors of the last round are
+    the arms of a Gaussian Thompson-sampling bandit (each arm explored twice,
+    in random order, before sampling) whose reward precision is learned per
+    arm as 1/var of its windowed rewards. Every job's bandit is seeded with
+    ``seed``.
+
+    Decisions equal the reference's for the same inputs. Batch sizes are kept
+    sorted ascending.
+
+    Args:
+        prior_mean: Mean of the Gaussian prior on each arm's expected reward (-cost).
+        prior_precision: Precision of that prior.
+        window_size: Fit each arm on its last ``window_size`` rewards (0: all).
+            1 cannot work (a single reward has no variance) and is refused.
+        concurrency: Accept results of runs pruning did not ask for (recorded
+            only) and answer predict with the best known batch size while a
+            pruning result is awaited.
+        seed: Seed of every job's random stream.
+        verbose: Log each scalar decision through the ``banditfleet`` logger.
+    """
+
+    def __init__(
+        self,
+        prior_mean: float = 0.0,
+        prior_precision: float = 0.0,
+        window_size: int = 0,
+        concurrency: bool = False,
+        seed: int = 123456,
+        verbose: bool = True,
+    ) -> None:
+        self.prior_mean = _check_real("prior_mean", prior_mean)
+        self.prior_precision = _check_real("prior_precision", prior_precision, nonnegative=True)
+        if isinstance(window_size, (bool, np.bool_)) or not isinstance(window_size, (int, np.integer)):
+            raise ConfigurationError(f"window_size must be a non-negative integer, got {window_size!r}")
+        if window_size < 0:
+            raise ConfigurationError(f"window_size must be >= 0 (0 keeps every reward), got {window_size!r}")
+        if window_size == 1:
+            raise ConfigurationError(
+                "window_size=1 cannot work: the survivors' reward precision is 1/var of at least two "
+                "windowed rewards; use 0 (unbounded) or >= 2"
+            )
+        self.window_size = int(window_size)
+        if not isinstance(concurrency, (bool, np.bool_)):
+            raise ConfigurationError(f"concurrency must be True or False, got {concurrency!r}")
+        self.concurrency = bool(concurrency)
+        self.seed = check_seed(seed)
+        self.verbose = bool(verbose)
+        self.num_pruning_rounds = NUM_PRUNING_ROUNDS
+        self._store = FleetStore(self.window_size)
+        _add_pruning_arrays(self._store)
+        self._store.add_job_array(_PREFIX + "registered_default", np.int64, 0)
+        self._template = seed_template(self.seed)
+        self._generation = 0
+
+    @property
+    def name(self) -> str:
+        """Name of the batch-size optimizer."""
+        return "Pruning GaussianTS BSO"
+
+    def _describe_row(self, row: int) -> str:
+        return f"job {self._job_name(row)}"
+
+    def _next_generation(self) -> int:
+        self._generation += 1
+        return self._generation
+
+    # ----------------------------------------------------------- registration
+    def register_job(self, job: Hashable, batch_sizes: Sequence[int], default_bs: int | None = None) -> None:
+        """Register ``job`` with its batch sizes and default batch size.
+
+        The default is ``job.default_bs`` when the key has that attribute (and
+        it is not None), else ``default_bs``. Registering a job again with the
+        same batch sizes (in any order) and default changes nothing; anything
+        else is a :class:`JobConflictError`.
+        """
+        self.register_jobs([job], [batch_sizes], [default_bs])
+        self._log(f"Registered {job}")
+
+    def register_jobs(
+        self,
+        jobs: Sequence[Hashable],
+        batch_sizes: Sequence[Sequence[int]] | np.ndarray,
+        default_bs: Any = None,
+    ) -> np.ndarray:
+        """Register many jobs at once; returns their rows.
+
+        ``batch_sizes`` is one list per job, or a 2-D integer array (fastest).
+        ``default_bs`` is None (take ``job.default_bs``), one batch size for
+        every job, or one per job (None entries fall back to ``job.default_bs``).
+        Nothing is registered unless the whole batch is valid.
+        """
+        s = self._store
+        keys = list(jobs)
+        n = len(keys)
+        flat, counts = _flatten_arms(keys, batch_sizes)
+        starts = np.zeros(n, np.int64)
+        if n:
+            np.cumsum(counts[:-1], out=starts[1:])
+        _validate_arms(keys, flat, counts, starts)
+        defaults = self._resolve_defaults(keys, default_bs)
+        job_of = np.repeat(np.arange(n), counts)
+        if n:
+            has_default = np.zeros(n, bool)
+            has_default[job_of[flat == defaults[job_of]]] = True
+            if not has_default.all():
+                i = int(np.argmin(has_default))
+                raise InvalidArmsError(
+                    f"job {keys[i]!r}: default batch size {int(defaults[i])} is not one of its batch sizes "
+                    f"{flat[starts[i] : starts[i] + counts[i]].tolist()}"
+                )
+        self._check_default_conflicts(keys, defaults)
+        # Keep every job's batch sizes sorted ascending, like the reference.
+        order = np.lexsort((flat, job_of))
+        sorted_flat = flat[order]
+        if n and counts.min() == counts.max():
+            arm_lists: Any = sorted_flat.reshape(n, int(counts[0]))
+        else:
+            arm_lists = np.split(sorted_flat, starts[1:]) if n else []
+        rows, new = s.register(keys, arm_lists)
+        new_rows = rows[new]
+        if new_rows.size:
+            slots = s.job_slots(new_rows)
+            s.posterior_mean[slots] = self.prior_mean
+            s.posterior_precision[slots] = self.prior_precision
+            s.reward_precision[slots] = 0.0
+            s.observation_count[slots] = 0
+            for dst, src in zip(s.streams, self._template):
+                dst[new_rows] = src[0]
+            getattr(s, _PREFIX + "registered_default")[new_rows] = defaults[new]
+            init_rows(new_rows, defaults[new], s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
+        return rows
+
+    def _resolve_defaults(self, keys: list[Hashable], default_bs: Any) -> np.ndarray:
+        n = len(keys)
+        if default_bs is None or isinstance(default_bs, (int, np.integer, float, np.floating)):
+            given: Sequence[Any] = [default_bs] * n
+        else:
+            given = list(default_bs) if not isinstance(default_bs, np.ndarray) else default_bs.tolist()
+            if len(given) != n:
+                raise InvalidArmsError(f"{n} jobs but {len(given)} default batch sizes")
+        out = np.empty(n, np.int64)
+        for i, (key, arg) in enumerate(zip(keys, given)):
+            attr = getattr(key, "default_bs", None)
+            if attr is not None:
+                value = _as_batch_size(attr, f"job {key!r}: default_bs")
+                if arg is not None and _as_batch_size(arg, f"job {key!r}: default_bs argument") != value:
+                    raise InvalidArmsError(
+                        f"job {key!r}: default_bs argument {arg!r} disagrees with the job's default_bs {attr!r}"
+                    )
+            elif arg is not None:
+                value = _as_batch_size(arg, f"job {key!r}: default_bs")
+            else:
+                raise InvalidArmsError(f"job {key!r}: no default batch size (give default_bs or a key with .default_bs)")
+            out[i] = value
+        return out
+
+    def _check_default_conflicts(self, keys: list[Hashable], defaults: np.ndarray) -> None:
+        s = self._store
+        try:
+            if len(set(keys)) == len(keys) and s._rows.keys().isdisjoint(keys):
+                return
+        except TypeError:
+            return  # the store refuses unhashable keys
+        registered = getattr(s, _PREFIX + "registered_default")
+        seen: dict[Hashable, int] = {}
+        for key, d in zip(keys, defaults.tolist()):
+            if key in s:
+                known = int(registered[s.row(key)])
+            elif key in seen:
+                known = seen[key]
+            else:
+                seen[key] = d
+                continue
+            if known != d:
+                raise JobConflictError(f"job {key!r} is already registered with default batch size {known}; got {d}")
+
+    # ------------------------------------------------------------- decisions
+    def predict(self, job: Hashable) -> int:
+        """The batch size to run ``job`` with next."""
+        out = self.predict_many(np.array([self._store.row(job)], np.int64))
+        self._log(f"{job} -> BS = {int(out[0])}")
+        return int(out[0])
+
+    def predict_many(self, jobs: JobsLike) -> np.ndarray:
+        """One decision per entry of ``jobs`` (keys, or rows from :meth:`rows`), as int64.
+
+        Equal to calling :meth:`predict` for each entry in order; refused whole
+        (:class:`PruningOrderError`, :class:`PruningExhaustedError`) before any change.
+        """
+        rows = self.rows(jobs)
+        s = self._store
+        st = _pruning_arrays(s)
+        index, code = validate_predict(
+            rows, st, self.num_pruning_rounds, self.concurrency, False, _scratch_arrays(s), self._next_generation()
+        )
+        if code != ERR_NONE:
+            raise self._predict_error(int(rows[index]), code)
+        out = np.empty(rows.shape[0], np.int64)
+        predict_batch(
+            rows,
+            st,
+            self.num_pruning_rounds,
+            s.arm_start,
+            s.arm_count,
+            s.arm_value,
+            s.arm_active,
+            self.window_size,
+            self.prior_mean,
+            self.prior_precision,
+            s.history_count,
+            s.history_values,
+            s.chunk_values,
+            s.chunk_next,
+            s.slot_chunks,
+            s.reward_precision,
+            s.posterior_mean,
+            s.posterior_precision,
+            s.observation_count,
+            s.streams,
+            out,
+        )
+        return out
+
+    def observe(self, job: Hashable, batch_size: int, cost: float, converged: bool | None = None) -> None:
+        """Learn from one run of ``job``: its batch size, energy-time cost and whether it
+        reached the target metric (required while the job is pruning)."""
+        self.observe_many(
+            np.array([self._store.row(job)], np.int64), [batch_size], [cost], None if converged is None else [converged]
+        )
+        if self.verbose:
+            self._log(f"{job} @ {batch_size}: cost = {float(cost):.2f}, converged = {converged}")
+
+    def observe_many(self, jobs: JobsLike, batch_sizes: Any, costs: Any, converged: Any = None) -> None:
+        """Learn from many runs, applied in array order. Validated whole before any change."""
+        rows = self.rows(jobs)
+        bs = self._batch_sizes(rows, batch_sizes)
+        c = self._costs(rows, costs)
+        flags = self._converged(rows, converged)
+        slots = self._slots(rows, bs)
+        s = self._store
+        st = _pruning_arrays(s)
+        scratch = _scratch_arrays(s)
+        index, code = validate_observe(rows, bs, flags is not None, self.concurrency, st, scratch, self._next_generation())
+        if code != ERR_NONE:
+            row = int(rows[index])
+            raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
+        if flags is None:
+            flags = np.zeros(rows.shape[0], np.uint8)
+        s.reserve_history_chunks(rows.shape[0])
+        observe_batch(
+            rows,
+            slots,
+            s.arm_value,
+            c,
+            flags,
+            st,
+            self.window_size,
+            self.prior_mean,
+            self.prior_precision,
+            s.history_count,
+            s.history_values,
+            s.chunk_values,
+            s.chunk_next,
+            s.slot_chunks,
+            s.pool_used,
+            s.reward_precision,
+            s.posterior_mean,
+            s.posterior_precision,
+            s.observation_count,
+        )
+
+    # ------------------------------------------------------------ inspection
+    def pruning_state(self, job: Hashable) -> PruningState:
+        """Where ``job`` is in pruning (or that pruning is over)."""
+        s = self._store
+        row = s.row(job)
+        st = _pruning_arrays(s)
+        start, count = int(s.arm_start[row]), int(s.arm_count[row])
+        values = s.arm_value[start : start + count]
+        return PruningState(
+            stage="pruning" if int(st.stage[row]) == STAGE_PRUNING else "thompson",
+            round=int(st.round[row]) + 1,
+            expecting=int(st.expecting[row]),
+            round_default=int(s.arm_value[st.round_default[row]]),
+            members=sorted(values[st.member[start : start + count].astype(bool)].tolist()),
+            reached=sorted(values[st.good[start : start + count].astype(bool)].tolist()),
+            best_known=int(best_known(st, row, s.arm_value)),
+        )
+
+    def survivors(self, job: Hashable) -> list[int] | None:
+        """The arms of ``job``'s bandit (sorted), or None while it is still pruning."""
+        s = self._store
+        row = s.row(job)
+        st = _pruning_arrays(s)
+        if int(st.stage[row]) == STAGE_PRUNING:
+            return None
+        start, count = int(s.arm_start[row]), int(s.arm_count[row])
+        return s.arm_value[start : start + count][s.arm_active[start : start + count].astype(bool)].tolist()
+
+
+class PruningExploreManager(_PruningCore):
+    """Hands out the batch sizes to explore for one job and prunes them.
+
+    Like the reference's manager: call :meth:`next_batch_size`, run the job,
+    :meth:`report_batch_size_result`, repeat; when pruning is over
+    :meth:`next_batch_size` raises ``StopIteration`` whose ``value`` is the
+    sorted survivors. In round 1 the down list is the batch sizes up to the
+    default's position *in the given list* (descending) and the up list the
+    rest (ascending), so unsorted input behaves as in the reference.
+
+    Attributes:
+        batch_sizes: The current round's batch sizes (the given list in round
+            1, then sorted), the survivors once pruning is over.
+        default: The current round's best batch size so far, else its default.
+        expecting: The batch size whose result is awaited (0: none).
+        num_pruning_rounds: How many rounds pruning runs.
+    """
+
+    def __init__(self, batch_sizes: list[int], default: int, num_pruning_rounds: int = 2) -> None:
+        if isinstance(num_pruning_rounds, (bool, np.bool_)) or not isinstance(num_pruning_rounds, (int, np.integer)):
+            raise ConfigurationError(f"num_pruning_rounds must be a positive integer, got {num_pruning_rounds!r}")
+        if num_pruning_rounds < 1:
+            raise ConfigurationError(f"num_pruning_rounds must be >= 1, got {num_pruning_rounds!r}")
+        self.num_pruning_rounds = int(num_pruning_rounds)
+        default_value = _as_batch_size(default, "default")
+        store = FleetStore(HISTORY_NONE)
+        _add_pruning_arrays(store)
+        arms = batch_sizes.tolist() if isinstance(batch_sizes, np.ndarray) else list(batch_sizes)
+        if default_value not in arms:
+            raise InvalidArmsError(f"Default batch size {default!r} not in {arms}.")
+        store.register([0], [arms])
+        self._store = store
+        self._row = np.zeros(1, np.int64)
+        init_rows(
+            self._row,
+            np.array([default_value], np.int64),
+            store.arm_start,
+            store.arm_count,
+            store.arm_value,
+            store.arm_active,
+            _pruning_arrays(store),
+        )
+        self._generation = 0
+
+    def _describe_row(self, row: int) -> str:
+        return "PruningExploreManager"
+
+    def _done(self) -> bool:
+        return int(self._store.pr_stage[0]) != STAGE_PRUNING
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return self._round_members(0)
+
+    @property
+    def default(self) -> int:
+        s = self._store
+        best = int(s.pr_best_slot[0])
+        return int(s.arm_value[best if best >= 0 else int(s.pr_round_default[0])])
+
+    @property
+    def expecting(self) -> int:
+        s = self._store
+        untouched = (
+            int(s.pr_round[0]) == 0
+            and int(s.pr_pos[0]) == -1
+            and not int(s.pr_pending[0])
+            and int(s.pr_stage[0]) == STAGE_PRUNING
+        )
+        # Before the first batch size is handed out the reference shows the default.
+        return int(s.arm_value[int(s.pr_round_default[0])]) if untouched else int(s.pr_expecting[0])
+
+    def next_batch_size(self) -> int:
+        """The next batch size to explore; ``StopIteration(survivors)`` once pruning is over."""
+        s = self._store
+        if self._done():
+            raise StopIteration(self.batch_sizes)
+        st = _pruning_arrays(s)
+        self._generation += 1
+        index, code = validate_predict(self._row, st, self.num_pruning_rounds, False, True, _scratch_arrays(s), self._generation)
+        if code != ERR_NONE:
+            raise self._predict_error(0, code)
+        codes = np.empty(1, np.int64)
+        out = np.empty(1, np.int64)
+        advance_rows(self._row, st, self.num_pruning_rounds, True, s.arm_start, s.arm_count, s.arm_value, codes, out)
+        if codes[0] == ADVANCE_FINAL:
+            raise StopIteration(self.batch_sizes)
+        return int(out[0])
+
+    def report_batch_size_result(self, batch_size: int, cost: float, reached: bool) -> None:
+        """Report the cost of the batch size handed out last and whether it reached the target."""
+        s = self._store
+        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer, float, np.floating)) or (
+            isinstance(batch_size, (float, np.floating)) and not float(batch_size).is_integer()
+        ):
+            raise InvalidObservationError(f"PruningExploreManager: batch size {batch_size!r} is not an integer")
+        value = int(batch_size)
+        c = _check_cost(cost, f"PruningExploreManager @ {value}")
+        flag = _check_flag(reached, "reached")
+        if self._done():
+            raise PruningOrderError(f"PruningExploreManager: pruning is over; got a result for batch size {value}")
+        st = _pruning_arrays(s)
+        scratch = _scratch_arrays(s)
+        self._generation += 1
+        values = np.array([value], np.int64)
+        index, code = validate_observe(self._row, values, True, False, st, scratch, self._generation)
+        if code != ERR_NONE:
+            raise self._observe_error(0, value, code, int(scratch.expecting[0]))
+        refit = np.empty(1, np.uint8)
+        slots = np.array([self._slot_of(value)], np.int64)
+        observe_control(self._row, slots, s.arm_value, np.array([c]), np.array([flag], np.uint8), st, refit)
+
+    def _slot_of(self, value: int) -> int:
+        s = self._store
+        return int(np.flatnonzero(s.arm_value[: s.n_arms] == value)[0])
