@@ -297,3 +297,241 @@ def fit(mean: float, precision: float, rewards, reward_precision: float):
 def fit_increment(mean: float, precision: float, reward: float, reward_precision: float):
     """One more reward without reset."""
     return fit(mean, precision, [reward], reward_precision)
+
+
+# --- policy twins: pruning ---
+#
+# banditfleet's pruning policy written the plain way: each round materializes
+# its down and up lists, a job is a dict, the survivors' bandit draws from
+# numpy's own ``default_rng``. Misuse raises banditfleet's errors; a failing
+# call works on a copy and leaves the model as it was.
+
+import copy as _copy  # noqa: E402
+
+import numpy as _np  # noqa: E402
+
+
+def _pruning_errors():
+    from banditfleet import errors
+
+    return errors
+
+
+class NaivePruningRounds:
+    """One job's pruning rounds. ``arms`` in the order round 1 splits them by position."""
+
+    def __init__(self, arms, default, num_rounds):
+        self.num_rounds = num_rounds
+        self.round = 0
+        self.done = False
+        self.members = list(arms)
+        self.round_default = default
+        self.conv = None  # (cost, arm): cheapest converged observation
+        self.started = False
+        self._start_round()
+
+    def _start_round(self):
+        idx = self.members.index(self.round_default)
+        self.down = sorted(self.members[: idx + 1], reverse=True)
+        self.up = sorted(self.members[idx + 1 :])
+        self.schedule = self.down + self.up
+        self.pos = -1
+        self.expecting = 0
+        self.pending = None  # (cost, reached) reported, not yet settled
+        self.reached = []
+        self.best = None  # (cost, arm)
+
+    @property
+    def default(self):
+        return self.best[1] if self.best is not None else self.round_default
+
+    def best_known(self):
+        if self.conv is not None:
+            return self.conv[1]
+        return self.default
+
+    def advance(self, allow_empty_final):
+        """('next', arm) or ('final', survivors); mutates self (callers use a copy)."""
+        self.started = True
+        if self.pending is not None:
+            cost, ok = self.pending
+            arm = self.schedule[self.pos]
+            self.pending = None
+            if ok:
+                if self.best is None or self.best[0] > cost:
+                    self.best = (cost, arm)
+                self.reached.append(arm)
+            elif self.pos < len(self.down):
+                self.pos = len(self.down) - 1
+            else:
+                self.pos = len(self.schedule) - 1
+        if self.pos + 1 < len(self.schedule):
+            self.pos += 1
+            self.expecting = self.schedule[self.pos]
+            return "next", self.expecting
+        last = self.round + 1 == self.num_rounds
+        if not self.reached and not (allow_empty_final and last):
+            raise _pruning_errors().PruningExhaustedError(f"nothing reached in round {self.round + 1}")
+        self.members = sorted(self.reached)
+        if self.best is not None:
+            self.round_default = self.best[1]
+        self.round += 1
+        self.expecting = 0
+        if last:
+            self.done = True
+            self.best = None
+            self.reached = []
+            return "final", list(self.members)
+        self._start_round()
+        return self.advance(allow_empty_final)
+
+    def report(self, arm, cost, converged, concurrency):
+        if not (self.expecting and arm == self.expecting) and not concurrency:
+            raise _pruning_errors().PruningOrderError(f"awaiting {self.expecting}, got {arm}")
+        if converged and (self.conv is None or cost < self.conv[0]):
+            self.conv = (cost, arm)
+        if self.expecting and arm == self.expecting:
+            self.pending = (cost, bool(converged))
+            self.expecting = 0
+
+
+class NaivePruningManager:
+    """Twin of ``banditfleet.PruningExploreManager``."""
+
+    def __init__(self, batch_sizes, default, num_pruning_rounds=2):
+        if default not in batch_sizes:
+            raise _pruning_errors().InvalidArmsError(f"{default} not in {batch_sizes}")
+        self.state = NaivePruningRounds(batch_sizes, default, num_pruning_rounds)
+
+    @property
+    def batch_sizes(self):
+        return list(self.state.members)
+
+    @property
+    def default(self):
+        return self.state.default
+
+    @property
+    def expecting(self):
+        s = self.state
+        return s.round_default if not s.started else s.expecting
+
+    def next_batch_size(self):
+        if self.state.done:
+            raise StopIteration(list(self.state.members))
+        if self.state.expecting:
+            raise _pruning_errors().PruningOrderError("a result is awaited")
+        work = _copy.deepcopy(self.state)
+        kind, value = work.advance(allow_empty_final=True)
+        self.state = work
+        if kind == "final":
+            raise StopIteration(list(value))
+        return value
+
+    def report_batch_size_result(self, batch_size, cost, reached):
+        if not math.isfinite(cost):
+            raise _pruning_errors().InvalidObservationError("cost")
+        if self.state.done:
+            raise _pruning_errors().PruningOrderError("pruning is over")
+        self.state.report(batch_size, cost, reached, concurrency=False)
+
+
+class NaivePruningGTS:
+    """Twin of ``banditfleet.PruningGTSBatchSizeOptimizer`` (scalar calls only)."""
+
+    def __init__(self, prior_mean=0.0, prior_precision=0.0, window_size=0, concurrency=False, seed=123456):
+        self.prior_mean = prior_mean
+        self.prior_precision = prior_precision
+        self.window_size = window_size
+        self.concurrency = concurrency
+        self.seed = seed
+        self.jobs = {}
+
+    def register(self, job, batch_sizes, default):
+        errors = _pruning_errors()
+        arms = sorted(batch_sizes)
+        if job in self.jobs:
+            j = self.jobs[job]
+            if j["arms"] != arms or j["default"] != default:
+                raise errors.JobConflictError(f"{job} registered differently")
+            return
+        if default not in arms:
+            raise errors.InvalidArmsError(f"{default} not in {arms}")
+        self.jobs[job] = {
+            "arms": arms,
+            "default": default,
+            "pruning": NaivePruningRounds(arms, default, 2),
+            "history": [],
+            "bandit": None,
+        }
+
+    def _job(self, job):
+        if job not in self.jobs:
+            raise _pruning_errors().UnknownJobError(job)
+        return self.jobs[job]
+
+    def window(self, job, bs):
+        rewards = [r for b, r in self.jobs[job]["history"] if b == bs]
+        if self.window_size:
+            rewards = rewards[-self.window_size :]
+        return rewards
+
+    def _fit(self, job, bs):
+        bandit = self.jobs[job]["bandit"]
+        rewards = _np.array(self.window(job, bs), dtype=_np.float64)
+        var = _np.var(rewards)
+        rp = _np.float64(_np.inf) if var == 0.0 else _np.float64(1.0) / var
+        if rp == _np.inf:
+            mean, prec = rewards.mean(), _np.float64(_np.inf)
+        else:
+            prec = _np.float64(self.prior_precision) + len(rewards) * rp
+            mean = (_np.float64(self.prior_precision) * _np.float64(self.prior_mean) + rp * rewards.sum()) / prec
+        bandit["rp"][bs] = float(rp)
+        bandit["mean"][bs] = float(mean)
+        bandit["prec"][bs] = float(prec)
+        bandit["count"][bs] = len(rewards)
+
+    def predict(self, job):
+        j = self._job(job)
+        if j["bandit"] is None:
+            p = j["pruning"]
+            if p.expecting:
+                if self.concurrency:
+                    return p.best_known()
+                raise _pruning_errors().PruningOrderError("a result is awaited")
+            work = _copy.deepcopy(p)
+            kind, value = work.advance(allow_empty_final=False)
+            j["pruning"] = work
+            if kind == "next":
+                return value
+            j["bandit"] = {"arms": value, "rng": _np.random.default_rng(self.seed), "rp": {}, "mean": {}, "prec": {}, "count": {}}
+            for bs in value:
+                self._fit(job, bs)
+        bandit = j["bandit"]
+        arms = bandit["arms"]
+        for arm in bandit["rng"].choice(_np.array(arms), len(arms), replace=False):
+            if bandit["count"][int(arm)] < 2:
+                return int(arm)
+        best_arm, best = None, None
+        for arm in arms:
+            draw = bandit["rng"].normal(bandit["mean"][arm], _np.sqrt(_np.float64(1.0) / _np.float64(bandit["prec"][arm])))
+            if best is None or draw > best:
+                best_arm, best = arm, draw
+        return best_arm
+
+    def observe(self, job, bs, cost, converged=None):
+        errors = _pruning_errors()
+        j = self._job(job)
+        if not math.isfinite(cost):
+            raise errors.InvalidObservationError(cost)
+        if bs not in j["arms"]:
+            raise errors.UnknownBatchSizeError(bs)
+        if j["bandit"] is None:
+            if converged is None:
+                raise errors.InvalidObservationError("converged=None during pruning")
+            work = _copy.deepcopy(j["pruning"])
+            work.report(bs, cost, converged, self.concurrency)
+            j["pruning"] = work
+        j["history"].append((bs, -cost))
+        if j["bandit"] is not None:
+            self._fit(job, bs)
