@@ -26,9 +26,9 @@ import numpy as np
 from banditfleet.errors import InvalidObservationError, UnknownJobError
 from banditfleet.kernels.power import (
     EMPTY,
+    MAX_ENTRIES,
     find_entry,
     observe_entries,
-    observe_one,
     predict_power_limits,
     rebuild_table,
 )
@@ -111,7 +111,9 @@ class PowerLimitTable:
         need = n + int(n_more)
         if need <= self.capacity:
             return
-        capacity = max(need, 2 * self.capacity)
+        if need > MAX_ENTRIES:
+            raise OverflowError(f"{need} (job, batch size) entries requested; the table holds at most {MAX_ENTRIES}")
+        capacity = min(max(need, 2 * self.capacity), MAX_ENTRIES)
         for name, dtype in self._ENTRY_ARRAYS:
             new = np.zeros(capacity, dtype)
             new[:n] = getattr(self, name)[:n]
@@ -188,6 +190,9 @@ class JITPowerLimitOptimizer:
         self._rows: dict[Hashable, int] = {}
         self._keys: list[Hashable] = []
         self._table = PowerLimitTable()
+        # One-observation scratch for the scalar observe (the batch kernel is the only writer).
+        self._one_int = np.zeros(3, np.int64)
+        self._one_cost = np.zeros(1, np.float64)
 
     @property
     def name(self) -> str:
@@ -325,8 +330,23 @@ class JITPowerLimitOptimizer:
         t = self._table
         if t.n_entries[0] >= t.entry_row.shape[0]:
             t.reserve(1)
-        observe_one(
-            row, bs, pl, c, t.table, t.entry_row, t.entry_batch_size, t.best_power_limit, t.best_cost, t.observe_count, t.n_entries
+        one = self._one_int
+        one[0] = row
+        one[1] = bs
+        one[2] = pl
+        self._one_cost[0] = c
+        observe_entries(
+            one[0:1],
+            one[1:2],
+            one[2:3],
+            self._one_cost,
+            t.table,
+            t.entry_row,
+            t.entry_batch_size,
+            t.best_power_limit,
+            t.best_cost,
+            t.observe_count,
+            t.n_entries,
         )
 
     def observe_many(self, jobs: JobsLike, batch_sizes: Any, power_limits: Any, costs: Any) -> None:
