@@ -130,6 +130,8 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         jobs have the same number of batch sizes (fastest).
         """
         s = self._store
+        jobs = list(jobs)
+        encoded = self._journal_keys(jobs)
         rows, new = s.register(jobs, batch_sizes)
         new_rows = rows[new]
         if new_rows.size:
@@ -140,6 +142,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             s.observation_count[slots] = 0
             for dst, src in zip(s.streams, self._template):
                 dst[new_rows] = src[0]
+        self._record_register(encoded, batch_sizes)
         return rows
 
     # ------------------------------------------------------------- decisions
@@ -176,6 +179,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
                 int(s.arm_count[: s.n_jobs].max()),
                 numba.get_num_threads() * 4,
             )
+            self._record("predict", {"rows": rows})
             return out
         thompson_predict(
             rows,
@@ -190,6 +194,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             s.streams,
             out,
         )
+        self._record("predict", {"rows": rows})
         return out
 
     def _unique(self, rows: np.ndarray) -> bool:
@@ -215,6 +220,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         s = self._store
         if not self.learn_reward_precision:
             observe_incremental(slots, c, s.reward_precision, s.posterior_mean, s.posterior_precision, s.observation_count)
+            self._record("observe", {"rows": rows, "batch_sizes": bs, "costs": c})
             return
         s.reserve_history_chunks(slots.shape[0])
         observe_refit(
@@ -235,3 +241,4 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             s.posterior_precision,
             s.observation_count,
         )
+        self._record("observe", {"rows": rows, "batch_sizes": bs, "costs": c})
