@@ -1,0 +1,453 @@
+"""banditfleet side by side with the reference (zeus==0.16.0 ``zeus._legacy.policy``).
+
+Groups (each has a ``banditfleet`` and a ``zeus`` row, so the table shows both):
+
+* ``scalar-predict`` / ``scalar-observe``: one job through the reference-shaped
+  API, one ``predict(job)`` or ``observe(job, bs, cost)`` per call.
+  GTS with a learned reward precision ("refit") and, when banditfleet has it,
+  PruningGTS (``window_size=10``) in its Thompson-sampling stage. Target: >= 5x.
+* ``fleet-predict-10k-x-8`` / ``fleet-observe-10k``: 10,000 jobs x 8 batch
+  sizes in the Thompson-sampling stage. banditfleet's ``predict_many`` /
+  ``observe_many`` on rows resolved once, against the reference's Python loop
+  of ``predict`` / ``observe`` over the same jobs. Target: >= 300x.
+* ``power-predict-10k`` / ``power-observe-10k``: JITPowerLimitOptimizer, 10,000
+  jobs x 8 batch sizes profiled at 5 power limits, one decision or observation
+  per job; banditfleet on rows and on job keys (the keys variant hashes every
+  ``Job``, as the reference does on every call).
+
+Every ``banditfleet`` row also times the matching reference loop in the same run
+and records in ``extra_info`` (see ``--benchmark-json``) ``speedup_median``
+(reference median / ours, wall clock), ``speedup_min`` and ``speedup_cpu``
+(process CPU time, steadier on a busy machine), plus ns per call on each side;
+a "speedups vs the reference" table is printed when the module finishes. The
+reference loops are slow: their rows use ``benchmark.pedantic`` with a few
+rounds, and the inline reference timings a few repeats; the reference loop
+always covers all 10,000 jobs (no scaling). Reference output (it prints in
+places) is suppressed. Both sides run single-threaded with ``verbose=False``.
+Fleets are built once per module, and while they are built every decision of
+banditfleet is checked equal to the reference's.
+
+With ``--benchmark-disable`` (CI) fleets have 40 jobs and the inline reference
+timings are skipped, so the module runs in seconds and only proves it works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+zeus_policy = pytest.importorskip("zeus._legacy.policy.optimizer", reason="the zeus==0.16.0 reference is not installed")
+
+from banditfleet import GTSBatchSizeOptimizer, JITPowerLimitOptimizer, Job  # noqa: E402
+
+try:
+    from banditfleet import PruningGTSBatchSizeOptimizer
+except ImportError:  # not there yet: its cases are skipped
+    PruningGTSBatchSizeOptimizer = None
+
+ARMS = [8, 16, 32, 64, 128, 256, 512, 1024]
+DEFAULT_BS = 128
+FLEET_JOBS = 10_000
+QUICK_JOBS = 40
+POWER_LIMITS = [300, 275, 250, 225, 200]
+REFERENCE_REPEATS = 3
+
+
+def _quick(config: pytest.Config) -> bool:
+    return bool(config.getoption("benchmark_disable"))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Swallow the reference's prints and cold-arm warnings."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+_SPEEDUPS: list[tuple[str, str, float, float, float, float]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _speedup_table(request):
+    """Print the speedups measured in this module once it is done."""
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if not _SPEEDUPS or reporter is None:
+        return
+    reporter.write_line("")
+    reporter.write_line("speedups vs the reference (zeus==0.16.0), same run:")
+    reporter.write_line(f"{'group':24s} {'test':46s} {'ours ns/call':>13s} {'zeus ns/call':>13s} {'wall x':>8s} {'cpu x':>8s}")
+    for group, name, ours, ref, wall, cpu in _SPEEDUPS:
+        reporter.write_line(f"{group:24s} {name:46s} {ours:13.0f} {ref:13.0f} {wall:8.1f} {cpu:8.1f}")
+    _SPEEDUPS.clear()
+
+
+def _timings(fn: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and process-CPU seconds of ``repeats`` calls."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return wall, cpu
+
+
+def _record_speedup(benchmark, ours: Callable[[], object], reference: Callable[[], object], n: int, ours_repeats: int = 30) -> None:
+    """Time both sides in this run; put medians, minima and their ratios in ``extra_info``.
+
+    ``speedup_cpu`` compares process CPU time (both sides are single-threaded),
+    which other processes on a busy machine disturb less than wall-clock time.
+    """
+    if benchmark.disabled:
+        return
+    with _quiet():
+        ref, ref_cpu = _timings(reference, REFERENCE_REPEATS)
+    mine, mine_cpu = _timings(ours, ours_repeats)
+    med = statistics.median
+    _SPEEDUPS.append((benchmark.group, benchmark.name, med(mine) / n * 1e9, med(ref) / n * 1e9, med(ref) / med(mine), med(ref_cpu) / med(mine_cpu)))
+    benchmark.extra_info.update(
+        calls=n,
+        ours_median_ms=med(mine) * 1e3,
+        reference_median_ms=med(ref) * 1e3,
+        ours_ns_per_call=med(mine) / n * 1e9,
+        reference_ns_per_call=med(ref) / n * 1e9,
+        speedup_median=med(ref) / med(mine),
+        speedup_min=min(ref) / min(mine),
+        speedup_cpu=med(ref_cpu) / med(mine_cpu),
+    )
+
+
+def _jobs(n: int, tag: str) -> list[Job]:
+    return [Job("imagenet", f"{tag}-{i}", "adam", 0.7, 100, default_bs=DEFAULT_BS) for i in range(n)]
+
+
+class CostModel:
+    """Deterministic energy-time costs: a bowl around batch size 128, times per-(round, job) noise."""
+
+    def __init__(self, n_jobs: int, rounds: int, seed: int = 7) -> None:
+        rng = np.random.default_rng(seed)
+        self.noise = rng.lognormal(0.0, 0.15, size=(rounds, n_jobs))
+        self.job_scale = rng.uniform(0.5, 2.0, size=n_jobs)
+
+    def __call__(self, batch_sizes: np.ndarray, k: int) -> np.ndarray:
+        shape = 1.0 + 0.25 * np.log2(np.asarray(batch_sizes, np.float64) / DEFAULT_BS) ** 2
+        return 1000.0 * self.job_scale * shape * self.noise[k % self.noise.shape[0]]
+
+
+class Fleet:
+    """banditfleet and reference optimizers holding the same jobs, driven in lockstep."""
+
+    def __init__(self, ours, rows: np.ndarray, ref, jobs: list[Job], costs: CostModel, rounds_done: int) -> None:
+        self.ours, self.rows, self.ref, self.jobs, self.costs = ours, rows, ref, jobs, costs
+        self.k = rounds_done
+
+    def round(self, converged: bool | None = None) -> None:
+        """predict + observe every job on both sides; decisions must agree."""
+        bs = self.ours.predict_many(self.rows)
+        with _quiet():
+            ref_bs = [self.ref.predict(job) for job in self.jobs]
+        assert bs.tolist() == ref_bs, "banditfleet and the reference decided differently"
+        cost = self.costs(bs, self.k)
+        flags = None if converged is None else np.full(len(self.jobs), converged)
+        self.ours.observe_many(self.rows, bs, cost, flags)
+        with _quiet():
+            for job, b, c in zip(self.jobs, ref_bs, cost.tolist()):
+                self.ref.observe(job, b, c, converged)
+        self.k += 1
+
+    # The loops the benchmarks time.
+    def ours_predict(self):
+        return self.ours.predict_many(self.rows)
+
+    def ref_predict(self):
+        predict = self.ref.predict
+        return [predict(job) for job in self.jobs]
+
+    def observations(self) -> list[tuple[np.ndarray, np.ndarray, list[int], list[float]]]:
+        """Eight observation batches; in batch ``a`` job ``i`` ran batch size ``ARMS[(a + i) % 8]``.
+
+        The observe benchmarks cycle through them, so every arm's reward
+        history grows alike (learned precisions refit on the whole history).
+        """
+        n = len(self.jobs)
+        out = []
+        for a in range(len(ARMS)):
+            bs = np.array(ARMS, np.int64)[(a + np.arange(n)) % len(ARMS)]
+            cost = self.costs(bs, self.k + a)
+            out.append((bs, cost, bs.tolist(), cost.tolist()))
+        return out
+
+    def observe_loops(self) -> tuple[Callable[[], None], Callable[[], None]]:
+        """(ours, reference): each call observes the next of :meth:`observations` for every job."""
+        batches = self.observations()
+        state = {"ours": 0, "ref": 0}
+
+        def ours():
+            bs, cost, _, _ = batches[state["ours"] % len(batches)]
+            state["ours"] += 1
+            self.ours.observe_many(self.rows, bs, cost)
+
+        def ref():
+            _, _, bs, cost = batches[state["ref"] % len(batches)]
+            state["ref"] += 1
+            observe = self.ref.observe
+            for job, b, c in zip(self.jobs, bs, cost):
+                observe(job, b, c)
+
+        return ours, ref
+
+
+def gts_fleet(n: int) -> Fleet:
+    """GTS with a learned reward precision, in the Thompson-sampling stage."""
+    jobs = _jobs(n, "gts")
+    ours = GTSBatchSizeOptimizer(learn_reward_precision=True, verbose=False)
+    rows = ours.register_jobs(jobs, np.tile(np.array(ARMS, np.int64), (n, 1)))
+    ref = zeus_policy.GTSBatchSizeOptimizer(learn_reward_precision=True, verbose=False)
+    for job in jobs:
+        ref.register_job(job, list(ARMS))
+    fleet = Fleet(ours, rows, ref, jobs, CostModel(n, 64), 0)
+    # One exploration round per arm, then as many sampled rounds.
+    for _ in range(2 * len(ARMS)):
+        fleet.round()
+    return fleet
+
+
+def pruning_fleet(n: int) -> Fleet:
+    """PruningGTS (window 10) driven through both pruning rounds into Thompson sampling."""
+    jobs = _jobs(n, "pruning")
+    ours = PruningGTSBatchSizeOptimizer(window_size=10, verbose=False)
+    rows = ours.register_jobs(jobs, np.tile(np.array(ARMS, np.int64), (n, 1)))
+    ref = zeus_policy.PruningGTSBatchSizeOptimizer(window_size=10, verbose=False)
+    with _quiet():
+        for job in jobs:
+            ref.register_job(job, list(ARMS))
+    fleet = Fleet(ours, rows, ref, jobs, CostModel(n, 64), 0)
+    # Two pruning rounds over 8 batch sizes that all reach the target: 16 runs.
+    for _ in range(2 * len(ARMS)):
+        fleet.round(converged=True)
+    # Thompson sampling: the first predict builds the bandit over all 8 survivors.
+    for _ in range(4):
+        fleet.round(converged=True)
+    assert ours.pruning_state(jobs[0]).stage == "thompson"
+    assert len(ref.mabs) == n and all(len(m.arms) == len(ARMS) for m in ref.mabs.values())
+    return fleet
+
+
+def _need_pruning() -> None:
+    if PruningGTSBatchSizeOptimizer is None:
+        pytest.skip("banditfleet.PruningGTSBatchSizeOptimizer is not available")
+
+
+FLEETS = {"gts-refit": gts_fleet, "pruning-w10": pruning_fleet}
+
+
+@pytest.fixture(scope="module")
+def fleets(request):
+    """Fleets built lazily, once per module: {name: Fleet}."""
+    n = QUICK_JOBS if _quick(request.config) else FLEET_JOBS
+    built: dict[str, Fleet] = {}
+
+    def get(name: str) -> Fleet:
+        if name == "pruning-w10":
+            _need_pruning()
+        if name not in built:
+            built[name] = FLEETS[name](n)
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def single(request):
+    """One-job fleets for the scalar API, built lazily: {name: Fleet}."""
+    built: dict[str, Fleet] = {}
+
+    def get(name: str) -> Fleet:
+        if name == "pruning-w10":
+            _need_pruning()
+        if name not in built:
+            built[name] = FLEETS[name](1)
+        return built[name]
+
+    return get
+
+
+IMPLS = ["banditfleet", "zeus"]
+
+
+# ------------------------------------------------------------------ scalar
+
+SCALAR_CALLS = 2000  # rounds of the scalar pedantic runs: keeps reward histories short
+
+
+@pytest.mark.benchmark(group="scalar-predict")
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("policy", list(FLEETS))
+def test_scalar_predict(benchmark, single, policy, impl):
+    fleet = single(policy)
+    job = fleet.jobs[0]
+    ours = lambda: fleet.ours.predict(job)  # noqa: E731
+    ref = lambda: fleet.ref.predict(job)  # noqa: E731
+    if impl == "zeus":
+        with _quiet():
+            benchmark(ref)
+        return
+    benchmark(ours)
+    _record_speedup(benchmark, lambda: [ours() for _ in range(SCALAR_CALLS)], lambda: [ref() for _ in range(SCALAR_CALLS)], SCALAR_CALLS, 5)
+
+
+@pytest.mark.benchmark(group="scalar-observe")
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("policy", list(FLEETS))
+def test_scalar_observe(benchmark, single, policy, impl):
+    """``observe(job, bs, cost)`` cycling over the 8 arms; each call refits the arm.
+
+    A fixed number of calls per side (pedantic), so both reward histories grow
+    alike; GTS keeps them unbounded, PruningGTS refits on a window of 10.
+    """
+    fleet = single(policy)
+    job = fleet.jobs[0]
+    costs = CostModel(1, 8, seed=11)
+    calls = [(bs, float(costs(np.array([bs]), k)[0])) for k, bs in enumerate(ARMS)]
+    target = fleet.ref if impl == "zeus" else fleet.ours
+    state = {"i": 0}
+
+    def one_call():
+        bs, cost = calls[state["i"] % len(calls)]
+        state["i"] += 1
+        target.observe(job, bs, cost)
+
+    rounds = 1 if benchmark.disabled else SCALAR_CALLS
+    with _quiet():
+        benchmark.pedantic(one_call, rounds=rounds, iterations=1)
+    if impl == "banditfleet" and not benchmark.disabled:
+        # Same number of calls on fresh one-job fleets, both sides.
+        fresh = FLEETS[policy](1)
+        fresh_job = fresh.jobs[0]
+
+        def loop(opt):
+            return lambda: [opt.observe(fresh_job, bs, cost) for bs, cost in calls * (SCALAR_CALLS // len(calls) // 4)]
+
+        _record_speedup(benchmark, loop(fresh.ours), loop(fresh.ref), SCALAR_CALLS // 4, 3)
+
+
+# ------------------------------------------------------------------- fleet
+
+
+@pytest.mark.benchmark(group="fleet-predict-10k-x-8")
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("policy", list(FLEETS))
+def test_fleet_predict(benchmark, fleets, policy, impl):
+    fleet = fleets(policy)
+    if impl == "zeus":
+        with _quiet():
+            benchmark.pedantic(fleet.ref_predict, rounds=REFERENCE_REPEATS, iterations=1)
+        return
+    benchmark(fleet.ours_predict)
+    _record_speedup(benchmark, fleet.ours_predict, fleet.ref_predict, len(fleet.jobs))
+
+
+@pytest.mark.benchmark(group="fleet-observe-10k")
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("policy", list(FLEETS))
+def test_fleet_observe(benchmark, fleets, policy, impl):
+    """One observation per job, each refitting that arm from its reward history.
+
+    Fixed rounds on both sides (pedantic), cycling the observed arm, so reward
+    histories stay comparable between the two implementations.
+    """
+    fleet = fleets(policy)
+    ours, ref = fleet.observe_loops()
+    if impl == "zeus":
+        with _quiet():
+            benchmark.pedantic(ref, rounds=REFERENCE_REPEATS, iterations=1)
+        return
+    benchmark.pedantic(ours, rounds=1 if benchmark.disabled else 16, iterations=1)
+    _record_speedup(benchmark, ours, ref, len(fleet.jobs), 8)
+
+
+# ---------------------------------------------------------- power limits
+
+
+class PowerFleet:
+    """10,000 jobs x 8 batch sizes, each profiled at every power limit, on both sides."""
+
+    def __init__(self, n: int) -> None:
+        self.jobs = _jobs(n, "power")
+        self.ours = JITPowerLimitOptimizer(verbose=False)
+        self.ref = zeus_policy.JITPowerLimitOptimizer(verbose=False)
+        self.rows = self.ours.rows(self.jobs)
+        rng = np.random.default_rng(5)
+        for bs in ARMS:
+            for pl in POWER_LIMITS:
+                cost = rng.gamma(4.0, 250.0, n)
+                self.ours.observe_many(self.rows, np.full(n, bs), np.full(n, pl), cost)
+                for job, c in zip(self.jobs, cost.tolist()):
+                    self.ref.observe(job, bs, pl, c)
+        self.bs = np.array(ARMS, np.int64)[rng.integers(0, len(ARMS), n)]
+        self.pl = np.array(POWER_LIMITS, np.int64)[rng.integers(0, len(POWER_LIMITS), n)]
+        self.cost = rng.gamma(4.0, 250.0, n)
+        self.bs_list, self.pl_list, self.cost_list = self.bs.tolist(), self.pl.tolist(), self.cost.tolist()
+        assert self.ours.predict_many(self.rows, self.bs).tolist() == self.ref_predict()
+
+    def ours_predict_rows(self):
+        return self.ours.predict_many(self.rows, self.bs)
+
+    def ours_predict_keys(self):
+        return self.ours.predict_many(self.jobs, self.bs)
+
+    def ref_predict(self):
+        predict = self.ref.predict
+        return [predict(job, b) for job, b in zip(self.jobs, self.bs_list)]
+
+    def ours_observe_rows(self):
+        self.ours.observe_many(self.rows, self.bs, self.pl, self.cost)
+
+    def ours_observe_keys(self):
+        self.ours.observe_many(self.jobs, self.bs, self.pl, self.cost)
+
+    def ref_observe(self):
+        observe = self.ref.observe
+        for job, b, p, c in zip(self.jobs, self.bs_list, self.pl_list, self.cost_list):
+            observe(job, b, p, c)
+
+
+@pytest.fixture(scope="module")
+def power_fleet(request):
+    return PowerFleet(QUICK_JOBS if _quick(request.config) else FLEET_JOBS)
+
+
+POWER_IMPLS = ["banditfleet-rows", "banditfleet-keys", "zeus"]
+
+
+@pytest.mark.benchmark(group="power-predict-10k")
+@pytest.mark.parametrize("impl", POWER_IMPLS)
+def test_power_predict(benchmark, power_fleet, impl):
+    f = power_fleet
+    if impl == "zeus":
+        benchmark.pedantic(f.ref_predict, rounds=5, iterations=1)
+        return
+    ours = f.ours_predict_rows if impl == "banditfleet-rows" else f.ours_predict_keys
+    benchmark(ours)
+    _record_speedup(benchmark, ours, f.ref_predict, len(f.jobs))
+
+
+@pytest.mark.benchmark(group="power-observe-10k")
+@pytest.mark.parametrize("impl", POWER_IMPLS)
+def test_power_observe(benchmark, power_fleet, impl):
+    f = power_fleet
+    if impl == "zeus":
+        benchmark.pedantic(f.ref_observe, rounds=5, iterations=1)
+        return
+    ours = f.ours_observe_rows if impl == "banditfleet-rows" else f.ours_observe_keys
+    benchmark(ours)
+    _record_speedup(benchmark, ours, f.ref_observe, len(f.jobs))
