@@ -183,3 +183,12 @@ def test_readme_names_only_exported_classes():
     assert {"GTSBatchSizeOptimizer", "PruningGTSBatchSizeOptimizer", "JITPowerLimitOptimizer"} <= set(names)
     missing = [n for n in names if n not in banditfleet.__all__]
     assert not missing, f"README documents classes banditfleet does not export: {missing}"
+
+
+def test_readme_links_point_to_files():
+    import re
+
+    links = re.findall(r"\]\(((?!https?://)[^)#]+)(?:#[^)]*)?\)", _readme())
+    assert links
+    missing = [link for link in links if not (REPO / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
