@@ -75,19 +75,26 @@ def _quiet():
 _SPEEDUPS: list[tuple[str, str, float, float, float, float]] = []
 
 
+class _SpeedupReport:
+    """Prints the speedups measured in this module in pytest's closing summary."""
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not _SPEEDUPS:
+            return
+        write = terminalreporter.write_line
+        write("")
+        write("speedups vs the reference (zeus==0.16.0), same run (x = reference time / banditfleet time):")
+        write(f"{'group':24s} {'test':46s} {'ours ns/call':>13s} {'zeus ns/call':>13s} {'wall x':>8s} {'cpu x':>8s}")
+        for group, name, ours, ref, wall, cpu in _SPEEDUPS:
+            write(f"{group:24s} {name:46s} {ours:13.0f} {ref:13.0f} {wall:8.1f} {cpu:8.1f}")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _speedup_table(request):
-    """Print the speedups measured in this module once it is done."""
+    plugins = request.config.pluginmanager
+    if not plugins.has_plugin("banditfleet-speedups"):
+        plugins.register(_SpeedupReport(), "banditfleet-speedups")
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if not _SPEEDUPS or reporter is None:
-        return
-    reporter.write_line("")
-    reporter.write_line("speedups vs the reference (zeus==0.16.0), same run:")
-    reporter.write_line(f"{'group':24s} {'test':46s} {'ours ns/call':>13s} {'zeus ns/call':>13s} {'wall x':>8s} {'cpu x':>8s}")
-    for group, name, ours, ref, wall, cpu in _SPEEDUPS:
-        reporter.write_line(f"{group:24s} {name:46s} {ours:13.0f} {ref:13.0f} {wall:8.1f} {cpu:8.1f}")
-    _SPEEDUPS.clear()
 
 
 def _timings(fn: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
