@@ -294,6 +294,18 @@ def test_bounded_edge_ranges(rng):
     assert export_state(streams, 0) == gen.bit_generator.state
 
 
+@pytest.mark.parametrize(
+    "low,high",
+    [(-(2**63), 2**63 - 1), (-(2**63), -(2**63) + 1), (2**63 - 2, 2**63 - 1), (-1, 0), (-5, 3), (0, 2**32), (-(2**31), 2**31)],
+)
+def test_integers_edge_bounds(low, high):
+    streams = seeded([4242])
+    gen = np.random.default_rng(4242)
+    for _ in range(100):
+        assert kernel_draw(streams, 0, "integers", (low, high)) == numpy_draw(gen, "integers", (low, high))
+    assert export_state(streams, 0) == gen.bit_generator.state
+
+
 def test_bounded_zero_range_consumes_nothing():
     streams = seeded([5])
     before = export_state(streams, 0)
@@ -302,7 +314,7 @@ def test_bounded_zero_range_consumes_nothing():
 
 
 @pytest.mark.parametrize("loc", [0.0, -0.0, 2.5, -math.inf, math.inf])
-@pytest.mark.parametrize("scale", [0.0, math.inf, 1.0])
+@pytest.mark.parametrize("scale", [0.0, math.inf, 1.0, math.nan])  # numpy accepts a NaN scale
 def test_normal_degenerate_scales(loc, scale):
     streams = seeded([99])
     gen = np.random.default_rng(99)
