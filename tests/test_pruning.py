@@ -428,7 +428,7 @@ def test_order_errors_without_concurrency():
     opt = _opt()
     _refused(opt, PruningOrderError, opt.observe, "a", 16, 1.0, True, match="awaits no result")
     assert opt.predict("a") == 16
-    _refused(opt, PruningOrderError, opt.predict, "a", match="'a'.*16.*still awaited")
+    _refused(opt, PruningOrderError, opt.predict, "a", match="'a'.*16 is still awaited.*concurrency=True")
     _refused(opt, PruningOrderError, opt.observe, "a", 8, 1.0, True, match="asked for batch size 16, got .* 8")
     _refused(opt, InvalidObservationError, opt.observe, "a", 16, 1.0, None, match="converged=None")
     _refused(opt, UnknownBatchSizeError, opt.observe, "a", 12, 1.0, True, match="'a'")
@@ -476,6 +476,8 @@ def test_exhausted_rounds():
     for _ in range(2):
         _refused(opt, PruningExhaustedError, opt.predict, "b", match=r"'b'.*round 1 \(\[8, 16, 32\]\)")
     _refused(opt, PruningExhaustedError, opt.predict_many, ["a", "b"])
+    assert opt.exhausted_many(["a", "b", "b"]).tolist() == [False, True, True]
+    assert opt.predict_many(opt.rows(["a", "b"])[~opt.exhausted_many(["a", "b"])]).tolist() == [16]
     # Results pruning did not ask for are still refused without concurrency.
     _refused(opt, PruningOrderError, opt.observe, "b", 8, 1.0, True)
     # Round 2 (the last): its default fails and so does everything above.

@@ -20,6 +20,7 @@ trace simulator launches concurrent submissions with.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
@@ -48,6 +49,7 @@ from banditfleet.kernels.pruning import (
     ScratchArrays,
     advance_rows,
     best_known,
+    exhausted_rows,
     init_rows,
     observe_batch,
     observe_control,
@@ -55,7 +57,7 @@ from banditfleet.kernels.pruning import (
     validate_observe,
     validate_predict,
 )
-from banditfleet.store import HISTORY_NONE, FleetStore, _flatten_arms, _validate_arms
+from banditfleet.store import HISTORY_NONE, HISTORY_UNBOUNDED, FleetStore, _flatten_arms, _validate_arms
 
 __all__ = ["PruningGTSBatchSizeOptimizer", "PruningExploreManager", "PruningState", "NUM_PRUNING_ROUNDS"]
 
@@ -89,12 +91,16 @@ def _add_pruning_arrays(store: FleetStore) -> None:
         store.add_job_array(_SCRATCH_PREFIX + name, dtype, fill)
 
 
+_get_pruning = operator.attrgetter(*(_PREFIX + f for f in PruningArrays._fields))
+_get_scratch = operator.attrgetter(*(_SCRATCH_PREFIX + f for f in ScratchArrays._fields))
+
+
 def _pruning_arrays(store: FleetStore) -> PruningArrays:
-    return PruningArrays(*(getattr(store, _PREFIX + f) for f in PruningArrays._fields))
+    return PruningArrays._make(_get_pruning(store))
 
 
 def _scratch_arrays(store: FleetStore) -> ScratchArrays:
-    return ScratchArrays(*(getattr(store, _SCRATCH_PREFIX + f) for f in ScratchArrays._fields))
+    return ScratchArrays._make(_get_scratch(store))
 
 
 def _as_batch_size(value: Any, what: str) -> int:
@@ -146,8 +152,9 @@ class _PruningCore:
         rnd = int(st.round[row]) + 1
         if code == ERR_AWAITING:
             return PruningOrderError(
-                f"{who}: predict called again in pruning round {rnd} while the result for batch size "
-                f"{int(st.expecting[row])} is still awaited; observe it first (or use concurrency=True)"
+                f"{who}: asked for the next batch size in pruning round {rnd} while the result for batch "
+                f"size {int(st.expecting[row])} is still awaited; report it first"
+                + ("" if isinstance(self, PruningExploreManager) else " (or use concurrency=True)")
             )
         return PruningExhaustedError(
             f"{who}: no batch size of pruning round {rnd} ({self._round_members(row)}) reached the "
@@ -273,29 +280,28 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         keys = list(jobs)
         n = len(keys)
         flat, counts = _flatten_arms(keys, batch_sizes)
+        defaults = self._resolve_defaults(keys, default_bs)
         starts = np.zeros(n, np.int64)
         if n:
             np.cumsum(counts[:-1], out=starts[1:])
-        _validate_arms(keys, flat, counts, starts)
-        defaults = self._resolve_defaults(keys, default_bs)
-        job_of = np.repeat(np.arange(n), counts)
-        if n:
-            has_default = np.zeros(n, bool)
-            has_default[job_of[flat == defaults[job_of]]] = True
-            if not has_default.all():
-                i = int(np.argmin(has_default))
-                raise InvalidArmsError(
-                    f"job {keys[i]!r}: default batch size {int(defaults[i])} is not one of its batch sizes "
-                    f"{flat[starts[i] : starts[i] + counts[i]].tolist()}"
-                )
-        self._check_default_conflicts(keys, defaults)
         # Keep every job's batch sizes sorted ascending, like the reference.
-        order = np.lexsort((flat, job_of))
-        sorted_flat = flat[order]
         if n and counts.min() == counts.max():
-            arm_lists: Any = sorted_flat.reshape(n, int(counts[0]))
+            arm_lists: Any = np.sort(flat.reshape(n, int(counts[0])), axis=1)
+            has_default = (arm_lists == defaults[:, None]).any(axis=1)
         else:
+            job_of = np.repeat(np.arange(n), counts)
+            sorted_flat = flat[np.lexsort((flat, job_of))]
             arm_lists = np.split(sorted_flat, starts[1:]) if n else []
+            has_default = np.zeros(n, bool)
+            has_default[job_of[sorted_flat == defaults[job_of]]] = True
+        if not has_default.all():
+            _validate_arms(keys, flat, counts, starts)  # a broken list is the better message
+            i = int(np.argmin(has_default))
+            raise InvalidArmsError(
+                f"job {keys[i]!r}: default batch size {int(defaults[i])} is not one of its batch sizes "
+                f"{flat[starts[i] : starts[i] + counts[i]].tolist()}"
+            )
+        self._check_default_conflicts(keys, defaults)
         rows, new = s.register(keys, arm_lists)
         new_rows = rows[new]
         if new_rows.size:
@@ -312,15 +318,19 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
 
     def _resolve_defaults(self, keys: list[Hashable], default_bs: Any) -> np.ndarray:
         n = len(keys)
-        if default_bs is None or isinstance(default_bs, (int, np.integer, float, np.floating)):
-            given: Sequence[Any] = [default_bs] * n
-        else:
-            given = list(default_bs) if not isinstance(default_bs, np.ndarray) else default_bs.tolist()
-            if len(given) != n:
-                raise InvalidArmsError(f"{n} jobs but {len(given)} default batch sizes")
+        attrs = [getattr(key, "default_bs", None) for key in keys]
+        scalar = default_bs is None or isinstance(default_bs, (int, np.integer, float, np.floating))
+        if not scalar and len(default_bs) != n:
+            raise InvalidArmsError(f"{n} jobs but {len(default_bs)} default batch sizes")
+        if n and attrs.count(None) == n:
+            # Fast paths: no key carries a default, one given for all or an integer array.
+            if isinstance(default_bs, (int, np.integer)) and not isinstance(default_bs, (bool, np.bool_)):
+                return np.full(n, int(default_bs), np.int64)
+            if isinstance(default_bs, np.ndarray) and default_bs.dtype.kind in "iu" and default_bs.ndim == 1:
+                return default_bs.astype(np.int64)
+        given: list[Any] = [default_bs] * n if scalar else (default_bs.tolist() if isinstance(default_bs, np.ndarray) else list(default_bs))
         out = np.empty(n, np.int64)
-        for i, (key, arg) in enumerate(zip(keys, given)):
-            attr = getattr(key, "default_bs", None)
+        for i, (key, attr, arg) in enumerate(zip(keys, attrs, given)):
             if attr is not None:
                 value = _as_batch_size(attr, f"job {key!r}: default_bs")
                 if arg is not None and _as_batch_size(arg, f"job {key!r}: default_bs argument") != value:
@@ -369,17 +379,14 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         """
         rows = self.rows(jobs)
         s = self._store
-        st = _pruning_arrays(s)
-        index, code = validate_predict(
-            rows, st, self.num_pruning_rounds, self.concurrency, False, _scratch_arrays(s), self._next_generation()
-        )
-        if code != ERR_NONE:
-            raise self._predict_error(int(rows[index]), code)
         out = np.empty(rows.shape[0], np.int64)
-        predict_batch(
+        index, code = predict_batch(
             rows,
-            st,
+            _pruning_arrays(s),
             self.num_pruning_rounds,
+            self.concurrency,
+            _scratch_arrays(s),
+            self._next_generation(),
             s.arm_start,
             s.arm_count,
             s.arm_value,
@@ -399,6 +406,8 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             s.streams,
             out,
         )
+        if code != ERR_NONE:
+            raise self._predict_error(int(rows[index]), code)
         return out
 
     def observe(self, job: Hashable, batch_size: int, cost: float, converged: bool | None = None) -> None:
@@ -418,22 +427,27 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         flags = self._converged(rows, converged)
         slots = self._slots(rows, bs)
         s = self._store
-        st = _pruning_arrays(s)
         scratch = _scratch_arrays(s)
-        index, code = validate_observe(rows, bs, flags is not None, self.concurrency, st, scratch, self._next_generation())
-        if code != ERR_NONE:
-            row = int(rows[index])
-            raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
-        if flags is None:
-            flags = np.zeros(rows.shape[0], np.uint8)
-        s.reserve_history_chunks(rows.shape[0])
-        observe_batch(
+        n = rows.shape[0]
+        if s.history_window == HISTORY_UNBOUNDED and int(s.pool_used[0]) + n > s.chunk_next.shape[0]:
+            # The history pool must grow: refuse a bad batch before growing it.
+            index, code = validate_observe(rows, bs, flags is not None, self.concurrency, _pruning_arrays(s), scratch, self._next_generation())
+            if code != ERR_NONE:
+                row = int(rows[index])
+                raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
+            s.reserve_history_chunks(n)
+        index, code = observe_batch(
             rows,
             slots,
+            bs,
             s.arm_value,
             c,
-            flags,
-            st,
+            np.zeros(n, np.uint8) if flags is None else flags,
+            flags is not None,
+            _pruning_arrays(s),
+            self.concurrency,
+            scratch,
+            self._next_generation(),
             self.window_size,
             self.prior_mean,
             self.prior_precision,
@@ -448,6 +462,9 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             s.posterior_precision,
             s.observation_count,
         )
+        if code != ERR_NONE:
+            row = int(rows[index])
+            raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
 
     # ------------------------------------------------------------ inspection
     def pruning_state(self, job: Hashable) -> PruningState:
@@ -466,6 +483,16 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             reached=sorted(values[st.good[start : start + count].astype(bool)].tolist()),
             best_known=int(best_known(st, row, s.arm_value)),
         )
+
+    def exhausted_many(self, jobs: JobsLike) -> np.ndarray:
+        """Boolean mask: whose next predict would raise :class:`PruningExhaustedError`.
+
+        Lets a fleet drop those jobs before a batch predict (which is refused whole).
+        """
+        rows = self.rows(jobs)
+        out = np.zeros(rows.shape[0], np.uint8)
+        exhausted_rows(rows, _pruning_arrays(self._store), self.num_pruning_rounds, out)
+        return out.astype(bool)
 
     def survivors(self, job: Hashable) -> list[int] | None:
         """The arms of ``job``'s bandit (sorted), or None while it is still pruning."""
