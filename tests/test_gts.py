@@ -217,3 +217,28 @@ def test_million_job_registration_and_rows():
     # Every job starts from the same seeded stream, like the reference.
     first = opt.predict_many(np.array([0, n - 1]))
     assert first[0] == first[1] == np.random.default_rng(123456).choice(arms[0], 8, replace=False)[0]
+
+
+def test_per_job_seeds_equal_separate_optimizers():
+    seeds = [0, 7, 2**40 + 3, 2**64 - 1]
+    fleet = GTSBatchSizeOptimizer(learn_reward_precision=True, verbose=False)
+    rows = fleet.register_jobs(["a", "b", "c", "d"], [[8, 16, 32]] * 4, seeds=seeds)
+    solos = []
+    for k, seed in zip("abcd", seeds):
+        solo = GTSBatchSizeOptimizer(learn_reward_precision=True, seed=seed, verbose=False)
+        solo.register_job(k, [8, 16, 32])
+        solos.append(solo)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        got = fleet.predict_many(rows)
+        want = [s.predict(k) for s, k in zip(solos, "abcd")]
+        assert got.tolist() == want
+        costs = rng.gamma(2.0, 5.0, size=4)
+        fleet.observe_many(rows, got, costs)
+        for s, k, b, c in zip(solos, "abcd", want, costs):
+            s.observe(k, b, c)
+    with pytest.raises(ConfigurationError):
+        fleet.register_jobs(["e"], [[8]], seeds=[-1])
+    with pytest.raises(ConfigurationError):
+        fleet.register_jobs(["e", "f"], [[8], [8]], seeds=[1])
+    assert "e" not in fleet

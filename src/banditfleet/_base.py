@@ -174,7 +174,10 @@ class _FleetOptimizer:
             self._folder = folder
 
     def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
-        self.register_jobs(keys, arm_lists)
+        if "seeds" in arrays:
+            self.register_jobs(keys, arm_lists, seeds=arrays["seeds"])
+        else:
+            self.register_jobs(keys, arm_lists)
 
     def _replay_predict(self, arrays, extra) -> None:
         self.predict_many(arrays["rows"])

@@ -21,7 +21,7 @@ from banditfleet.kernels.thompson import (
 )
 from banditfleet.store import HISTORY_NONE, HISTORY_UNBOUNDED, FleetStore
 
-__all__ = ["GTSBatchSizeOptimizer", "seed_template", "check_seed"]
+__all__ = ["GTSBatchSizeOptimizer", "seed_template", "check_seed", "check_seeds"]
 
 
 def check_seed(seed: Any) -> int:
@@ -31,6 +31,23 @@ def check_seed(seed: Any) -> int:
     if not 0 <= int(seed) < 2**64:
         raise ConfigurationError(f"seed must be in [0, 2**64), got {seed!r}")
     return int(seed)
+
+
+def check_seeds(seeds: Any, n: int) -> np.ndarray | None:
+    """Per-job seeds as uint64 (each 0 <= seed < 2**64), or None for the optimizer's seed."""
+    if seeds is None:
+        return None
+    if isinstance(seeds, np.ndarray) and seeds.dtype.kind in "iu":
+        arr = seeds
+        if arr.shape != (n,):
+            raise ConfigurationError(f"seeds: expected {n} seeds (one per job), got shape {arr.shape}")
+        if arr.dtype.kind == "i" and n and arr.min() < 0:
+            raise ConfigurationError(f"seeds must be non-negative, got {int(arr.min())}")
+        return arr.astype(np.uint64)
+    values = list(seeds)
+    if len(values) != n:
+        raise ConfigurationError(f"seeds: expected {n} seeds (one per job), got {len(values)}")
+    return np.array([check_seed(v) for v in values], np.uint64)
 
 
 def seed_template(seed: int):
@@ -123,14 +140,22 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         self.register_jobs([job], [batch_sizes])
         self._log(f"Registered {job}")
 
-    def register_jobs(self, jobs: Sequence[Hashable], batch_sizes: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+    def register_jobs(
+        self,
+        jobs: Sequence[Hashable],
+        batch_sizes: Sequence[Sequence[int]] | np.ndarray,
+        seeds: Any = None,
+    ) -> np.ndarray:
         """Register many jobs at once; returns their rows.
 
         ``batch_sizes`` is one list per job, or a 2-D integer array when all
-        jobs have the same number of batch sizes (fastest).
+        jobs have the same number of batch sizes (fastest). ``seeds`` (one per
+        job) gives each new job its own stream, as if each had its own
+        reference optimizer with that seed; by default every job uses ``seed``.
         """
         s = self._store
         jobs = list(jobs)
+        job_seeds = check_seeds(seeds, len(jobs))
         encoded = self._journal_keys(jobs)
         rows, new = s.register(jobs, batch_sizes)
         new_rows = rows[new]
@@ -140,9 +165,12 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             s.posterior_precision[slots] = self.prior_precision
             s.reward_precision[slots] = self.reward_precision
             s.observation_count[slots] = 0
-            for dst, src in zip(s.streams, self._template):
-                dst[new_rows] = src[0]
-        self._record_register(encoded, batch_sizes)
+            if job_seeds is None:
+                for dst, src in zip(s.streams, self._template):
+                    dst[new_rows] = src[0]
+            else:
+                seed_streams(s.streams, new_rows, job_seeds[new])
+        self._record_register(encoded, batch_sizes, arrays=None if job_seeds is None else {"seeds": job_seeds})
         return rows
 
     # ------------------------------------------------------------- decisions
