@@ -174,7 +174,7 @@ def test_manager_misuse():
     with pytest.raises(InvalidArmsError):
         PruningExploreManager([8, 8, 16], 8)
     m = PruningExploreManager([8, 16, 32], 16)
-    with pytest.raises(PruningOrderError, match="awaits no result"):
+    with pytest.raises(PruningOrderError, match="no result is awaited"):
         m.report_batch_size_result(16, 1.0, True)
     assert m.next_batch_size() == 16
     with pytest.raises(PruningOrderError, match="still awaited"):
@@ -437,7 +437,7 @@ def test_order_errors_without_concurrency():
     # A batch whose second entry repeats the same result is refused whole.
     _refused(opt, PruningOrderError, opt.observe_many, ["a", "a"], [16, 16], [1.0, 1.0], [True, True])
     # So is a predict batch that asks twice for "b".
-    _refused(opt, PruningOrderError, opt.predict_many, ["b", "b"])
+    _refused(opt, PruningOrderError, opt.predict_many, ["b", "b"], match="'b': appears twice")
     opt.observe("a", 16, 1.0, True)
     _refused(opt, PruningOrderError, opt.observe, "a", 16, 1.0, True)
     assert opt.predict("a") == 8

@@ -151,10 +151,16 @@ class _PruningCore:
         who = self._describe_row(row)
         rnd = int(st.round[row]) + 1
         if code == ERR_AWAITING:
+            hint = "" if isinstance(self, PruningExploreManager) else " (or use concurrency=True)"
+            awaited = int(st.expecting[row])
+            if not awaited:
+                return PruningOrderError(
+                    f"{who}: appears twice in one predict batch in pruning round {rnd}; the second entry "
+                    f"would ask again before the result for the first one's batch size arrives{hint}"
+                )
             return PruningOrderError(
                 f"{who}: asked for the next batch size in pruning round {rnd} while the result for batch "
-                f"size {int(st.expecting[row])} is still awaited; report it first"
-                + ("" if isinstance(self, PruningExploreManager) else " (or use concurrency=True)")
+                f"size {awaited} is still awaited; report it first{hint}"
             )
         return PruningExhaustedError(
             f"{who}: no batch size of pruning round {rnd} ({self._round_members(row)}) reached the "
@@ -172,6 +178,8 @@ class _PruningCore:
             return PruningOrderError(
                 f"{who}: pruning asked for batch size {awaited}, got a result for batch size {value}"
             )
+        if isinstance(self, PruningExploreManager):
+            return PruningOrderError(f"{who}: got a result for batch size {value} but no result is awaited (call next_batch_size first)")
         return PruningOrderError(
             f"{who}: got a result for batch size {value} but pruning awaits no result "
             f"(call predict first, or use concurrency=True to record runs pruning did not ask for)"
