@@ -311,3 +311,55 @@ def check_history_chunks(slot_chunks, chunk_next, history_count):
         if last != slot_chunks[slot, 1]:
             return slot
     return -1
+
+
+@numba.njit(**_JIT)
+def observe_one(
+    row,
+    value,
+    cost,
+    refit,
+    window,
+    prior_mean,
+    prior_precision,
+    arm_start,
+    arm_count,
+    arm_value,
+    history_count,
+    history_values,
+    chunk_values,
+    chunk_next,
+    slot_chunks,
+    pool_used,
+    reward_precision,
+    posterior_mean,
+    posterior_precision,
+    observation_count,
+):
+    """One observation in one call (the scalar API's fast path); returns its slot, or -1
+    without changing anything when ``value`` is not one of the row's arms.
+
+    ``refit`` 0: known reward precision (incremental fit, no history kept);
+    1: append to the history and refit from the prior with the learned precision.
+    """
+    start = arm_start[row]
+    slot = -1
+    for a in range(arm_count[row]):
+        if arm_value[start + a] == value:
+            slot = start + a
+            break
+    if slot < 0:
+        return -1
+    if refit == 0:
+        mean, prec = fit_increment(posterior_mean[slot], posterior_precision[slot], -cost, reward_precision[slot])
+        posterior_mean[slot] = mean
+        posterior_precision[slot] = prec
+        observation_count[slot] += 1
+        return slot
+    append_history(slot, -cost, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
+    n = history_count[slot] if window == 0 or history_count[slot] < window else window
+    rewards = np.empty(n, np.float64)
+    scratch = np.empty(n, np.float64)
+    n = gather_history(slot, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+    refit_slot(slot, rewards, n, scratch, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision, observation_count)
+    return slot

@@ -300,6 +300,18 @@ class _FleetOptimizer:
             return arr.astype(np.float64, copy=False)
         return arr.astype(np.int64 if kind == "int" else np.float64, copy=False)
 
+    def _scalar_batch_size(self, row: int, value: Any) -> int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+        return int(self._batch_sizes(np.array([row], np.int64), [value])[0])
+
+    def _scalar_cost(self, row: int, value: Any) -> float:
+        if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            c = float(value)
+            if c - c == 0.0:  # finite
+                return c
+        return float(self._costs(np.array([row], np.int64), [value])[0])
+
     def _costs(self, rows: np.ndarray, costs: Any) -> np.ndarray:
         arr = self._batch_array("costs", costs, rows.shape[0], "float")
         finite = np.isfinite(arr)

@@ -10,10 +10,12 @@ import numba
 import numpy as np
 
 from banditfleet._base import JobsLike, _FleetOptimizer
+from banditfleet._fastcall import entry_point
 from banditfleet.errors import ConfigurationError
 from banditfleet.kernels.streams import allocate_streams, seed_streams
 from banditfleet.kernels.thompson import (
     observe_incremental,
+    observe_one,
     observe_refit,
     rows_are_unique,
     thompson_predict,
@@ -115,6 +117,13 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             )
         self._store = FleetStore(HISTORY_UNBOUNDED if self.learn_reward_precision else HISTORY_NONE)
         self._template = seed_template(self.seed)
+        # Reused one-element buffers of the scalar fast path (optimizers are not thread-safe).
+        self._one_row = np.zeros(1, np.int64)
+        self._one_out = np.zeros(1, np.int64)
+        # Compiled entry points of the scalar kernels, resolved on first use (the
+        # store's arrays keep their dtypes and layouts when they grow).
+        self._predict_one = None
+        self._observe_one = None
 
     @property
     def name(self) -> str:
@@ -176,9 +185,20 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
     # ------------------------------------------------------------- decisions
     def predict(self, job: Hashable) -> int:
         """The batch size to run ``job`` with next."""
-        out = self.predict_many(np.array([self._store.row(job)], np.int64))
-        self._log(f"{job} -> BS = {int(out[0])}")
-        return int(out[0])
+        s = self._store
+        one, out = self._one_row, self._one_out
+        one[0] = s.row(job)
+        args = (one, s.arm_start, s.arm_count, s.arm_active, s.arm_value, s.observation_count,
+                s.posterior_mean, s.posterior_precision, self.num_exploration, s.streams, out)
+        if self._predict_one is None:
+            self._predict_one = entry_point(thompson_predict, args)
+        self._predict_one(*args)
+        if self._folder is not None:
+            self._record("predict", {"rows": one.copy()})
+        bs = int(out[0])
+        if self.verbose:
+            self._log(f"{job} -> BS = {bs}")
+        return bs
 
     def predict_many(self, jobs: JobsLike, parallel: bool = False) -> np.ndarray:
         """One decision per entry of ``jobs`` (keys, or rows from :meth:`rows`), as int64.
@@ -235,9 +255,25 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
 
     def observe(self, job: Hashable, batch_size: int, cost: float, converged: bool | None = None) -> None:
         """Learn from one run: ``cost`` is its energy-time cost; ``converged`` is ignored."""
-        self.observe_many(np.array([self._store.row(job)], np.int64), [batch_size], [cost])
+        s = self._store
+        row = s.row(job)
+        bs = self._scalar_batch_size(row, batch_size)
+        c = self._scalar_cost(row, cost)
+        if self.learn_reward_precision:
+            s.reserve_history_chunks(1)
+        args = (row, bs, c, 1 if self.learn_reward_precision else 0, HISTORY_UNBOUNDED,
+                self.prior_mean, self.prior_precision, s.arm_start, s.arm_count, s.arm_value,
+                s.history_count, s.history_values, s.chunk_values, s.chunk_next, s.slot_chunks,
+                s.pool_used, s.reward_precision, s.posterior_mean, s.posterior_precision, s.observation_count)
+        if self._observe_one is None:
+            self._observe_one = entry_point(observe_one, args)
+        slot = self._observe_one(*args)
+        if slot < 0:
+            self._slots(np.array([row], np.int64), np.array([bs], np.int64))  # raises the named error
+        if self._folder is not None:
+            self._record("observe", {"rows": np.array([row], np.int64), "batch_sizes": np.array([bs], np.int64), "costs": np.array([c])})
         if self.verbose:
-            self._log(f"{job} @ {batch_size}: reward = {-float(cost):.2f}")
+            self._log(f"{job} @ {batch_size}: reward = {-c:.2f}")
 
     def observe_many(self, jobs: JobsLike, batch_sizes: Any, costs: Any, converged: Any = None) -> None:
         """Learn from many runs, applied in array order. Validated whole before any change."""
