@@ -35,7 +35,8 @@ from banditfleet.errors import (
     PruningExhaustedError,
     PruningOrderError,
 )
-from banditfleet.gts import _check_real, check_seed, seed_template
+from banditfleet.gts import _check_real, check_seed, check_seeds, seed_template
+from banditfleet.kernels.streams import seed_streams
 from banditfleet.kernels.pruning import (
     ADVANCE_FINAL,
     ERR_AWAITING,
@@ -88,7 +89,7 @@ def _add_pruning_arrays(store: FleetStore) -> None:
         else:
             store.add_job_array(_PREFIX + name, dtype, fill)
     for name, dtype, fill in SCRATCH_FIELDS:
-        store.add_job_array(_SCRATCH_PREFIX + name, dtype, fill)
+        store.add_job_array(_SCRATCH_PREFIX + name, dtype, fill, scratch=True)
 
 
 _get_pruning = operator.attrgetter(*(_PREFIX + f for f in PruningArrays._fields))
@@ -252,6 +253,18 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         """Name of the batch-size optimizer."""
         return "Pruning GaussianTS BSO"
 
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "prior_mean": self.prior_mean,
+            "prior_precision": self.prior_precision,
+            "window_size": self.window_size,
+            "concurrency": self.concurrency,
+            "seed": self.seed,
+        }
+
+    def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
+        self.register_jobs(keys, arm_lists, default_bs=arrays["defaults"], seeds=arrays.get("seeds"))
+
     def _describe_row(self, row: int) -> str:
         return f"job {self._job_name(row)}"
 
@@ -276,17 +289,22 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         jobs: Sequence[Hashable],
         batch_sizes: Sequence[Sequence[int]] | np.ndarray,
         default_bs: Any = None,
+        seeds: Any = None,
     ) -> np.ndarray:
         """Register many jobs at once; returns their rows.
 
         ``batch_sizes`` is one list per job, or a 2-D integer array (fastest).
         ``default_bs`` is None (take ``job.default_bs``), one batch size for
         every job, or one per job (None entries fall back to ``job.default_bs``).
+        ``seeds`` (one per job) seeds each job's bandit as a separate reference
+        optimizer with that seed would; by default every job uses ``seed``.
         Nothing is registered unless the whole batch is valid.
         """
         s = self._store
         keys = list(jobs)
         n = len(keys)
+        job_seeds = check_seeds(seeds, n)
+        encoded = self._journal_keys(keys)
         flat, counts = _flatten_arms(keys, batch_sizes)
         defaults = self._resolve_defaults(keys, default_bs)
         starts = np.zeros(n, np.int64)
@@ -318,10 +336,16 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             s.posterior_precision[slots] = self.prior_precision
             s.reward_precision[slots] = 0.0
             s.observation_count[slots] = 0
-            for dst, src in zip(s.streams, self._template):
-                dst[new_rows] = src[0]
+            if job_seeds is None:
+                for dst, src in zip(s.streams, self._template):
+                    dst[new_rows] = src[0]
+            else:
+                # Pruning draws nothing, so seeding now equals seeding the bandit when it is built.
+                seed_streams(s.streams, new_rows, job_seeds[new])
             getattr(s, _PREFIX + "registered_default")[new_rows] = defaults[new]
             init_rows(new_rows, defaults[new], s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
+        extra_arrays = {"defaults": defaults} if job_seeds is None else {"defaults": defaults, "seeds": job_seeds}
+        self._record_register(encoded, batch_sizes, arrays=extra_arrays)
         return rows
 
     def _resolve_defaults(self, keys: list[Hashable], default_bs: Any) -> np.ndarray:
@@ -416,6 +440,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         )
         if code != ERR_NONE:
             raise self._predict_error(int(rows[index]), code)
+        self._record("predict", {"rows": rows})
         return out
 
     def observe(self, job: Hashable, batch_size: int, cost: float, converged: bool | None = None) -> None:
@@ -473,6 +498,10 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         if code != ERR_NONE:
             row = int(rows[index])
             raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
+        record = {"rows": rows, "batch_sizes": bs, "costs": c}
+        if flags is not None:
+            record["converged"] = flags
+        self._record("observe", record)
 
     # ------------------------------------------------------------ inspection
     def pruning_state(self, job: Hashable) -> PruningState:

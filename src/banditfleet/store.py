@@ -61,6 +61,7 @@ class FleetStore:
         self._job_fill: dict[str, Any] = {}
         self._arm_fill: dict[str, Any] = {}
         self._slot_refs: set[str] = set()
+        self._scratch: set[str] = set()
         self.arm_start = np.zeros(_MIN_CAPACITY, np.int64)
         self.arm_count = np.zeros(_MIN_CAPACITY, np.int64)
         self._job_fill.update(arm_start=0, arm_count=0)
@@ -92,18 +93,24 @@ class FleetStore:
         self.pool_used = np.zeros(1, np.int64)
 
     # ------------------------------------------------------------------ arrays
-    def add_job_array(self, name: str, dtype: Any, fill: Any = 0, width: int | None = None, slot_ref: bool = False) -> None:
+    def add_job_array(
+        self, name: str, dtype: Any, fill: Any = 0, width: int | None = None, slot_ref: bool = False, scratch: bool = False
+    ) -> None:
         """Add a per-job array (``width`` makes it 2-D) that grows with the store.
 
         ``slot_ref`` marks an array whose values are arm slots of the same job
         (or -1); loading a checkpoint checks them, so a forged file cannot
-        make a kernel index outside the job's arms.
+        make a kernel index outside the job's arms. ``scratch`` arrays are
+        working space, not state: checkpoints leave them out and a load
+        leaves them at ``fill``.
         """
         shape = (self.arm_start.shape[0],) if width is None else (self.arm_start.shape[0], width)
         setattr(self, name, np.full(shape, fill, dtype=dtype))
         self._job_fill[name] = fill
         if slot_ref:
             self._slot_refs.add(name)
+        if scratch:
+            self._scratch.add(name)
 
     def add_arm_array(self, name: str, dtype: Any, fill: Any = 0) -> None:
         """Add a per-arm-slot array that grows with the store."""
@@ -296,7 +303,8 @@ class FleetStore:
         """Every state array trimmed to its used length, named for a checkpoint."""
         out: dict[str, np.ndarray] = {}
         for name in self._job_fill:
-            out[f"job.{name}"] = getattr(self, name)[: self.n_jobs]
+            if name not in self._scratch:
+                out[f"job.{name}"] = getattr(self, name)[: self.n_jobs]
         for field, arr in zip(Streams._fields, self.streams):
             out[f"stream.{field}"] = arr[: self.n_jobs]
         for name in self._arm_fill:
@@ -364,7 +372,8 @@ class FleetStore:
         self._reserve_jobs(n_jobs)
         self._reserve_arms(n_arms)
         for name in self._job_fill:
-            getattr(self, name)[:n_jobs] = arrays[f"job.{name}"]
+            if name not in self._scratch:
+                getattr(self, name)[:n_jobs] = arrays[f"job.{name}"]
         for field, arr in zip(Streams._fields, self.streams):
             arr[:n_jobs] = arrays[f"stream.{field}"]
         for name in self._arm_fill:
