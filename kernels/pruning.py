@@ -50,6 +50,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from .stats import SUM_STACK_DEPTH
 from .thompson import gather_history, observe_refit, refit_slot, thompson_predict
 
 __all__ = [
@@ -503,6 +504,8 @@ def predict_batch(
                     longest = c
     rewards = np.empty(longest, np.float64)
     scratch = np.empty(longest, np.float64)
+    frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
+    partial = np.empty(SUM_STACK_DEPTH, np.float64)
     ts_rows = np.empty(n, np.int64)
     ts_index = np.empty(n, np.int64)
     n_ts = 0
@@ -521,7 +524,7 @@ def predict_batch(
                 arm_active[s] = st.member[s]
                 if st.member[s]:
                     k = gather_history(s, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
-                    refit_slot(s, rewards, k, scratch, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision, observation_count)
+                    refit_slot(s, rewards, k, scratch, frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision, observation_count)
         ts_rows[n_ts] = row
         ts_index[n_ts] = i
         n_ts += 1

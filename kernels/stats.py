@@ -12,6 +12,13 @@ import numba
 import numpy as np
 
 __all__ = [
+    "SUM_STACK_DEPTH",
+    "allocate_sum_stack",
+    "pairwise_sum_with",
+    "sum_with",
+    "mean_with",
+    "variance_with",
+    "fit_reset_with",
     "pairwise_sum",
     "array_sum",
     "array_mean",
@@ -22,10 +29,14 @@ __all__ = [
 ]
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+# Helpers that neither allocate nor keep references compile without NRT
+# reference counting, so calling them per reward window does not incref and
+# decref every array argument.
+_JIT_HELPER = dict(_JIT, _nrt=False)
 _BLOCK = 128
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_JIT_HELPER)
 def _pairwise_leaf(values, start, n):
     # numpy's base cases: a plain loop below 8, else 8 running partial sums.
     if n < 8:
@@ -60,28 +71,35 @@ def _pairwise_leaf(values, start, n):
     return res
 
 
-@numba.njit(**_JIT)
-def pairwise_sum(values, start, n):
-    """numpy's ``pairwise_sum`` of ``values[start:start + n]`` (no identity added).
+# Depth of the explicit stack that walks numpy's pairwise-summation tree:
+# each level at least halves the span, so 128 frames cover any array.
+SUM_STACK_DEPTH = 128
 
-    Above 128 elements numpy recurses on halves rounded to a multiple of 8;
-    the same tree is walked here with a small explicit stack (numba's cached
+
+def allocate_sum_stack() -> tuple[np.ndarray, np.ndarray]:
+    """Working space for the ``*_with`` functions: (frames int64[3, depth], partials float64[depth])."""
+    return np.empty((3, SUM_STACK_DEPTH), np.int64), np.empty(SUM_STACK_DEPTH, np.float64)
+
+
+@numba.njit(**_JIT_HELPER)
+def pairwise_sum_with(values, start, n, frames, partial):
+    """numpy's ``pairwise_sum`` of ``values[start:start + n]`` (no identity added),
+    walking the tree with caller-provided stack space (no allocation).
+
+    Above 128 elements numpy recurses on halves rounded down to a multiple of
+    8; the same tree is walked here with an explicit stack (numba's cached
     recursion is not reliable), so the additions happen in numpy's order.
     """
     if n <= _BLOCK:
         return _pairwise_leaf(values, start, n)
-    frame_start = np.empty(128, np.int64)
-    frame_n = np.empty(128, np.int64)
-    frame_stage = np.empty(128, np.int8)
-    partial = np.empty(128, np.float64)
     depth = 0
     n_partial = 0
-    frame_start[0] = start
-    frame_n[0] = n
-    frame_stage[0] = 0
+    frames[0, 0] = start
+    frames[1, 0] = n
+    frames[2, 0] = 0
     while depth >= 0:
-        s = frame_start[depth]
-        m = frame_n[depth]
+        s = frames[0, depth]
+        m = frames[1, depth]
         if m <= _BLOCK:
             partial[n_partial] = _pairwise_leaf(values, s, m)
             n_partial += 1
@@ -89,7 +107,7 @@ def pairwise_sum(values, start, n):
             continue
         half = m // 2
         half -= half % 8
-        stage = frame_stage[depth]
+        stage = frames[2, depth]
         if stage == 2:
             right = partial[n_partial - 1]
             left = partial[n_partial - 2]
@@ -97,16 +115,61 @@ def pairwise_sum(values, start, n):
             partial[n_partial - 1] = left + right
             depth -= 1
             continue
-        frame_stage[depth] = stage + 1
+        frames[2, depth] = stage + 1
         depth += 1
-        frame_stage[depth] = 0
+        frames[2, depth] = 0
         if stage == 0:
-            frame_start[depth] = s
-            frame_n[depth] = half
+            frames[0, depth] = s
+            frames[1, depth] = half
         else:
-            frame_start[depth] = s + half
-            frame_n[depth] = m - half
+            frames[0, depth] = s + half
+            frames[1, depth] = m - half
     return partial[0]
+
+
+@numba.njit(**_JIT_HELPER)
+def sum_with(values, n, frames, partial):
+    """``np.sum(values[:n])`` with caller-provided stack space."""
+    return 0.0 + pairwise_sum_with(values, 0, n, frames, partial)
+
+
+@numba.njit(**_JIT_HELPER)
+def mean_with(values, n, frames, partial):
+    """``values[:n].mean()`` with caller-provided stack space."""
+    return sum_with(values, n, frames, partial) / n
+
+
+@numba.njit(**_JIT_HELPER)
+def variance_with(values, n, scratch, frames, partial):
+    """``np.var(values[:n])`` (ddof=0) with caller-provided space: two passes,
+    squared deviations summed pairwise. ``scratch`` holds at least ``n`` doubles."""
+    mean = mean_with(values, n, frames, partial)
+    for i in range(n):
+        d = values[i] - mean
+        scratch[i] = d * d
+    return sum_with(scratch, n, frames, partial) / n
+
+
+@numba.njit(**_JIT_HELPER)
+def fit_reset_with(rewards, n, reward_precision, prior_mean, prior_precision, frames, partial):
+    """:func:`fit_reset` with caller-provided stack space."""
+    if n == 0:
+        return prior_mean, prior_precision
+    if reward_precision == np.inf:
+        return mean_with(rewards, n, frames, partial), np.inf
+    new_precision = prior_precision + n * reward_precision
+    new_mean = (prior_precision * prior_mean + reward_precision * sum_with(rewards, n, frames, partial)) / new_precision
+    return new_mean, new_precision
+
+
+@numba.njit(**_JIT)
+def pairwise_sum(values, start, n):
+    """numpy's ``pairwise_sum`` of ``values[start:start + n]`` (no identity added)."""
+    if n <= _BLOCK:
+        return _pairwise_leaf(values, start, n)
+    frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
+    partial = np.empty(SUM_STACK_DEPTH, np.float64)
+    return pairwise_sum_with(values, start, n, frames, partial)
 
 
 @numba.njit(**_JIT)
