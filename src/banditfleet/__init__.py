@@ -8,7 +8,8 @@ from banditfleet.gts import GTSBatchSizeOptimizer
 from banditfleet.job import Job
 from banditfleet.power import NEEDS_PROFILING, JITPowerLimitOptimizer
 from banditfleet.pruning import PruningExploreManager, PruningGTSBatchSizeOptimizer
+from banditfleet.replay import HistoryEntry, Simulator
 
 __version__ = "0.1.0"
 
-__all__ = ["GTSBatchSizeOptimizer", "Job", "JITPowerLimitOptimizer", "NEEDS_PROFILING", "PruningExploreManager", "PruningGTSBatchSizeOptimizer", "__version__"]
+__all__ = ["GTSBatchSizeOptimizer", "Job", "JITPowerLimitOptimizer", "NEEDS_PROFILING", "PruningExploreManager", "PruningGTSBatchSizeOptimizer", "HistoryEntry", "Simulator", "__version__"]

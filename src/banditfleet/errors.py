@@ -23,6 +23,8 @@ __all__ = [
     "CheckpointError",
     "JournalError",
     "FolderLockedError",
+    "TraceError",
+    "ReplayError",
 ]
 
 
@@ -77,3 +79,14 @@ class JournalError(BanditFleetError, ValueError):
 
 class FolderLockedError(BanditFleetError, ValueError):
     """Another live process has the journal folder open for writing."""
+
+
+class TraceError(BanditFleetError, ValueError):
+    """A trace or groups file that cannot be replayed: missing columns, unknown datasets,
+    a default batch size absent from the trace, negative or unordered times, ..."""
+
+
+class ReplayError(BanditFleetError, RuntimeError):
+    """A replayed job that cannot go on, where the reference simulator raises too: the
+    default batch size failing in the first recurrence, no success in 20 tries, a
+    concurrent launch with a batch size whose power limits were never profiled, ..."""

@@ -1,0 +1,407 @@
+"""The fleet replay driver: every unit's events advance in compiled code, learning goes
+through the optimizers' batch APIs.
+
+A *unit* is one replayed job: a sequentially recurring job (the reference's
+``simulate_one_job``) or a group of timed submissions (``simulate_one_alibaba_group``)
+under one setting. Units that share optimizer settings share a *partition*:
+one batch-size optimizer and one power-limit optimizer, a row in each per unit.
+
+:func:`run_units` loops until every unit has ended:
+
+1. :func:`banditfleet.kernels.replay.advance` runs every ready unit until it
+   needs a decision, queueing the observations it made in order;
+2. the queued observations go to each partition's ``observe_many``;
+3. the units waiting for a batch size get it from ``predict_many`` (after
+   ``exhausted_many`` drops those whose pruning left nothing), and their
+   power limit from the power-limit optimizer's ``predict_many``, after JIT
+   profiling through its ``observe_many`` where it answers
+   ``NEEDS_PROFILING``;
+4. they resume.
+
+A unit only ever sees its own optimizer rows and its own simulator stream,
+so its result does not depend on which other units share the replay.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from banditfleet.kernels.replay import (
+    ERR_EXHAUSTED,
+    PH_GRP_SUB,
+    PH_SEQ_REC,
+    ERR_NO_PATHS,
+    ERR_NOT_PROFILED,
+    ERR_UNKNOWN_BS,
+    MODE_GROUP,
+    MODE_SEQUENTIAL,
+    NEED_BSO,
+    NEED_PL,
+    STATUS_DONE,
+    STATUS_ERROR,
+    STATUS_READY,
+    ReplayOut,
+    ReplayState,
+    ReplayTables,
+    ReplayUnits,
+    advance,
+    arms_of_values,
+    profile_requests,
+)
+from banditfleet.kernels.streams import allocate_streams, seed_streams
+from banditfleet.power import NEEDS_PROFILING
+
+__all__ = ["Partition", "UnitsResult", "make_units", "run_units"]
+
+logger = logging.getLogger("banditfleet")
+
+_QUEUE = 1 << 16
+
+
+@dataclass
+class Partition:
+    """Optimizers shared by some units, and each unit's rows in them."""
+
+    bso: Any  # a batch-size optimizer with predict_many / observe_many
+    plo: Any  # a JITPowerLimitOptimizer
+    units: np.ndarray  # int64 unit indices
+    bso_rows: np.ndarray  # int64 per unit of ``units``
+    plo_rows: np.ndarray  # int64 per unit of ``units``
+
+
+@dataclass
+class UnitsResult:
+    """What :func:`run_units` returns: per-unit status and the history, sorted by unit."""
+
+    status: np.ndarray  # int64 STATUS_DONE or STATUS_ERROR per unit
+    error: np.ndarray  # int64 ERR_* per unit
+    runs: np.ndarray  # int64 simulated runs per unit (never-started runs included)
+    min_cost: np.ndarray  # float64 per unit
+    unit: np.ndarray  # history: int64 unit
+    sub: np.ndarray  # int64 recurrence or submission index
+    bs: np.ndarray  # int64 batch size
+    pl: np.ndarray  # int64 power limit
+    energy: np.ndarray  # float64
+    time: np.ndarray  # float64
+    reached: np.ndarray  # bool
+    offsets: np.ndarray  # int64 per unit + 1: unit u's entries are offsets[u]:offsets[u+1]
+    seconds: float = 0.0
+    rounds: int = 0
+
+
+def make_units(
+    tables: ReplayTables,
+    wl: np.ndarray,
+    mode: np.ndarray,
+    eta: np.ndarray,
+    beta: np.ndarray,
+    n_rec: np.ndarray,
+    sub_start: np.ndarray | None = None,
+    sub_t0: np.ndarray | None = None,
+    sub_t1: np.ndarray | None = None,
+    sub_ratio: np.ndarray | None = None,
+    retry_cap: np.ndarray | None = None,
+) -> ReplayUnits:
+    """Per-unit inputs with the running-job and power-limit cache offsets filled in."""
+    n = wl.shape[0]
+    wl = np.ascontiguousarray(wl, np.int64)
+    mode = np.ascontiguousarray(mode, np.int64)
+    n_rec = np.ascontiguousarray(n_rec, np.int64)
+    run_cap = np.where(mode == MODE_GROUP, n_rec, 0)
+    arm_counts = tables.wl_arm_count[wl]
+    run_start = np.zeros(n, np.int64)
+    plc_start = np.zeros(n, np.int64)
+    if n:
+        np.cumsum(run_cap[:-1], out=run_start[1:])
+        np.cumsum(arm_counts[:-1], out=plc_start[1:])
+    if sub_start is None:
+        sub_start = np.zeros(n, np.int64)
+        sub_t0 = sub_t1 = sub_ratio = np.zeros(0, np.float64)
+    if retry_cap is None:
+        retry_cap = 100 * n_rec + 1000
+    return ReplayUnits(
+        wl=wl,
+        mode=mode,
+        eta=np.ascontiguousarray(eta, np.float64),
+        beta=np.ascontiguousarray(beta, np.float64),
+        n_rec=n_rec,
+        sub_start=np.ascontiguousarray(sub_start, np.int64),
+        sub_t0=np.ascontiguousarray(sub_t0, np.float64),
+        sub_t1=np.ascontiguousarray(sub_t1, np.float64),
+        sub_ratio=np.ascontiguousarray(sub_ratio, np.float64),
+        run_start=run_start,
+        plc_start=plc_start,
+        retry_cap=np.ascontiguousarray(retry_cap, np.int64),
+    )
+
+
+def _init_state(tables: ReplayTables, units: ReplayUnits, seeds: np.ndarray) -> ReplayState:
+    n = units.wl.shape[0]
+    n_run = int(np.where(units.mode == MODE_GROUP, units.n_rec, 0).sum())
+    n_plc = int(tables.wl_arm_count[units.wl].sum())
+    streams = allocate_streams(n)
+    seed_streams(streams, np.arange(n, dtype=np.int64), np.ascontiguousarray(seeds, np.uint64))
+
+    def i64(fill: int = 0, size: int = n) -> np.ndarray:
+        return np.full(size, fill, np.int64)
+
+    def f64(fill: float = 0.0, size: int = n) -> np.ndarray:
+        return np.full(size, fill, np.float64)
+
+    return ReplayState(
+        phase=np.where(units.mode == MODE_GROUP, PH_GRP_SUB, PH_SEQ_REC).astype(np.int64),
+        status=i64(STATUS_READY),
+        need=i64(),
+        error=i64(),
+        rec=i64(),
+        tries=i64(),
+        retries=i64(),
+        runs=i64(),
+        cost_acc=f64(),
+        min_cost=f64(np.inf),
+        best_arm=tables.wl_default_arm[units.wl].astype(np.int64),
+        now=f64(),
+        dec_arm=i64(-1),
+        dec_pl=i64(-1),
+        dec_prof=i64(),
+        par_start=f64(),
+        par_end=f64(),
+        par_ratio=f64(),
+        par_sub=i64(),
+        run_n=i64(),
+        r_start=f64(size=n_run),
+        r_end=f64(size=n_run),
+        r_ratio=f64(size=n_run),
+        r_arm=i64(size=n_run),
+        r_pl=i64(size=n_run),
+        r_reached=np.zeros(n_run, np.uint8),
+        r_time=f64(size=n_run),
+        r_energy=f64(size=n_run),
+        r_cost=f64(size=n_run),
+        r_sub=i64(size=n_run),
+        pl_cache=i64(-1, n_plc),
+        streams_hi=streams.state_hi,
+        streams_lo=streams.state_lo,
+        streams_inc_hi=streams.inc_hi,
+        streams_inc_lo=streams.inc_lo,
+        streams_has32=streams.has_uint32,
+        streams_u32=streams.uinteger,
+    )
+
+
+def _make_out(n_units: int, capacity: int) -> ReplayOut:
+    return ReplayOut(
+        q_unit=np.zeros(capacity, np.int64),
+        q_arm=np.zeros(capacity, np.int64),
+        q_cost=np.zeros(capacity, np.float64),
+        q_reached=np.zeros(capacity, np.uint8),
+        q_n=np.zeros(1, np.int64),
+        h_unit=np.zeros(capacity, np.int64),
+        h_sub=np.zeros(capacity, np.int64),
+        h_bs=np.zeros(capacity, np.int64),
+        h_pl=np.zeros(capacity, np.int64),
+        h_energy=np.zeros(capacity, np.float64),
+        h_time=np.zeros(capacity, np.float64),
+        h_reached=np.zeros(capacity, np.uint8),
+        h_n=np.zeros(1, np.int64),
+        need_unit=np.zeros(max(n_units, 1), np.int64),
+        need_n=np.zeros(1, np.int64),
+    )
+
+
+class _Driver:
+    def __init__(self, tables: ReplayTables, units: ReplayUnits, state: ReplayState, partitions: Sequence[Partition]) -> None:
+        n = units.wl.shape[0]
+        self.t = tables
+        self.un = units
+        self.s = state
+        self.parts = list(partitions)
+        self.part_of = np.full(n, -1, np.int64)
+        self.bso_row = np.full(n, -1, np.int64)
+        self.plo_row = np.full(n, -1, np.int64)
+        for p, part in enumerate(self.parts):
+            u = np.asarray(part.units, np.int64)
+            if (self.part_of[u] >= 0).any():
+                raise ValueError("a unit belongs to two partitions")
+            self.part_of[u] = p
+            self.bso_row[u] = np.asarray(part.bso_rows, np.int64)
+            self.plo_row[u] = np.asarray(part.plo_rows, np.int64)
+        if (self.part_of < 0).any():
+            raise ValueError("every unit needs a partition")
+
+    def flush_observations(self, o: ReplayOut) -> None:
+        n = int(o.q_n[0])
+        if not n:
+            return
+        unit = o.q_unit[:n]
+        bs = self.t.arm_bs[o.q_arm[:n]]
+        cost = o.q_cost[:n]
+        reached = o.q_reached[:n].astype(bool)
+        if len(self.parts) == 1:
+            self.parts[0].bso.observe_many(self.bso_row[unit], bs, cost, reached)
+        else:
+            part = self.part_of[unit]
+            for p in np.unique(part).tolist():
+                m = part == p
+                self.parts[p].bso.observe_many(self.bso_row[unit[m]], bs[m], cost[m], reached[m])
+        o.q_n[0] = 0
+
+    def _fail(self, units: np.ndarray, code: int) -> None:
+        s = self.s
+        s.status[units] = STATUS_ERROR
+        s.error[units] = code
+
+    def decide(self, need: np.ndarray) -> np.ndarray:
+        """Answer every waiting unit; returns the units that can resume."""
+        s, t, un = self.s, self.t, self.un
+        kinds = s.need[need]
+        bso_units = need[kinds == NEED_BSO]
+        pl_units = need[kinds == NEED_PL]
+        resumed: list[np.ndarray] = [pl_units]
+        part = self.part_of[bso_units]
+        for p in (np.unique(part).tolist() if len(self.parts) > 1 else ([0] if bso_units.size else [])):
+            pu = bso_units if len(self.parts) == 1 else bso_units[part == p]
+            bso = self.parts[p].bso
+            rows = self.bso_row[pu]
+            exhausted_many = getattr(bso, "exhausted_many", None)
+            if exhausted_many is not None:
+                ex = exhausted_many(rows)
+                if ex.any():
+                    self._fail(pu[ex], ERR_EXHAUSTED)
+                    pu = pu[~ex]
+                    rows = rows[~ex]
+            if not pu.size:
+                continue
+            bs = bso.predict_many(rows)
+            arms = np.empty(pu.shape[0], np.int64)
+            arms_of_values(pu, bs, un.wl, t, arms)
+            bad = arms < 0
+            if bad.any():
+                self._fail(pu[bad], ERR_UNKNOWN_BS)
+                pu, arms = pu[~bad], arms[~bad]
+            s.dec_arm[pu] = arms
+            resumed.append(pu)
+        go = np.concatenate(resumed) if len(resumed) > 1 else pl_units
+        if not go.size:
+            return go
+        s.dec_prof[go] = 0
+        arms = s.dec_arm[go]
+        slot = un.plc_start[go] + arms - t.wl_arm_start[un.wl[go]]
+        pl = s.pl_cache[slot]
+        miss = np.flatnonzero(pl < 0)
+        if miss.size:
+            mu = go[miss]
+            part = self.part_of[mu]
+            for p in np.unique(part).tolist():
+                m = miss[part == p]
+                self._ask_power_limits(p, go[m], slot[m], pl, m)
+        s.dec_pl[go] = pl
+        ok = s.status[go] != STATUS_ERROR
+        go = go[ok]
+        s.status[go] = STATUS_READY
+        return go
+
+    def _ask_power_limits(self, p: int, units: np.ndarray, slots: np.ndarray, pl: np.ndarray, where: np.ndarray) -> None:
+        s, t, un = self.s, self.t, self.un
+        plo = self.parts[p].plo
+        rows = self.plo_row[units]
+        arms = s.dec_arm[units]
+        bs = t.arm_bs[arms]
+        answer = plo.predict_many(rows, bs)
+        prof = answer == NEEDS_PROFILING
+        if prof.any():
+            fixed = prof & (s.need[units] == NEED_PL)
+            if fixed.any():
+                self._fail(units[fixed], ERR_NOT_PROFILED)
+            prof &= ~fixed
+            if prof.any():
+                pu = units[prof]
+                pa = arms[prof]
+                counts = t.arm_cell_count[pa]
+                total = int(counts.sum())
+                pos = np.empty(pu.shape[0] + 1, np.int64)
+                obs_pl = np.empty(total, np.int64)
+                obs_cost = np.empty(total, np.float64)
+                profile_requests(pu, pa, un.eta, t, pos, obs_pl, obs_cost)
+                if total:
+                    plo.observe_many(np.repeat(rows[prof], counts), np.repeat(bs[prof], counts), obs_pl, obs_cost)
+                again = plo.predict_many(rows[prof], bs[prof])
+                answer[prof] = again
+                s.dec_prof[pu] = 1
+                empty = again == NEEDS_PROFILING
+                if empty.any():
+                    self._fail(pu[empty], ERR_NO_PATHS)
+        good = answer != NEEDS_PROFILING
+        s.pl_cache[slots[good]] = answer[good]
+        pl[where] = answer
+
+
+def run_units(
+    tables: ReplayTables,
+    units: ReplayUnits,
+    seeds: np.ndarray,
+    partitions: Sequence[Partition],
+    progress: Callable[[int, int], None] | None = None,
+    queue_capacity: int = _QUEUE,
+) -> UnitsResult:
+    """Replay every unit to its end; see the module docstring."""
+    import time as _time
+
+    n = units.wl.shape[0]
+    t0 = _time.perf_counter()
+    state = _init_state(tables, units, seeds)
+    driver = _Driver(tables, units, state, partitions)
+    out = _make_out(n, max(int(queue_capacity), 16))
+    chunks: list[tuple[np.ndarray, ...]] = []
+    ready = np.arange(n, dtype=np.int64)
+    rounds = 0
+    done_before = -1
+    while ready.size:
+        rounds += 1
+        out.need_n[0] = 0
+        stop = advance(ready, tables, units, state, out)
+        leftover = ready[stop:]
+        driver.flush_observations(out)
+        h = int(out.h_n[0])
+        if h:
+            chunks.append(
+                tuple(a[:h].copy() for a in (out.h_unit, out.h_sub, out.h_bs, out.h_pl, out.h_energy, out.h_time, out.h_reached))
+            )
+            out.h_n[0] = 0
+        need = out.need_unit[: int(out.need_n[0])].copy()
+        resumed = driver.decide(need) if need.size else need
+        ready = np.concatenate([leftover, resumed]) if leftover.size else resumed
+        if progress is not None:
+            done = int(np.count_nonzero(state.status >= STATUS_DONE))
+            if done != done_before:
+                progress(done, n)
+                done_before = done
+    if chunks:
+        cols = [np.concatenate([c[i] for c in chunks]) for i in range(7)]
+    else:
+        cols = [np.zeros(0, np.int64)] * 4 + [np.zeros(0, np.float64)] * 2 + [np.zeros(0, np.uint8)]
+    order = np.argsort(cols[0], kind="stable")
+    cols = [c[order] for c in cols]
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(cols[0], minlength=n), out=offsets[1:])
+    return UnitsResult(
+        status=state.status.copy(),
+        error=state.error.copy(),
+        runs=state.runs.copy(),
+        min_cost=state.min_cost.copy(),
+        unit=cols[0],
+        sub=cols[1],
+        bs=cols[2],
+        pl=cols[3],
+        energy=cols[4],
+        time=cols[5],
+        reached=cols[6].astype(bool),
+        offsets=offsets,
+        seconds=_time.perf_counter() - t0,
+        rounds=rounds,
+    )
