@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from banditfleet._journaled import Journaled
 from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, write_checkpoint
 from banditfleet.errors import CheckpointError, InvalidObservationError, JournalError, UnknownBatchSizeError
-from banditfleet.journal import FsyncPolicy, OptimizerFolder, decode_record, encode_record, scan_journal
 from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.store import FleetStore
 
@@ -39,7 +39,7 @@ def _describe(values: Any) -> str:
     return type(values).__name__ if not isinstance(values, np.ndarray) else f"array of dtype {values.dtype}"
 
 
-class _FleetOptimizer:
+class _FleetOptimizer(Journaled):
     """Store-backed optimizer plumbing; subclasses define the policy."""
 
     _store: FleetStore
@@ -87,91 +87,22 @@ class _FleetOptimizer:
         return opt
 
     # --------------------------------------------------------------- journal
-    _folder: OptimizerFolder | None = None
-
-    @classmethod
-    def open(cls, folder: str | os.PathLike, fsync: FsyncPolicy = "batch", verbose: bool = False, **settings: Any):
-        """An optimizer that journals every state-changing call to ``folder``.
-
-        A new folder is created with ``settings``. An existing one is recovered:
-        its newest checkpoint is loaded and its journal replayed, giving the
-        state at the last acknowledged call (a torn tail from a crash is dropped
-        with a warning). Settings given for an existing folder must agree with
-        the stored ones. ``fsync``: ``"batch"`` (every call), ``"never"``, or
-        milliseconds between fsyncs. Only one process may have a folder open.
-        """
-        from banditfleet import __version__
-
-        f = OptimizerFolder(folder, fsync)
-        try:
-            stored = f.read_settings()
-            if stored is None:
-                opt = cls(**settings, verbose=verbose)
-                f.write_settings({"optimizer": cls.__name__, "settings": opt._settings(), "banditfleet_version": __version__})
-                opt.save(f.checkpoint_path(0))
-                f.start_generation(0)
-            else:
-                opt = cls._recover(f, stored, settings, verbose)
-            opt._folder = f
-            return opt
-        except BaseException:
-            f.close()
-            raise
-
-    @classmethod
-    def _recover(cls, f: OptimizerFolder, stored: dict[str, Any], settings: dict[str, Any], verbose: bool):
-        if stored.get("optimizer") != cls.__name__:
-            raise JournalError(f"{f.path}: holds a {stored.get('optimizer')} optimizer, not a {cls.__name__}")
-        stored_settings = stored.get("settings", {})
-        if settings:
-            try:
-                wanted = cls(**{**stored_settings, **settings}, verbose=False)._settings()
-            except (TypeError, ValueError) as exc:
-                raise JournalError(f"{f.path}: settings {settings!r} contradict the stored {stored_settings!r}: {exc}") from None
-            differ = {k: (stored_settings.get(k), wanted[k]) for k in wanted if wanted[k] != stored_settings.get(k)}
-            if differ:
-                detail = ", ".join(f"{k}={new!r} (stored {old!r})" for k, (old, new) in differ.items())
-                raise JournalError(f"{f.path}: settings contradict the stored ones: {detail}")
-        errors = []
-        for seq in f.checkpoint_seqs():
-            try:
-                opt = cls.load(f.checkpoint_path(seq), verbose=verbose)
-            except CheckpointError as exc:
-                errors.append(str(exc))
-                logger.warning("skipping unreadable checkpoint: %s", exc)
-                continue
-            payloads, good, discarded = scan_journal(f.journal_path(seq))
-            if discarded:
-                logger.warning(
-                    "%s: dropped a torn or corrupted journal tail of %d bytes after %d intact records",
-                    f.journal_path(seq), discarded, len(payloads),
-                )
-                f.truncate_journal(seq, good)
-            for payload in payloads:
-                kind, arrays, extra = decode_record(payload)
-                opt._replay(kind, arrays, extra)
-            f.start_generation(seq)
-            return opt
-        raise JournalError(f"{f.path}: no loadable checkpoint ({'; '.join(errors) or 'none present'})")
-
+    # open(), checkpoint(), close() and _record() come from Journaled.
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
-        folder, self._folder = self._folder, None
-        try:
-            if kind == "register":
-                keys = decode_keys(extra["keys"], arrays)
-                counts = arrays["arm_counts"]
-                flat = arrays["arms"]
-                offsets = np.concatenate([[0], np.cumsum(counts)])
-                arm_lists = [flat[offsets[i] : offsets[i + 1]] for i in range(len(keys))]
-                self._replay_register(keys, arm_lists, arrays, extra)
-            elif kind == "predict":
-                self._replay_predict(arrays, extra)
-            elif kind == "observe":
-                self._replay_observe(arrays, extra)
-            else:
-                raise JournalError(f"unknown journal record kind {kind!r}")
-        finally:
-            self._folder = folder
+        """Apply one journal record again (recovery runs before the folder is attached)."""
+        if kind == "register":
+            keys = decode_keys(extra["keys"], arrays)
+            counts = arrays["arm_counts"]
+            flat = arrays["arms"]
+            offsets = np.concatenate([[0], np.cumsum(counts)])
+            arm_lists = [flat[offsets[i] : offsets[i + 1]] for i in range(len(keys))]
+            self._replay_register(keys, arm_lists, arrays, extra)
+        elif kind == "predict":
+            self._replay_predict(arrays, extra)
+        elif kind == "observe":
+            self._replay_observe(arrays, extra)
+        else:
+            raise JournalError(f"unknown journal record kind {kind!r}")
 
     def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
         if "seeds" in arrays:
@@ -191,19 +122,6 @@ class _FleetOptimizer:
             return None
         return encode_keys(keys)
 
-    def _record(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any] | None = None) -> None:
-        """Append a call that has just changed state; it is acknowledged when this returns."""
-        if self._folder is None:
-            return
-        try:
-            self._folder.append(encode_record(kind, arrays, extra))
-        except OSError as exc:
-            # The call is applied in memory but not journaled: refuse to go on
-            # silently diverging from the folder.
-            folder, self._folder = self._folder, None
-            folder.close()
-            raise JournalError(f"{folder.path}: could not journal a {kind} call ({exc}); the folder is closed, reopen it to recover") from exc
-
     def _record_register(self, encoded_keys, arm_lists: Any, extra: dict[str, Any] | None = None, arrays: dict[str, np.ndarray] | None = None) -> None:
         if encoded_keys is None:
             return
@@ -216,32 +134,6 @@ class _FleetOptimizer:
             counts = np.array([a.shape[0] for a in lists], np.int64)
             flat = np.concatenate(lists) if lists else np.zeros(0, np.int64)
         self._record("register", {**key_arrays, "arms": flat, "arm_counts": counts, **(arrays or {})}, {"keys": entry, **(extra or {})})
-
-    def checkpoint(self) -> int:
-        """Write a new checkpoint to the folder, start a new journal, then drop the old ones.
-
-        Returns the checkpoint's size in bytes.
-        """
-        if self._folder is None:
-            raise JournalError("checkpoint() needs an optimizer from open(folder)")
-        f = self._folder
-        seq = f.seq + 1
-        size = self.save(f.checkpoint_path(seq))
-        f.start_generation(seq)
-        f.remove_older(seq)
-        return size
-
-    def close(self) -> None:
-        """Flush the journal and release the folder (no-op without one)."""
-        if self._folder is not None:
-            self._folder.close()
-            self._folder = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ keys
     def __contains__(self, job: Hashable) -> bool:

@@ -159,6 +159,11 @@ class OptimizerFolder:
         seqs = [int(m.group(1)) for f in self.path.iterdir() if (m := _CKPT_RE.match(f.name))]
         return sorted(seqs, reverse=True)
 
+    def journal_seqs(self) -> list[int]:
+        """Sequence numbers of the journals present, newest first."""
+        seqs = [int(m.group(1)) for f in self.path.iterdir() if (m := _JOURNAL_RE.match(f.name))]
+        return sorted(seqs, reverse=True)
+
     def start_generation(self, seq: int) -> None:
         """Append to ``journal-seq`` from now on (created if missing)."""
         self.close_journal()

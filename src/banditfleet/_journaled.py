@@ -1,0 +1,217 @@
+"""Journaled folders for anything that can save, load and replay its own calls.
+
+:class:`Journaled` is the mixin behind ``open(folder)``, ``checkpoint()``,
+``close()`` and the context manager of every durable object (the batch-size
+optimizers, :class:`~banditfleet.power.JITPowerLimitOptimizer`,
+:class:`~banditfleet.pair.OptimizerPair`). A class provides four hooks:
+
+* ``_settings()``: the constructor arguments that rebuild an empty twin;
+* ``save(path)``: write the whole state as one checkpoint file;
+* ``load(path, verbose)`` (classmethod): read it back;
+* ``_replay(kind, arrays, extra)``: apply one journal record again.
+
+and calls ``self._record(kind, arrays, extra)`` after every call that changed
+state, before it returns. :func:`open_folder` creates or recovers a folder for
+a :class:`FolderSpec` (name, constructor, loader); the mixin's ``open`` is
+that for ``cls``. Folder files and record framing are in
+:mod:`banditfleet.journal`; docs/checkpoints.md describes both.
+
+Several objects can journal into one folder (an :class:`OptimizerPair`): each
+member tags its records (``_journal_tag``, e.g. ``"bso."``) and points at the
+owner (``_journal_owner``, a weak reference) that checkpoints and closes the
+folder for all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from banditfleet.errors import CheckpointError, JournalError
+from banditfleet.journal import FsyncPolicy, OptimizerFolder, decode_record, encode_record, scan_journal
+
+__all__ = ["Journaled", "FolderSpec", "open_folder"]
+
+logger = logging.getLogger("banditfleet")
+
+
+class FolderSpec:
+    """What a folder holds: its ``name`` (stored in settings.json and checked on
+    recovery), how to build an empty one from settings, and how to load a
+    checkpoint of it."""
+
+    def __init__(self, name: str, create: Callable[[dict[str, Any], bool], Any], load: Callable[[Any, bool], Any]) -> None:
+        self.name = name
+        self.create = create
+        self.load = load
+
+
+def open_folder(spec: FolderSpec, folder: str | os.PathLike, fsync: FsyncPolicy, verbose: bool, settings: dict[str, Any]):
+    """Create (with ``settings``) or recover the journaled folder of a ``spec`` object.
+
+    Creation writes ``checkpoint-000000`` and ``journal-000000`` first and
+    ``settings.json`` last, so a folder whose creation a crash interrupted has
+    no settings and is simply created again.
+    """
+    f = OptimizerFolder(folder, fsync)
+    try:
+        stored = f.read_settings()
+        if stored is None:
+            obj = _create(spec, f, settings, verbose)
+        else:
+            obj = _recover(spec, f, stored, settings, verbose)
+        obj._attach_folder(f)
+        return obj
+    except BaseException:
+        f.close()
+        raise
+
+
+def _create(spec: FolderSpec, f: OptimizerFolder, settings: dict[str, Any], verbose: bool):
+    from banditfleet import __version__
+
+    leftovers = [seq for seq in f.checkpoint_seqs() + f.journal_seqs() if seq != 0]
+    if leftovers or (f.journal_path(0).exists() and f.journal_path(0).stat().st_size):
+        raise JournalError(f"{f.path}: holds checkpoints or journals but no settings.json; refusing to create a new optimizer over them")
+    obj = spec.create(settings, verbose)
+    obj.save(f.checkpoint_path(0))
+    f.start_generation(0)
+    f.write_settings({"optimizer": spec.name, "settings": obj._settings(), "banditfleet_version": __version__})
+    return obj
+
+
+def _recover(spec: FolderSpec, f: OptimizerFolder, stored: dict[str, Any], settings: dict[str, Any], verbose: bool):
+    if stored.get("optimizer") != spec.name:
+        raise JournalError(f"{f.path}: holds a {stored.get('optimizer')} optimizer, not a {spec.name}")
+    stored_settings = stored.get("settings", {})
+    if settings:
+        try:
+            wanted = spec.create({**stored_settings, **settings}, False)._settings()
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"{f.path}: settings {settings!r} contradict the stored {stored_settings!r}: {exc}") from None
+        differ = {k: (stored_settings.get(k), wanted[k]) for k in wanted if wanted[k] != stored_settings.get(k)}
+        if differ:
+            detail = ", ".join(f"{k}={new!r} (stored {old!r})" for k, (old, new) in differ.items())
+            raise JournalError(f"{f.path}: settings contradict the stored ones: {detail}")
+    errors = []
+    for seq in f.checkpoint_seqs():
+        try:
+            obj = spec.load(f.checkpoint_path(seq), verbose)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            logger.warning("skipping unreadable checkpoint: %s", exc)
+            continue
+        payloads, good, discarded = scan_journal(f.journal_path(seq))
+        if discarded:
+            logger.warning(
+                "%s: dropped a torn or corrupted journal tail of %d bytes after %d intact records",
+                f.journal_path(seq), discarded, len(payloads),
+            )
+            f.truncate_journal(seq, good)
+        # The object has no folder yet, so replayed calls journal nothing.
+        for payload in payloads:
+            kind, arrays, extra = decode_record(payload)
+            obj._replay(kind, arrays, extra)
+        f.start_generation(seq)
+        return obj
+    raise JournalError(f"{f.path}: no loadable checkpoint ({'; '.join(errors) or 'none present'})")
+
+
+class Journaled:
+    """Mixin: ``open``/``checkpoint``/``close`` and journaling for a class with the four hooks."""
+
+    _folder: OptimizerFolder | None = None
+    # Set on the members of a shared folder: a weak reference to the owner, and a record tag.
+    _journal_owner: weakref.ref | None = None
+    _journal_tag: str = ""
+
+    # ----------------------------------------------------------------- hooks
+    def _settings(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        """Constructor arguments (except ``verbose``) that rebuild an empty twin."""
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def _folder_spec(cls) -> FolderSpec:
+        return FolderSpec(cls.__name__, lambda settings, verbose: cls(**settings, verbose=verbose), cls.load)
+
+    # ---------------------------------------------------------------- folder
+    @classmethod
+    def open(cls, folder: str | os.PathLike, fsync: FsyncPolicy = "batch", verbose: bool = False, **settings: Any):
+        """An optimizer that journals every state-changing call to ``folder``.
+
+        A new folder is created with ``settings``. An existing one is recovered:
+        its newest checkpoint is loaded and its journal replayed, giving the
+        state at the last acknowledged call (a torn tail from a crash is dropped
+        with a warning). Settings given for an existing folder must agree with
+        the stored ones. ``fsync``: ``"batch"`` (every call), ``"never"``, or
+        milliseconds between fsyncs. Only one process may have a folder open.
+        """
+        return open_folder(cls._folder_spec(), folder, fsync, verbose, settings)
+
+    def _attach_folder(self, folder: OptimizerFolder) -> None:
+        self._folder = folder
+
+    def _detach_folder(self) -> None:
+        """Forget the folder and close it (flush, fsync, unlock)."""
+        folder, self._folder = self._folder, None
+        if folder is not None:
+            folder.close()
+
+    def _member_of(self):
+        """The live owner of the folder this object journals into as a member, else None."""
+        ref = self._journal_owner
+        owner = ref() if ref is not None else None
+        return owner if owner is not None and self._folder is not None else None
+
+    def _record(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any] | None = None) -> None:
+        """Append a call that has just changed state; it is acknowledged when this returns."""
+        folder = self._folder
+        if folder is None:
+            return
+        try:
+            folder.append(encode_record(self._journal_tag + kind, arrays, extra))
+        except OSError as exc:
+            # The call is applied in memory but not journaled: refuse to go on
+            # silently diverging from the folder.
+            owner = self._member_of()
+            (self if owner is None else owner)._detach_folder()
+            raise JournalError(f"{folder.path}: could not journal a {kind} call ({exc}); the folder is closed, reopen it to recover") from exc
+
+    def checkpoint(self) -> int:
+        """Write a new checkpoint to the folder, start a new journal, then drop the old ones.
+
+        Returns the checkpoint's size in bytes.
+        """
+        if self._member_of() is not None:
+            raise JournalError("this optimizer journals as part of an OptimizerPair: call the pair's checkpoint()")
+        if self._folder is None:
+            raise JournalError("checkpoint() needs an optimizer from open(folder)")
+        f = self._folder
+        seq = f.seq + 1
+        size = self.save(f.checkpoint_path(seq))
+        f.start_generation(seq)
+        f.remove_older(seq)
+        return size
+
+    def close(self) -> None:
+        """Flush the journal and release the folder (no-op without one)."""
+        if self._member_of() is not None:
+            raise JournalError("this optimizer journals as part of an OptimizerPair: call the pair's close()")
+        self._detach_folder()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
