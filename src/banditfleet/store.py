@@ -56,6 +56,9 @@ class FleetStore:
         self.history_window = int(history_window)
         self._rows: dict[Hashable, int] = {}
         self._keys: list[Hashable] = []
+        # Bumped whenever an array is replaced (growth), so callers may cache
+        # tuples of the arrays and rebuild them only when this changes.
+        self.layout_version = 0
         self.n_jobs = 0
         self.n_arms = 0
         self._job_fill: dict[str, Any] = {}
@@ -104,6 +107,7 @@ class FleetStore:
         working space, not state: checkpoints leave them out and a load
         leaves them at ``fill``.
         """
+        self.layout_version += 1
         shape = (self.arm_start.shape[0],) if width is None else (self.arm_start.shape[0], width)
         setattr(self, name, np.full(shape, fill, dtype=dtype))
         self._job_fill[name] = fill
@@ -114,6 +118,7 @@ class FleetStore:
 
     def add_arm_array(self, name: str, dtype: Any, fill: Any = 0) -> None:
         """Add a per-arm-slot array that grows with the store."""
+        self.layout_version += 1
         setattr(self, name, np.full(self.arm_value.shape[0], fill, dtype=dtype))
         self._arm_fill[name] = fill
 
@@ -130,6 +135,7 @@ class FleetStore:
         if need <= self.job_capacity:
             return
         capacity = max(need, 2 * self.job_capacity)
+        self.layout_version += 1
         for name, fill in self._job_fill.items():
             setattr(self, name, _grown(getattr(self, name), capacity, fill))
         old = self.streams
@@ -143,6 +149,7 @@ class FleetStore:
         if need <= self.arm_capacity:
             return
         capacity = max(need, 2 * self.arm_capacity)
+        self.layout_version += 1
         for name, fill in self._arm_fill.items():
             setattr(self, name, _grown(getattr(self, name), capacity, fill))
         window = max(self.history_window, 0)
@@ -159,6 +166,7 @@ class FleetStore:
         if need <= self.chunk_next.shape[0]:
             return
         capacity = max(need, 2 * self.chunk_next.shape[0])
+        self.layout_version += 1
         self.chunk_values = _grown(self.chunk_values, capacity, 0.0)
         self.chunk_next = _grown(self.chunk_next, capacity, -1)
 
