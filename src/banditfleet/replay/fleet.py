@@ -1,0 +1,289 @@
+"""Replay whole fleets of recurring-job groups, for one or several settings at once.
+
+A :class:`Fleet` is a set of job groups (each a list of timed submissions of
+one workload), read from a Zeus-format groups table or generated
+(:mod:`banditfleet.replay.synthetic`). :func:`replay_fleet` replays every
+(setting, group) pair as one unit of the engine: its own rows in the
+optimizers (one ``PruningGTSBatchSizeOptimizer(concurrency=True)`` and one
+``JITPowerLimitOptimizer`` per distinct optimizer setting) and its own
+simulator stream. As the Zeus artifacts' ``run_alibaba.py`` does, a group's
+optimizer and simulator are seeded with the Adler-32 checksum of its group
+id, so each group's history equals ``Simulator.simulate_one_alibaba_group``
+of the reference with those seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from banditfleet.errors import TraceError
+from banditfleet.job import Job
+from banditfleet.kernels.replay import ERR_NONE, MODE_GROUP
+from banditfleet.power import JITPowerLimitOptimizer
+from banditfleet.pruning import PruningGTSBatchSizeOptimizer
+from banditfleet.replay.engine import Partition, UnitsResult, make_units, run_units
+from banditfleet.replay.simulator import HistoryEntry, check_knobs
+from banditfleet.replay.traces import Trace, Workloads, build_workloads, jobs_for, read_groups
+
+__all__ = ["Setting", "Fleet", "FleetResult", "group_seed", "replay_fleet", "sweep"]
+
+logger = logging.getLogger("banditfleet")
+
+
+def group_seed(group_id: str, replicate: int = 0) -> int:
+    """Seed of a group's optimizer and simulator: ``zlib.adler32`` of its id, as ``run_alibaba.py``.
+
+    Replicate ``r > 0`` (another seed of a sweep) hashes ``"<group id>/<r>"`` instead.
+    """
+    text = group_id if replicate == 0 else f"{group_id}/{replicate}"
+    return zlib.adler32(text.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One replay setting: the knobs, the optimizer's parameters and a seed replicate.
+
+    ``seed=0`` seeds every group as the Zeus artifacts do (:func:`group_seed`).
+    """
+
+    eta_knob: float = 0.5
+    beta_knob: float = 2.0
+    window_size: int = 0
+    prior_mean: float = 0.0
+    prior_precision: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_knobs(self.beta_knob, self.eta_knob)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise TraceError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    @property
+    def label(self) -> str:
+        parts = [f"eta={self.eta_knob:g}", f"beta={self.beta_knob:g}"]
+        if self.window_size:
+            parts.append(f"window={self.window_size}")
+        if self.prior_mean or self.prior_precision:
+            parts.append(f"prior={self.prior_mean:g}/{self.prior_precision:g}")
+        if self.seed:
+            parts.append(f"seed={self.seed}")
+        return ",".join(parts)
+
+    def optimizer_key(self) -> tuple[int, float, float]:
+        return (int(self.window_size), float(self.prior_mean), float(self.prior_precision))
+
+
+def sweep(eta_knobs: Sequence[float] = (0.5,), beta_knobs: Sequence[float] = (2.0,), seeds: Sequence[int] = (0,), **optimizer: Any) -> list[Setting]:
+    """Every combination of the knobs and seeds (optimizer parameters fixed)."""
+    return [Setting(eta, beta, seed=seed, **optimizer) for eta in eta_knobs for beta in beta_knobs for seed in seeds]
+
+
+@dataclass
+class Fleet:
+    """Job groups over workloads: submissions in CSR arrays, one workload per group."""
+
+    workloads: Workloads
+    group_ids: list[str]
+    group_wl: np.ndarray  # int64 per group
+    sub_start: np.ndarray  # int64 per group
+    sub_count: np.ndarray  # int64 per group
+    start_time: np.ndarray  # float64 per submission
+    end_time: np.ndarray
+    runtime_ratio: np.ndarray
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.group_ids)
+
+    @property
+    def n_submissions(self) -> int:
+        return int(self.sub_count.sum())
+
+    def dataset_of(self, g: int) -> str:
+        return self.workloads.jobs[int(self.group_wl[g])].dataset
+
+    def group_frame(self, g: int) -> pd.DataFrame:
+        """Group ``g`` as the reference's ``group_df``."""
+        a, n = int(self.sub_start[g]), int(self.sub_count[g])
+        return pd.DataFrame(
+            {
+                "group": [self.group_ids[g]] * n,
+                "start_time": self.start_time[a : a + n],
+                "end_time": self.end_time[a : a + n],
+                "dataset": [self.dataset_of(g)] * n,
+                "runtime_ratio": self.runtime_ratio[a : a + n],
+            }
+        )
+
+    def groups_frame(self) -> pd.DataFrame:
+        """All groups in the Zeus groups format (one row per submission)."""
+        wl = np.repeat(self.group_wl, self.sub_count)
+        names = np.array([j.dataset for j in self.workloads.jobs], dtype=object)
+        return pd.DataFrame(
+            {
+                "group": np.repeat(np.array(self.group_ids, dtype=object), self.sub_count),
+                "start_time": self.start_time,
+                "end_time": self.end_time,
+                "dataset": names[wl] if len(wl) else np.zeros(0, object),
+                "runtime_ratio": self.runtime_ratio,
+            }
+        )
+
+    def subset(self, groups: Sequence[int] | np.ndarray) -> Fleet:
+        """The fleet of the given groups only (same workloads)."""
+        idx = np.asarray(groups, np.int64)
+        counts = self.sub_count[idx]
+        take = np.concatenate([np.arange(self.sub_start[g], self.sub_start[g] + self.sub_count[g]) for g in idx.tolist()]) if idx.size else np.zeros(0, np.int64)
+        starts = np.zeros(idx.size, np.int64)
+        if idx.size:
+            np.cumsum(counts[:-1], out=starts[1:])
+        return Fleet(
+            self.workloads, [self.group_ids[g] for g in idx.tolist()], self.group_wl[idx].copy(), starts, counts.copy(),
+            self.start_time[take], self.end_time[take], self.runtime_ratio[take], self.source, dict(self.meta),
+        )
+
+    @classmethod
+    def from_frames(cls, trace: Trace, groups: str | Any, jobs: Mapping[str, Job] | None = None, source: str = "") -> Fleet:
+        """Groups from a Zeus groups table over ``trace``; job specs from ``jobs`` or the Zeus defaults.
+
+        Raises :class:`TraceError` for unknown datasets or job specs the trace cannot run.
+        """
+        known = set(trace.datasets()) if jobs is None else set(jobs)
+        df = read_groups(groups, sorted(known))
+        datasets = list(pd.unique(df.dataset))
+        specs = jobs_for(trace, datasets, jobs)
+        workloads = build_workloads([(trace, specs[d]) for d in datasets])
+        wl_of = {d: i for i, d in enumerate(datasets)}
+        codes, uniques = pd.factorize(df.group, sort=False)
+        counts = np.bincount(codes, minlength=len(uniques)).astype(np.int64)
+        starts = np.zeros(len(uniques), np.int64)
+        if len(uniques):
+            np.cumsum(counts[:-1], out=starts[1:])
+        first = df.groupby(codes, sort=True).dataset.first()
+        return cls(
+            workloads=workloads,
+            group_ids=[str(g) for g in uniques],
+            group_wl=np.array([wl_of[d] for d in first.tolist()], np.int64),
+            sub_start=starts,
+            sub_count=counts,
+            start_time=df.start_time.to_numpy(np.float64),
+            end_time=df.end_time.to_numpy(np.float64),
+            runtime_ratio=df.runtime_ratio.to_numpy(np.float64),
+            source=source,
+        )
+
+
+@dataclass
+class FleetResult:
+    """The histories of a fleet replay, per (setting, group)."""
+
+    fleet: Fleet
+    settings: list[Setting]
+    result: UnitsResult
+
+    def unit(self, setting: int, group: int) -> int:
+        return setting * len(self.fleet) + group
+
+    def history(self, setting: int, group: int) -> list[HistoryEntry]:
+        """One group's history under one setting, as the reference returns it."""
+        r = self.result
+        u = self.unit(setting, group)
+        a, b = int(r.offsets[u]), int(r.offsets[u + 1])
+        return [
+            HistoryEntry(bs, pl, e, re, t)
+            for bs, pl, e, re, t in zip(r.bs[a:b].tolist(), r.pl[a:b].tolist(), r.energy[a:b].tolist(), r.reached[a:b].tolist(), r.time[a:b].tolist())
+        ]
+
+    @property
+    def n_runs(self) -> int:
+        return int(self.result.unit.shape[0])
+
+    def errors(self) -> pd.DataFrame:
+        """Units that stopped on an error: setting, group, error code."""
+        r = self.result
+        bad = np.flatnonzero(r.error != ERR_NONE)
+        g = len(self.fleet)
+        return pd.DataFrame(
+            {"setting": [self.settings[u // g].label for u in bad.tolist()], "group": [self.fleet.group_ids[u % g] for u in bad.tolist()], "error": r.error[bad]}
+        )
+
+    def history_frame(self) -> pd.DataFrame:
+        """One row per simulated run: group, setting, submission, batch size, power limit, energy, time, reached, cost."""
+        r = self.result
+        g = len(self.fleet)
+        setting = r.unit // g
+        group = r.unit % g
+        eta = np.array([s.eta_knob for s in self.settings])[setting]
+        max_power = self.fleet.workloads.tables.wl_max_power[self.fleet.group_wl[group]]
+        cost = eta * r.energy + (1.0 - eta) * max_power * r.time
+        labels = np.array([s.label for s in self.settings], dtype=object)
+        ids = np.array(self.fleet.group_ids, dtype=object)
+        names = np.array([j.dataset for j in self.fleet.workloads.jobs], dtype=object)
+        return pd.DataFrame(
+            {
+                "setting": labels[setting],
+                "group": ids[group],
+                "dataset": names[self.fleet.group_wl[group]],
+                "submission": r.sub,
+                "batch_size": r.bs,
+                "power_limit": r.pl,
+                "energy": r.energy,
+                "time": r.time,
+                "reached": r.reached,
+                "cost": cost,
+            }
+        )
+
+
+def replay_fleet(
+    fleet: Fleet,
+    settings: Sequence[Setting] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FleetResult:
+    """Replay every group of ``fleet`` under every setting; see the module docstring."""
+    settings = list(settings) if settings is not None else [Setting()]
+    if not settings:
+        raise TraceError("no setting to replay")
+    t = fleet.workloads.tables
+    G = len(fleet)
+    S = len(settings)
+    n = S * G
+    wl = np.tile(fleet.group_wl, S)
+    eta = np.repeat([s.eta_knob for s in settings], G).astype(np.float64)
+    beta = np.repeat([s.beta_knob for s in settings], G).astype(np.float64)
+    n_rec = np.tile(fleet.sub_count, S)
+    sub_start = np.tile(fleet.sub_start, S)
+    units = make_units(
+        t, wl, np.full(n, MODE_GROUP, np.int64), eta, beta, n_rec,
+        sub_start, fleet.start_time, fleet.end_time, fleet.runtime_ratio,
+    )
+    seeds = np.zeros(n, np.uint64)
+    for si, s in enumerate(settings):
+        seeds[si * G : (si + 1) * G] = [group_seed(gid, s.seed) for gid in fleet.group_ids]
+    defaults = t.arm_bs[t.wl_default_arm[wl]]
+    arm_lists = [np.asarray(a, np.int64) for a in fleet.workloads.arms]
+    partitions: list[Partition] = []
+    by_key: dict[tuple, list[int]] = {}
+    for si, s in enumerate(settings):
+        by_key.setdefault(s.optimizer_key(), []).append(si)
+    for (window, prior_mean, prior_precision), members in by_key.items():
+        bso = PruningGTSBatchSizeOptimizer(
+            prior_mean=prior_mean, prior_precision=prior_precision, window_size=window, concurrency=True, verbose=False
+        )
+        plo = JITPowerLimitOptimizer(verbose=False)
+        us = np.concatenate([np.arange(si * G, (si + 1) * G, dtype=np.int64) for si in members])
+        keys = us.tolist()
+        rows = bso.register_jobs(keys, [arm_lists[w] for w in wl[us].tolist()], default_bs=defaults[us], seeds=seeds[us])
+        partitions.append(Partition(bso, plo, us, rows, plo.rows(keys)))
+    logger.info("replaying %d groups x %d settings (%d submissions each pass)", G, S, fleet.n_submissions)
+    result = run_units(t, units, seeds, partitions, progress=progress)
+    return FleetResult(fleet, settings, result)
