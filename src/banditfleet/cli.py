@@ -178,6 +178,147 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------- replay
+def _float_list_arg(name: str, low: float, high: float, allow_inf: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if math.isnan(value) or not (low <= value <= high) or (math.isinf(value) and not allow_inf):
+            raise argparse.ArgumentTypeError(f"{name} must be in [{low:g}, {high:g}], got {text}")
+        return value
+
+    return parse
+
+
+def _beta(text: str) -> float:
+    value = _float_list_arg("beta knob", 0.0, math.inf, allow_inf=True)(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"beta knob must be > 0 (inf: no early stopping), got {text}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("fleet (default: the built-in synthetic fleet)")
+    src.add_argument("--trace-dir", type=Path, default=None, help="a Zeus trace folder (summary_train.csv, summary_power_<gpu>.csv, optional groups.csv and jobs.csv)")
+    src.add_argument("--gpu", default=None, help="power trace to use from --trace-dir (default: v100, or the only one there)")
+    src.add_argument("--groups", type=Path, default=None, help="groups CSV (group, start_time, end_time, dataset, runtime_ratio); default: groups.csv in --trace-dir, else generated groups")
+    src.add_argument("--jobs", type=Path, default=None, help="job specs CSV per dataset (default: jobs.csv in --trace-dir, else the Zeus artifacts' defaults)")
+    src.add_argument("--synthetic-groups", type=_positive_int, default=5000, metavar="N", help="groups to generate when no groups file is used (default: 5000)")
+    src.add_argument("--fleet-seed", type=int, default=0, help="seed of the generated fleet (default: 0)")
+    src.add_argument("--export-trace", type=Path, default=None, metavar="DIR", help="write the fleet in the Zeus trace format to DIR and exit")
+    sw = parser.add_argument_group("settings (several values make a sweep over every combination)")
+    sw.add_argument("--eta-knob", type=_float_list_arg("eta knob", 0.0, 1.0), nargs="+", default=[0.5], help="energy-time trade-off (default: 0.5)")
+    sw.add_argument("--beta-knob", type=_beta, nargs="+", default=[2.0], help="early-stopping threshold, inf for none (default: 2.0)")
+    sw.add_argument("--seed", type=_nonnegative_int, nargs="+", default=[0], help="seed replicates; 0 seeds each group with adler32(group id) as the Zeus artifacts (default: 0)")
+    sw.add_argument("--window-size", type=_nonnegative_int, default=0, help="PruningGTS window size, 0 keeps every reward (default: 0)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=None, metavar="DIR", help="write history.csv, summary.csv, summary.json and PNG plots to DIR")
+    out.add_argument("--no-progress", action="store_true", help="do not draw the progress bar on stderr")
+
+
+def _load_fleet(args: argparse.Namespace):
+    from banditfleet.replay.fleet import Fleet
+    from banditfleet.replay.synthetic import generate_groups, synthetic_fleet
+    from banditfleet.replay.traces import Trace, build_workloads, jobs_for, read_jobs
+
+    if args.trace_dir is None:
+        for flag, value in (("--gpu", args.gpu), ("--groups", args.groups), ("--jobs", args.jobs)):
+            if value is not None:
+                raise ValueError(f"{flag} needs --trace-dir")
+        return synthetic_fleet(args.synthetic_groups, args.fleet_seed)
+    d = args.trace_dir
+    gpu = args.gpu
+    if gpu is None:
+        have = sorted(p.name[len("summary_power_") : -4] for p in d.glob("summary_power_*.csv"))
+        gpu = "v100" if "v100" in have or not have else (have[0] if len(have) == 1 else None)
+        if gpu is None:
+            raise ValueError(f"{d} has power traces for {have}; choose one with --gpu")
+    trace = Trace.from_dir(d, gpu)
+    jobs_file = args.jobs if args.jobs is not None else (d / "jobs.csv" if (d / "jobs.csv").is_file() else None)
+    specs = read_jobs(jobs_file) if jobs_file is not None else None
+    groups_file = args.groups if args.groups is not None else (d / "groups.csv" if (d / "groups.csv").is_file() else None)
+    if groups_file is not None:
+        return Fleet.from_frames(trace, groups_file, specs, source=f"{groups_file} on {d} ({gpu})")
+    datasets = sorted(specs) if specs is not None else trace.datasets()
+    jobs = jobs_for(trace, datasets, specs)
+    workloads = build_workloads([(trace, jobs[x]) for x in datasets])
+    fleet = generate_groups(workloads, args.synthetic_groups, args.fleet_seed)
+    fleet.source = f"{args.synthetic_groups} generated groups (seed {args.fleet_seed}) on {d} ({gpu})"
+    return fleet
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from banditfleet.errors import BanditFleetError
+    from banditfleet.replay.fleet import replay_fleet, sweep
+    from banditfleet.replay.report import ERROR_NAMES, format_table, summarize, write_outputs
+    from banditfleet.replay.synthetic import export_trace
+
+    try:
+        settings = sweep(args.eta_knob, args.beta_knob, args.seed, window_size=args.window_size)
+        if args.window_size == 1:
+            raise ValueError("--window-size 1 cannot work (a single reward has no variance); use 0 or >= 2")
+        fleet = _load_fleet(args)
+        if args.export_trace is not None:
+            files = export_trace(fleet, args.export_trace)
+            print(f"banditfleet replay: wrote {fleet.source} ({len(fleet):,} groups, {fleet.n_submissions:,} submissions) in the Zeus trace format:")
+            for f in files:
+                print(f"  {f}")
+            return 0
+    except (BanditFleetError, ValueError, OSError) as exc:
+        print(f"banditfleet replay: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"banditfleet replay: {fleet.source}: {len(fleet):,} groups, {fleet.n_submissions:,} submissions, "
+        f"{len(fleet.workloads)} workloads; {len(settings)} setting(s)"
+    )
+    bar = None
+    if not args.no_progress:
+        bar = ProgressBar("groups")
+        bar.status("loading kernels (numba compiles them on the first run, then caches them)")
+    try:
+        result = replay_fleet(fleet, settings, progress=bar)
+    except (BanditFleetError, ValueError) as exc:
+        if bar is not None:
+            bar.close()
+        print(f"banditfleet replay: error: {exc}", file=sys.stderr)
+        return 2
+    if bar is not None:
+        bar.close()
+    r = result.result
+    print(
+        f"  replayed {result.n_runs:,} runs in {r.seconds:.2f} s ({result.n_runs / max(r.seconds, 1e-9):,.0f} runs/s, "
+        f"{r.rounds:,} decision rounds; first run includes numba compilation)"
+    )
+    summary = summarize(result)
+    for s in settings:
+        print(f"\nsetting {s.label}: energy, time and cost against the baseline (default batch size at the maximum power limit)")
+        print(format_table(summary, s.label))
+    errors = result.errors()
+    if len(errors):
+        counts = ", ".join(f"{n} x {ERROR_NAMES.get(int(k), k)}" for k, n in errors.error.value_counts().items())
+        print(f"\n  {len(errors)} (setting, group) pairs stopped early, as the reference would raise: {counts}; they are left out of the tables")
+    if args.out is not None:
+        files, skipped = write_outputs(
+            result, summary, args.out, {"source": fleet.source, "replay_seconds": r.seconds, "version": __version__}
+        )
+        print(f"\n  wrote {len(files)} files to {args.out}: {', '.join(f.name for f in files)}")
+        if skipped:
+            print(f"  plots skipped: {skipped}")
+    return 0
+
+
 # ------------------------------------------------------------------ commands
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
@@ -188,6 +329,12 @@ COMMANDS: list[Command] = [
         "drive a synthetic fleet through batched Thompson sampling and report speed and learning",
         _add_demo_arguments,
         _run_demo,
+    ),
+    (
+        "replay",
+        "replay a fleet of recurring-job groups (built-in or Zeus traces) and report savings against the baseline",
+        _add_replay_arguments,
+        _run_replay,
     ),
 ]
 

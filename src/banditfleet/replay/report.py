@@ -1,0 +1,240 @@
+"""Summaries and plots of a fleet replay, against the Zeus paper's baseline.
+
+The baseline runs every submission with the workload's default batch size at
+its highest power limit, without early stopping: its energy and time are the
+mean, over that configuration's training paths, of one run to the target
+epoch (to ``max_epochs`` for a path that never reaches it), scaled by the
+submission's runtime ratio. Its cost uses the same ``eta_knob`` and maximum
+power as the replay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from banditfleet.kernels.replay import ERR_NONE
+from banditfleet.replay.fleet import FleetResult
+
+__all__ = ["baseline_per_submission", "summarize", "write_outputs", "ERROR_NAMES"]
+
+logger = logging.getLogger("banditfleet")
+
+ERROR_NAMES = {
+    1: "default batch size did not converge",
+    2: "no success in 20 tries",
+    3: "concurrent launch with an unprofiled batch size",
+    4: "no training path at the target metric",
+    5: "power limit not in the trace",
+    6: "retry limit",
+    7: "no batch size survived pruning",
+    8: "batch size not in the trace",
+}
+
+
+def baseline_per_submission(result: FleetResult) -> tuple[np.ndarray, np.ndarray]:
+    """Per workload: the baseline's energy (J) and time (s) of one submission of runtime ratio 1."""
+    t = result.fleet.workloads.tables
+    n = t.wl_arm_start.shape[0]
+    energy = np.zeros(n)
+    time = np.zeros(n)
+    for w in range(n):
+        a = int(t.wl_default_arm[w])
+        c = int(t.arm_cell_start[a])  # the highest power limit
+        s, k = int(t.cell_path_start[c]), int(t.cell_path_count[c])
+        te = t.path_target_epoch[s : s + k]
+        epochs = np.where(np.isnan(te) | (te > t.wl_max_epochs[w]), t.wl_max_epochs[w], te)
+        energy[w] = float(np.mean(epochs * t.path_epe[s : s + k]))
+        time[w] = float(np.mean(epochs * t.path_tpe[s : s + k]))
+    return energy, time
+
+
+def summarize(result: FleetResult) -> pd.DataFrame:
+    """One row per (setting, dataset) and a total per setting: energy, time, cost, baseline, savings."""
+    fleet = result.fleet
+    r = result.result
+    G = len(fleet)
+    t = fleet.workloads.tables
+    base_e, base_t = baseline_per_submission(result)
+    ratio_sum = np.add.reduceat(fleet.runtime_ratio, fleet.sub_start) if G and fleet.n_submissions else np.zeros(G)
+    ratio_sum = np.where(fleet.sub_count > 0, ratio_sum, 0.0)
+    names = [j.dataset for j in fleet.workloads.jobs]
+    rows: list[dict[str, Any]] = []
+    hist_setting = r.unit // G
+    hist_group = r.unit % G
+    for si, setting in enumerate(result.settings):
+        eta = setting.eta_knob
+        ok = r.error[si * G : (si + 1) * G] == ERR_NONE
+        m = hist_setting == si
+        hg = hist_group[m]
+        energy = np.bincount(hg, weights=r.energy[m], minlength=G)
+        time = np.bincount(hg, weights=r.time[m], minlength=G)
+        runs = np.bincount(hg, minlength=G)
+        failed = np.bincount(hg, weights=~r.reached[m], minlength=G)
+        for w in [*range(len(names)), None]:
+            sel = ok & ((fleet.group_wl == w) if w is not None else True)
+            max_power = t.wl_max_power[fleet.group_wl[sel]]
+            e = float(energy[sel].sum())
+            tt = float(time[sel].sum())
+            cost = float((eta * energy[sel] + (1 - eta) * max_power * time[sel]).sum())
+            be = float((base_e[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
+            bt = float((base_t[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
+            bc = float((eta * base_e[fleet.group_wl[sel]] * ratio_sum[sel] + (1 - eta) * max_power * base_t[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
+            all_sel = (fleet.group_wl == w) if w is not None else np.ones(G, bool)
+            rows.append(
+                {
+                    "setting": setting.label,
+                    "eta_knob": setting.eta_knob,
+                    "beta_knob": setting.beta_knob,
+                    "seed": setting.seed,
+                    "dataset": names[w] if w is not None else "TOTAL",
+                    "groups": int(sel.sum()),
+                    "failed_groups": int((all_sel & ~ok).sum()),
+                    "submissions": int(fleet.sub_count[sel].sum()),
+                    "runs": int(runs[sel].sum()),
+                    "failed_runs": int(failed[sel].sum()),
+                    "energy_J": e,
+                    "time_s": tt,
+                    "cost": cost,
+                    "baseline_energy_J": be,
+                    "baseline_time_s": bt,
+                    "baseline_cost": bc,
+                    "energy_saving": 1 - e / be if be else 0.0,
+                    "time_saving": 1 - tt / bt if bt else 0.0,
+                    "cost_saving": 1 - cost / bc if bc else 0.0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def format_table(summary: pd.DataFrame, setting: str) -> str:
+    """The per-workload table of one setting, for the terminal."""
+    df = summary.loc[summary.setting == setting]
+    head = f"{'workload':<18} {'groups':>7} {'runs':>9} {'energy MJ':>11} {'vs base':>8} {'time h':>10} {'vs base':>8} {'cost':>12} {'vs base':>8}"
+    lines = [head, "-" * len(head)]
+    for rec in df.itertuples(index=False):
+        if rec.dataset == "TOTAL":
+            lines.append("-" * len(head))
+        lines.append(
+            f"{rec.dataset:<18} {rec.groups:>7,} {rec.runs:>9,} {rec.energy_J / 1e6:>11,.1f} {-rec.energy_saving:>+8.1%} "
+            f"{rec.time_s / 3600:>10,.1f} {-rec.time_saving:>+8.1%} {rec.cost:>12.4g} {-rec.cost_saving:>+8.1%}"
+        )
+    return "\n".join(lines)
+
+
+def _plots(result: FleetResult, summary: pd.DataFrame, out: Path, history: pd.DataFrame) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fleet = result.fleet
+    G = len(fleet)
+    names = [j.dataset for j in fleet.workloads.jobs]
+    base_e, base_t = baseline_per_submission(result)
+    t = fleet.workloads.tables
+    files: list[Path] = []
+    setting0 = result.settings[0]
+    eta = setting0.eta_knob
+    h0 = history.loc[history.setting == setting0.label]
+
+    # 1. cost per recurrence, relative to the baseline, averaged over groups
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ratio = fleet.runtime_ratio
+    g_index = {gid: i for i, gid in enumerate(fleet.group_ids)}
+    gi = h0.group.map(g_index).to_numpy()
+    sub_global = fleet.sub_start[gi] + h0.submission.to_numpy()
+    w_of = fleet.group_wl[gi]
+    base_cost = (eta * base_e[w_of] + (1 - eta) * t.wl_max_power[w_of] * base_t[w_of]) * ratio[sub_global]
+    per_sub = pd.DataFrame({"w": w_of, "k": h0.submission.to_numpy(), "sub": sub_global, "cost": h0.cost.to_numpy(), "base": base_cost})
+    per_sub = per_sub.groupby(["w", "k", "sub"], as_index=False).agg(cost=("cost", "sum"), base=("base", "first"))
+    per_sub["rel"] = per_sub.cost / per_sub.base
+    k_max = 60
+    for w, name in enumerate(names):
+        d = per_sub.loc[(per_sub.w == w) & (per_sub.k < k_max)].groupby("k").rel.mean()
+        if len(d):
+            ax.plot(d.index + 1, d.to_numpy(), label=name, lw=1.4)
+    ax.axhline(1.0, color="black", ls="--", lw=1, label="baseline (default bs, max power)")
+    ax.set_xlabel("recurrence (submission number in its group)")
+    ax.set_ylabel("cost / baseline cost (mean over groups)")
+    ax.set_yscale("log")
+    ax.set_title(f"Cost per recurrence, {setting0.label}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    files.append(out / "cost_per_recurrence.png")
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+    # 2. chosen batch size over the runs of sample groups (the busiest group of each workload)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for w, name in enumerate(names):
+        members = np.flatnonzero(fleet.group_wl == w)
+        if not members.size:
+            continue
+        g = int(members[np.argmax(fleet.sub_count[members])])
+        hist = result.history(0, g)
+        if not hist:
+            continue
+        ax.plot(np.arange(1, len(hist) + 1), [e.bs for e in hist], marker=".", ms=3, lw=0.8, label=f"{name} ({fleet.group_ids[g][:8]})")
+    ax.set_yscale("log", base=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("run of the group")
+    ax.set_ylabel("batch size")
+    ax.set_title("Chosen batch size over the runs of sample groups")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    files.append(out / "batch_size_over_runs.png")
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+    # 3. savings per workload
+    s0 = summary.loc[summary.setting == setting0.label]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = np.arange(len(s0))
+    for i, (col, label) in enumerate((("energy_saving", "energy"), ("time_saving", "time"), ("cost_saving", "cost"))):
+        ax.bar(x + (i - 1) * 0.27, 100 * s0[col].to_numpy(), width=0.27, label=label)
+    ax.set_xticks(x, s0.dataset.tolist(), rotation=20, fontsize=8)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("saving vs baseline (%)")
+    ax.set_title(f"Savings per workload, {setting0.label}")
+    ax.legend()
+    fig.tight_layout()
+    files.append(out / "savings_per_workload.png")
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+    return files
+
+
+def write_outputs(result: FleetResult, summary: pd.DataFrame, out: str | os.PathLike, extra: dict[str, Any] | None = None) -> tuple[list[Path], str | None]:
+    """history.csv, summary.csv, summary.json and (with matplotlib) the PNG plots.
+
+    Returns the files written and, when plots were skipped, why.
+    """
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    history = result.history_frame()
+    files = [d / "history.csv", d / "summary.csv", d / "summary.json"]
+    history.to_csv(files[0], index=False)
+    summary.to_csv(files[1], index=False)
+    errors = result.errors()
+    payload = {
+        **(extra or {}),
+        "settings": [s.__dict__ for s in result.settings],
+        "groups": len(result.fleet),
+        "submissions": result.fleet.n_submissions,
+        "runs": result.n_runs,
+        "failed_groups": {ERROR_NAMES.get(int(k), str(k)): int(v) for k, v in errors.error.value_counts().items()},
+        "summary": summary.to_dict(orient="records"),
+    }
+    files[2].write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return files, "matplotlib is not installed (pip install 'banditfleet[plot]')"
+    return files + _plots(result, summary, d, history), None
