@@ -9,7 +9,9 @@ Jobs are any hashable keys and need no registration: the first observation of
 a job gives it a row. Per-(row, batch size) state lives in a
 :class:`PowerLimitTable`, plain arrays with an open-addressing hash table over
 them (see ``banditfleet.kernels.power``), so the whole optimizer is a key list
-plus arrays, ready to be checkpointed.
+plus arrays: :meth:`JITPowerLimitOptimizer.save` writes them as a checkpoint,
+and :meth:`JITPowerLimitOptimizer.open` journals every call that changes them
+(docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import os
 from collections.abc import Hashable, Iterable, Sequence
 from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from banditfleet.errors import InvalidObservationError, UnknownJobError
+from banditfleet._journaled import Journaled
+from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, write_checkpoint
+from banditfleet.errors import CheckpointError, InvalidObservationError, JournalError, UnknownJobError
 from banditfleet.kernels.power import (
     EMPTY,
     MAX_ENTRIES,
@@ -165,7 +170,7 @@ def _scalar_cost(value: Any, job: Hashable) -> float:
     return v
 
 
-class JITPowerLimitOptimizer:
+class JITPowerLimitOptimizer(Journaled):
     """The best power limit for each job and batch size, learned from observed costs.
 
     Same decisions as ``zeus._legacy.policy.JITPowerLimitOptimizer``; jobs are
@@ -180,6 +185,11 @@ class JITPowerLimitOptimizer:
     with ``create=False`` unseen keys get :data:`MISSING_ROW` instead. Every
     ``*_many`` call takes either keys or such a row array. **An integer numpy
     array is always read as rows**; pass integer job keys as a list.
+
+    Durability: :meth:`save` / :meth:`load` write and read the whole state as
+    one checkpoint file; :meth:`open` gives an optimizer that journals every
+    call that changes state (observations, and rows created for new keys) to
+    a folder, with :meth:`checkpoint` and :meth:`close` (docs/checkpoints.md).
 
     Args:
         verbose: Log each scalar prediction through the ``banditfleet`` logger.
@@ -247,7 +257,13 @@ class JITPowerLimitOptimizer:
         keys = list(jobs)
         rows = self._lookup(keys)
         if create:
-            self._create_rows(keys, rows)
+            missing, new_keys = self._missing(keys, rows)
+            if new_keys:
+                encoded = self._journal_keys(new_keys)
+                self._create_rows(keys, rows, missing, new_keys)
+                if encoded is not None:
+                    entry, key_arrays = encoded
+                    self._record("register", key_arrays, {"keys": entry})
         return rows
 
     def _lookup(self, keys: list[Hashable]) -> np.ndarray:
@@ -258,11 +274,18 @@ class JITPowerLimitOptimizer:
             bad = next(k for k in keys if _unhashable(k))
             raise UnknownJobError(f"job key {bad!r} is not hashable") from None
 
-    def _create_rows(self, keys: list[Hashable], rows: np.ndarray) -> None:
+    @staticmethod
+    def _missing(keys: list[Hashable], rows: np.ndarray) -> tuple[np.ndarray, list[Hashable]]:
+        """Indices of unseen keys, and the distinct unseen keys in order of first appearance."""
         missing = np.flatnonzero(rows < 0)
         if not missing.size:
+            return missing, []
+        return missing, list(dict.fromkeys(keys[i] for i in missing.tolist()))
+
+    def _create_rows(self, keys: list[Hashable], rows: np.ndarray, missing: np.ndarray, new_keys: list[Hashable]) -> None:
+        """Give ``new_keys`` (from :meth:`_missing`) rows, in order, and fill them into ``rows``."""
+        if not missing.size:
             return
-        new_keys = dict.fromkeys(keys[i] for i in missing.tolist())
         start = len(self._keys)
         self._rows.update(zip(new_keys, range(start, start + len(new_keys))))
         self._keys.extend(new_keys)
@@ -323,7 +346,11 @@ class JITPowerLimitOptimizer:
             row = self._rows.get(job)
         except TypeError:
             raise UnknownJobError(f"job key {job!r} is not hashable") from None
+        journal = self._folder is not None
+        encoded = None
         if row is None:
+            if journal:
+                encoded = encode_keys([job])  # refuses a key a checkpoint cannot hold, before any change
             row = len(self._keys)
             self._rows[job] = row
             self._keys.append(job)
@@ -348,6 +375,8 @@ class JITPowerLimitOptimizer:
             t.observe_count,
             t.n_entries,
         )
+        if journal:
+            self._record_observe(one[0:1], one[1:2], one[2:3], self._one_cost, encoded)
 
     def observe_many(self, jobs: JobsLike, batch_sizes: Any, power_limits: Any, costs: Any) -> None:
         """Learn from many runs, applied in array order.
@@ -364,13 +393,136 @@ class JITPowerLimitOptimizer:
         bs = self._positive_ints("batch_sizes", batch_sizes, rows, keys)
         pl = self._positive_ints("power_limits", power_limits, rows, keys)
         c = self._costs(costs, rows, keys)
+        encoded = None
         if keys is not None:
-            self._create_rows(keys, rows)
+            missing, new_keys = self._missing(keys, rows)
+            if new_keys:
+                encoded = self._journal_keys(new_keys)
+                self._create_rows(keys, rows, missing, new_keys)
         t = self._table
         t.reserve(rows.shape[0])
         observe_entries(
             rows, bs, pl, c, t.table, t.entry_row, t.entry_batch_size, t.best_power_limit, t.best_cost, t.observe_count, t.n_entries
         )
+        if self._folder is not None:
+            self._record_observe(rows, bs, pl, c, encoded)
+
+    # ----------------------------------------------------------- checkpoints
+    # Checkpoint array name -> PowerLimitTable attribute. The hash table is
+    # derived data: it is rebuilt on load, never saved.
+    _CHECKPOINT_ARRAYS = (
+        ("entry.row", "entry_row"),
+        ("entry.batch_size", "entry_batch_size"),
+        ("entry.best_power_limit", "best_power_limit"),
+        ("entry.best_cost", "best_cost"),
+        ("entry.observe_count", "observe_count"),
+    )
+
+    def _settings(self) -> dict[str, Any]:
+        """Constructor arguments (except ``verbose``): there are none."""
+        return {}
+
+    def _export_arrays(self) -> dict[str, np.ndarray]:
+        """The live entries (first ``n_entries``), named for a checkpoint."""
+        live = self._table.arrays()
+        return {name: live[attr] for name, attr in self._CHECKPOINT_ARRAYS}
+
+    def _import_arrays(self, keys: list[Hashable], arrays: dict[str, np.ndarray]) -> None:
+        """Adopt checkpointed keys and entries into this empty optimizer, after checking them.
+
+        Raises ``ValueError`` naming the array for state that does not fit
+        together (rows out of range, non-positive batch sizes or power limits,
+        counts below 1, non-finite costs, a (row, batch size) entered twice).
+        """
+        if self._keys or len(self._table):
+            raise ValueError("import needs an empty optimizer")
+        n_jobs = len(keys)
+        if len(set(keys)) != n_jobs:
+            raise ValueError("duplicate job keys")
+        expected = {name: dtype for (name, attr), (_, dtype) in zip(self._CHECKPOINT_ARRAYS, PowerLimitTable._ENTRY_ARRAYS)}
+        if set(arrays) != set(expected):
+            missing = sorted(set(expected) - set(arrays))
+            extra = sorted(set(arrays) - set(expected))
+            raise ValueError(f"arrays do not match this optimizer (missing {missing}, unexpected {extra})")
+        n = arrays["entry.row"].shape[0] if arrays["entry.row"].ndim == 1 else -1
+        for name, dtype in expected.items():
+            got = arrays[name]
+            if got.dtype != np.dtype(dtype) or got.shape != (n,):
+                raise ValueError(f"array {name!r} has dtype {got.dtype} and shape {got.shape}, expected {n} values of {np.dtype(dtype)}")
+        if n > MAX_ENTRIES:
+            raise ValueError(f"{n} entries; the table holds at most {MAX_ENTRIES}")
+        row, bs = arrays["entry.row"], arrays["entry.batch_size"]
+        if n:
+            if row.min() < 0 or row.max() >= n_jobs:
+                raise ValueError(f"array 'entry.row' refers to a job row outside 0 .. {n_jobs - 1}")
+            if bs.min() <= 0:
+                raise ValueError("array 'entry.batch_size' holds a batch size that is not positive")
+            if arrays["entry.best_power_limit"].min() <= 0:
+                raise ValueError("array 'entry.best_power_limit' holds a power limit that is not positive")
+            if arrays["entry.observe_count"].min() < 1:
+                raise ValueError("array 'entry.observe_count' holds a count below 1")
+            if not np.isfinite(arrays["entry.best_cost"]).all():
+                raise ValueError("array 'entry.best_cost' holds a cost that is not finite")
+            order = np.lexsort((bs, row))
+            r, b = row[order], bs[order]
+            dup = np.flatnonzero((r[1:] == r[:-1]) & (b[1:] == b[:-1]))
+            if dup.size:
+                i = int(dup[0])
+                raise ValueError(f"job row {int(r[i])} has two entries for batch size {int(b[i])}")
+        # Everything fits together: adopt it (with room to grow) and rebuild the hash table.
+        table = PowerLimitTable(max(n, _MIN_CAPACITY))
+        for name, attr in self._CHECKPOINT_ARRAYS:
+            getattr(table, attr)[:n] = arrays[name]
+        table.n_entries[0] = n
+        rebuild_table(table.table, n, table.entry_row, table.entry_batch_size)
+        self._table = table
+        self._keys = list(keys)
+        self._rows = dict(zip(self._keys, range(n_jobs)))
+
+    def save(self, path: str | os.PathLike) -> int:
+        """Write the whole state (job keys and entries) to ``path`` atomically; returns its size in bytes.
+
+        A key type a checkpoint cannot hold is refused with
+        :class:`~banditfleet.errors.CheckpointError` and nothing is written.
+        """
+        return write_checkpoint(path, type(self).__name__, self._settings(), self._keys, self._export_arrays())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verbose: bool = False) -> JITPowerLimitOptimizer:
+        """Rebuild an optimizer saved with :meth:`save` (refuses other optimizers' files)."""
+        header, keys, arrays = read_checkpoint(path, cls.__name__)
+        if header.get("settings") != {}:
+            raise CheckpointError(f"{path}: the stored settings are not valid: {header.get('settings')!r}")
+        opt = cls(verbose=verbose)
+        try:
+            opt._import_arrays(keys, arrays)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: inconsistent state: {exc}") from None
+        return opt
+
+    # --------------------------------------------------------------- journal
+    def _journal_keys(self, keys: list[Hashable]) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """Encode new keys for the journal before anything changes (refuses unsavable keys)."""
+        return None if self._folder is None else encode_keys(keys)
+
+    def _record_observe(self, rows, bs, pl, c, encoded) -> None:
+        arrays = {"rows": rows, "batch_sizes": bs, "power_limits": pl, "costs": c}
+        extra = None
+        if encoded is not None:
+            # The rows created for new keys travel with the observation: one record, one call.
+            entry, key_arrays = encoded
+            arrays.update(key_arrays)
+            extra = {"keys": entry}
+        self._record("observe", arrays, extra)
+
+    def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        """Apply one journal record again (recovery runs before the folder is attached)."""
+        if kind not in ("register", "observe"):
+            raise JournalError(f"unknown journal record kind {kind!r}")
+        if "keys" in extra:
+            self.rows(decode_keys(extra["keys"], arrays))
+        if kind == "observe":
+            self.observe_many(arrays["rows"], arrays["batch_sizes"], arrays["power_limits"], arrays["costs"])
 
     # ---------------------------------------------------------- introspection
     def _entry(self, job: Hashable, batch_size: int) -> int:

@@ -763,3 +763,63 @@ class PruningExploreManager(_PruningCore):
     def _slot_of(self, value: int) -> int:
         s = self._store
         return int(np.flatnonzero(s.arm_value[: s.n_arms] == value)[0])
+
+    # ----------------------------------------------------------- checkpoints
+    def save(self, path: Any) -> int:
+        """Write the manager to ``path`` atomically (docs/checkpoints.md); returns the file size in bytes.
+
+        The file holds its batch sizes (in the given order), its pruning
+        progress (round, position, awaited result, best so far) and
+        ``num_pruning_rounds``; :meth:`load` continues exactly where it stopped.
+        """
+        from banditfleet.checkpoint import write_checkpoint
+
+        settings = {"num_pruning_rounds": self.num_pruning_rounds}
+        return write_checkpoint(path, type(self).__name__, settings, [0], self._store.export_arrays())
+
+    @classmethod
+    def load(cls, path: Any) -> PruningExploreManager:
+        """Rebuild a manager saved with :meth:`save` (refuses other files with ``CheckpointError``)."""
+        from banditfleet.checkpoint import read_checkpoint
+        from banditfleet.errors import CheckpointError
+
+        header, keys, arrays = read_checkpoint(path, cls.__name__)
+        settings = header.get("settings")
+        rounds = settings.get("num_pruning_rounds") if isinstance(settings, dict) else None
+        if set(settings or ()) != {"num_pruning_rounds"} or isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise CheckpointError(f"{path}: the stored settings are not valid: {settings!r}")
+        store = FleetStore(HISTORY_NONE)
+        _add_pruning_arrays(store)
+        try:
+            if keys != [0]:
+                raise ValueError("a manager holds exactly one job")
+            store.import_arrays(keys, arrays)
+            _check_manager_state(store, rounds)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: inconsistent state: {exc}") from None
+        manager = cls.__new__(cls)
+        manager.num_pruning_rounds = rounds
+        manager._store = store
+        manager._row = np.zeros(1, np.int64)
+        manager._generation = 0
+        return manager
+
+
+def _check_manager_state(store: FleetStore, num_rounds: int) -> None:
+    """The state-machine counters and flags of a loaded manager are in range (slot references
+    were checked by the store)."""
+    st = _pruning_arrays(store)
+    n = store.n_arms
+    for name in ("member", "good"):
+        if (getattr(st, name)[:n] > 1).any():
+            raise ValueError(f"array 'arm.{_PREFIX}{name}' holds a flag other than 0 or 1")
+    for name in ("stage", "pending", "pending_reached"):
+        if int(getattr(st, name)[0]) > 1:
+            raise ValueError(f"array 'job.{_PREFIX}{name}' holds a value other than 0 or 1")
+    if not 0 <= int(st.round[0]) <= num_rounds:
+        raise ValueError(f"array 'job.{_PREFIX}round' is outside 0 .. {num_rounds}")
+    n_down, n_up = int(st.n_down[0]), int(st.n_up[0])
+    if n_down < 0 or n_up < 0 or n_down + n_up > n:
+        raise ValueError(f"arrays 'job.{_PREFIX}n_down' and 'job.{_PREFIX}n_up' do not fit the {n} batch sizes")
+    if int(st.round_default[0]) < 0:
+        raise ValueError(f"array 'job.{_PREFIX}round_default' names no batch size")
