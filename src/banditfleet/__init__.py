@@ -6,10 +6,11 @@ The reference-shaped API is importable from here as a drop-in for
 
 from banditfleet.gts import GTSBatchSizeOptimizer
 from banditfleet.job import Job
+from banditfleet.pair import OptimizerPair, load_pair, open_pair, save_pair
 from banditfleet.power import NEEDS_PROFILING, JITPowerLimitOptimizer
 from banditfleet.pruning import PruningExploreManager, PruningGTSBatchSizeOptimizer
 from banditfleet.replay import HistoryEntry, Simulator
 
 __version__ = "0.1.0"
 
-__all__ = ["GTSBatchSizeOptimizer", "Job", "JITPowerLimitOptimizer", "NEEDS_PROFILING", "PruningExploreManager", "PruningGTSBatchSizeOptimizer", "HistoryEntry", "Simulator", "__version__"]
+__all__ = ["GTSBatchSizeOptimizer", "Job", "JITPowerLimitOptimizer", "NEEDS_PROFILING", "OptimizerPair", "PruningExploreManager", "PruningGTSBatchSizeOptimizer", "HistoryEntry", "Simulator", "load_pair", "open_pair", "save_pair", "__version__"]

@@ -168,11 +168,9 @@ class Journaled:
         if folder is not None:
             folder.close()
 
-    def _member_of(self):
-        """The live owner of the folder this object journals into as a member, else None."""
-        ref = self._journal_owner
-        owner = ref() if ref is not None else None
-        return owner if owner is not None and self._folder is not None else None
+    def _is_member(self) -> bool:
+        """Whether this object journals into a folder another object (its pair) owns."""
+        return self._journal_owner is not None and self._folder is not None
 
     def _record(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any] | None = None) -> None:
         """Append a call that has just changed state; it is acknowledged when this returns."""
@@ -184,7 +182,7 @@ class Journaled:
         except OSError as exc:
             # The call is applied in memory but not journaled: refuse to go on
             # silently diverging from the folder.
-            owner = self._member_of()
+            owner = self._journal_owner() if self._is_member() else None
             (self if owner is None else owner)._detach_folder()
             raise JournalError(f"{folder.path}: could not journal a {kind} call ({exc}); the folder is closed, reopen it to recover") from exc
 
@@ -193,7 +191,7 @@ class Journaled:
 
         Returns the checkpoint's size in bytes.
         """
-        if self._member_of() is not None:
+        if self._is_member():
             raise JournalError("this optimizer journals as part of an OptimizerPair: call the pair's checkpoint()")
         if self._folder is None:
             raise JournalError("checkpoint() needs an optimizer from open(folder)")
@@ -206,7 +204,7 @@ class Journaled:
 
     def close(self) -> None:
         """Flush the journal and release the folder (no-op without one)."""
-        if self._member_of() is not None:
+        if self._is_member():
             raise JournalError("this optimizer journals as part of an OptimizerPair: call the pair's close()")
         self._detach_folder()
 
