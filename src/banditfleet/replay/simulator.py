@@ -96,7 +96,10 @@ def raise_unit_error(result: UnitsResult, u: int, job: Any, bso: Any, key: Any) 
     if code == ERR_UNKNOWN_BS:
         raise ReplayError(f"{job}: the batch-size optimizer chose a batch size the trace does not have")
     if code == ERR_RETRY_LIMIT:
-        raise ReplayError(f"{job}: failed runs were retried more than {100 * 1 + 1000} times per submission bound; giving up")
+        raise ReplayError(
+            f"{job}: failed runs were retried more than 100 x submissions + 1000 times, so the group stops here "
+            f"(a run that never starts is observed at cost 0 and may be chosen again and again; the reference retries forever)"
+        )
     raise ReplayError(f"{job}: replay stopped with error code {code}")
 
 
