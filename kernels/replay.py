@@ -104,6 +104,7 @@ PH_GRP_LAUNCH = 5
 PH_GRP_SUB_RUN = 6
 PH_GRP_RETRY_RUN = 7
 PH_END = 8
+PH_GRP_LAUNCH_RETRY = 9
 
 
 class ReplayTables(NamedTuple):
@@ -228,15 +229,6 @@ def py_floordiv(vx, wx):
 
 
 @numba.njit(**_JIT)
-def _find_cell(t, arm, pl):
-    start = t.arm_cell_start[arm]
-    for c in range(start, start + t.arm_cell_count[arm]):
-        if t.cell_pl[c] == pl:
-            return c
-    return -1
-
-
-@numba.njit(**_JIT)
 def run_job_s(st, t, wl, arm, pl, profiled, cost_ub, eta):
     """One simulated run: ``(state, energy, time, reached, error)``, as the reference's ``_run_job``.
 
@@ -245,297 +237,53 @@ def run_job_s(st, t, wl, arm, pl, profiled, cost_ub, eta):
     Generator), bounds the epochs by ``cost_ub`` and the job's max epochs,
     and charges the profiling epoch at the arm's mean when ``profiled``.
     """
-    c = _find_cell(t, arm, pl)
+    return _run_job_arrays(
+        st, t.arm_cell_start, t.arm_cell_count, t.cell_pl, t.cell_path_start, t.cell_path_count,
+        t.path_target_epoch, t.path_epe, t.path_tpe, t.arm_max_pl, t.arm_mean_epe, t.arm_mean_tpe,
+        t.wl_max_epochs[wl], arm, pl, profiled, cost_ub, eta,
+    )
+
+
+@numba.njit(**_JIT)
+def _run_job_arrays(
+    st, arm_cell_start, arm_cell_count, cell_pl, cell_path_start, cell_path_count,
+    path_target_epoch, path_epe, path_tpe, arm_max_pl, arm_mean_epe, arm_mean_tpe,
+    job_max, arm, pl, profiled, cost_ub, eta,
+):
+    c = -1
+    start = arm_cell_start[arm]
+    for k in range(start, start + arm_cell_count[arm]):
+        if cell_pl[k] == pl:
+            c = k
+            break
     if c < 0:
         return st, 0.0, 0.0, False, ERR_UNKNOWN_PL
-    n = t.cell_path_count[c]
+    n = cell_path_count[c]
     if n == 0:
         return st, 0.0, 0.0, False, ERR_NO_PATHS
     st, k = bounded_uint64_s(st, np.uint64(n - 1))
-    p = t.cell_path_start[c] + np.int64(k)
-    epe = t.path_epe[p]
-    tpe = t.path_tpe[p]
-    job_max = t.wl_max_epochs[wl]
+    p = cell_path_start[c] + np.int64(k)
+    epe = path_epe[p]
+    tpe = path_tpe[p]
     if cost_ub == np.inf:
         max_epochs = job_max
     else:
-        cost_per_epoch = eta * epe + (1.0 - eta) * t.arm_max_pl[arm] * tpe
+        cost_per_epoch = eta * epe + (1.0 - eta) * arm_max_pl[arm] * tpe
         q = py_floordiv(cost_ub, cost_per_epoch)
         # Python's min(q, job_max): q unless job_max < q
         max_epochs = job_max if job_max < q else q
     if max_epochs == 0.0:
         return st, 0.0, 0.0, False, ERR_NONE
-    te = t.path_target_epoch[p]
+    te = path_target_epoch[p]
     reached = (not np.isnan(te)) and te <= max_epochs
     num = te if reached else max_epochs
     if profiled:
-        energy = t.arm_mean_epe[arm] + epe * (num - 1.0)
-        time = t.arm_mean_tpe[arm] + tpe * (num - 1.0)
+        energy = arm_mean_epe[arm] + epe * (num - 1.0)
+        time = arm_mean_tpe[arm] + tpe * (num - 1.0)
     else:
         energy = epe * num
         time = tpe * num
     return st, energy, time, reached, ERR_NONE
-
-
-@numba.njit(**_JIT)
-def _zeus_cost(energy, time, eta, max_power):
-    return eta * energy + (1.0 - eta) * max_power * time
-
-
-@numba.njit(**_JIT)
-def _load(s, u):
-    return (s.streams_hi[u], s.streams_lo[u], s.streams_inc_hi[u], s.streams_inc_lo[u], s.streams_has32[u], s.streams_u32[u])
-
-
-@numba.njit(**_JIT)
-def _store(s, u, st):
-    s.streams_hi[u] = st[0]
-    s.streams_lo[u] = st[1]
-    s.streams_inc_hi[u] = st[2]
-    s.streams_inc_lo[u] = st[3]
-    s.streams_has32[u] = st[4]
-    s.streams_u32[u] = st[5]
-
-
-@numba.njit(**_JIT)
-def _run(t, un, s, u, arm, pl, profiled, cost_ub):
-    st = _load(s, u)
-    st, energy, time, reached, err = run_job_s(st, t, un.wl[u], arm, pl, profiled, cost_ub, un.eta[u])
-    _store(s, u, st)
-    s.runs[u] += 1
-    return energy, time, reached, err
-
-
-@numba.njit(**_JIT)
-def _push_obs(o, u, arm, cost, reached):
-    i = o.q_n[0]
-    o.q_unit[i] = u
-    o.q_arm[i] = arm
-    o.q_cost[i] = cost
-    o.q_reached[i] = 1 if reached else 0
-    o.q_n[0] = i + 1
-
-
-@numba.njit(**_JIT)
-def _push_hist(o, u, sub, bs, pl, energy, time, reached):
-    i = o.h_n[0]
-    o.h_unit[i] = u
-    o.h_sub[i] = sub
-    o.h_bs[i] = bs
-    o.h_pl[i] = pl
-    o.h_energy[i] = energy
-    o.h_time[i] = time
-    o.h_reached[i] = 1 if reached else 0
-    o.h_n[0] = i + 1
-
-
-@numba.njit(**_JIT)
-def _room(o):
-    return o.q_n[0] < o.q_unit.shape[0] and o.h_n[0] < o.h_unit.shape[0]
-
-
-@numba.njit(**_JIT)
-def _wait(s, o, u, need):
-    s.status[u] = STATUS_WAIT
-    s.need[u] = need
-    i = o.need_n[0]
-    o.need_unit[i] = u
-    o.need_n[0] = i + 1
-
-
-@numba.njit(**_JIT)
-def _fail(s, u, code):
-    s.status[u] = STATUS_ERROR
-    s.error[u] = code
-    s.phase[u] = PH_END
-
-
-@numba.njit(**_JIT)
-def _decide(t, un, s, o, u, next_phase):
-    """Set up a launch: concurrent ones use the best known arm, others wait for the BSO.
-
-    Returns True when the unit can go on at once (a cached power limit).
-    """
-    s.phase[u] = next_phase
-    if s.run_n[u] > 0:
-        arm = s.best_arm[u]
-        s.dec_arm[u] = arm
-        s.dec_prof[u] = 0
-        pl = s.pl_cache[un.plc_start[u] + arm - t.wl_arm_start[un.wl[u]]]
-        if pl >= 0:
-            s.dec_pl[u] = pl
-            return True
-        _wait(s, o, u, NEED_PL)
-        return False
-    _wait(s, o, u, NEED_BSO)
-    return False
-
-
-@numba.njit(**_JIT)
-def _append_running(s, u, base, start, end, ratio, arm, pl, reached, time, energy, cost, sub):
-    k = base + s.run_n[u]
-    s.r_start[k] = start
-    s.r_end[k] = end
-    s.r_ratio[k] = ratio
-    s.r_arm[k] = arm
-    s.r_pl[k] = pl
-    s.r_reached[k] = 1 if reached else 0
-    s.r_time[k] = time
-    s.r_energy[k] = energy
-    s.r_cost[k] = cost
-    s.r_sub[k] = sub
-    s.run_n[u] += 1
-
-
-@numba.njit(**_JIT)
-def _advance_unit(t, un, s, o, u):
-    """Run unit ``u`` until it waits, ends or the buffers are full (then False)."""
-    wl = un.wl[u]
-    max_power = t.wl_max_power[wl]
-    eta = un.eta[u]
-    beta = un.beta[u]
-    while True:
-        ph = s.phase[u]
-        # ------------------------------------------------------ sequential
-        if ph == PH_SEQ_REC:
-            if s.rec[u] >= un.n_rec[u]:
-                s.phase[u] = PH_END
-                s.status[u] = STATUS_DONE
-                return True
-            s.cost_acc[u] = 0.0
-            s.tries[u] = 0
-            s.phase[u] = PH_SEQ_TRY
-        elif ph == PH_SEQ_TRY:
-            s.tries[u] += 1
-            if s.tries[u] > MAX_TRIES:
-                _fail(s, u, ERR_TRIES)
-                return True
-            s.phase[u] = PH_SEQ_RUN
-            _wait(s, o, u, NEED_BSO)
-            return True
-        elif ph == PH_SEQ_RUN:
-            if not _room(o):
-                return False
-            arm = s.dec_arm[u]
-            pl = s.dec_pl[u]
-            min_cost = s.min_cost[u]
-            energy, time, reached, err = _run(t, un, s, u, arm, pl, s.dec_prof[u] != 0, beta * min_cost)
-            if err != ERR_NONE:
-                _fail(s, u, err)
-                return True
-            if energy == 0.0 and time == 0.0 and not reached:
-                # never started: one epoch already exceeds the bound
-                _push_obs(o, u, arm, 100.0 * beta * min_cost, False)
-                s.phase[u] = PH_SEQ_TRY
-                continue
-            cost = _zeus_cost(energy, time, eta, max_power)
-            s.cost_acc[u] += cost
-            _push_obs(o, u, arm, cost, reached)
-            _push_hist(o, u, s.rec[u], t.arm_bs[arm], pl, energy, time, reached)
-            if reached:
-                if min_cost > s.cost_acc[u]:
-                    s.min_cost[u] = s.cost_acc[u]
-                s.rec[u] += 1
-                s.phase[u] = PH_SEQ_REC
-            elif s.rec[u] == 0:
-                _fail(s, u, ERR_DEFAULT_FAILED)
-                return True
-            else:
-                s.phase[u] = PH_SEQ_TRY
-        # ----------------------------------------------------------- group
-        elif ph == PH_GRP_SUB:
-            if s.rec[u] < un.n_rec[u]:
-                s.now[u] = un.sub_t0[un.sub_start[u] + s.rec[u]]
-            else:
-                s.now[u] = np.inf
-            s.phase[u] = PH_GRP_REAP
-        elif ph == PH_GRP_REAP:
-            base = un.run_start[u]
-            n = s.run_n[u]
-            now = s.now[u]
-            best = -1
-            for k in range(n):
-                e = s.r_end[base + k]
-                if e <= now and (best < 0 or e < s.r_end[base + best]):
-                    best = k
-            if best < 0:
-                if s.rec[u] < un.n_rec[u]:
-                    s.phase[u] = PH_GRP_LAUNCH
-                    continue
-                s.phase[u] = PH_END
-                s.status[u] = STATUS_DONE
-                return True
-            if not _room(o):
-                return False
-            j = base + best
-            start = s.r_start[j]
-            end = s.r_end[j]
-            ratio = s.r_ratio[j]
-            arm = s.r_arm[j]
-            pl = s.r_pl[j]
-            reached = s.r_reached[j] != 0
-            time = s.r_time[j]
-            energy = s.r_energy[j]
-            cost = s.r_cost[j]
-            sub = s.r_sub[j]
-            for k in range(j, base + n - 1):
-                s.r_start[k] = s.r_start[k + 1]
-                s.r_end[k] = s.r_end[k + 1]
-                s.r_ratio[k] = s.r_ratio[k + 1]
-                s.r_arm[k] = s.r_arm[k + 1]
-                s.r_pl[k] = s.r_pl[k + 1]
-                s.r_reached[k] = s.r_reached[k + 1]
-                s.r_time[k] = s.r_time[k + 1]
-                s.r_energy[k] = s.r_energy[k + 1]
-                s.r_cost[k] = s.r_cost[k + 1]
-                s.r_sub[k] = s.r_sub[k + 1]
-            s.run_n[u] = n - 1
-            _push_obs(o, u, arm, cost, reached)
-            if energy != 0.0 or time != 0.0 or reached:
-                _push_hist(o, u, sub, t.arm_bs[arm], pl, energy * ratio, time * ratio, reached)
-            if reached:
-                if s.min_cost[u] > cost:
-                    s.min_cost[u] = cost
-                    s.best_arm[u] = arm
-                continue
-            s.retries[u] += 1
-            if s.retries[u] > un.retry_cap[u]:
-                _fail(s, u, ERR_RETRY_LIMIT)
-                return True
-            s.par_start[u] = start
-            s.par_end[u] = end
-            s.par_ratio[u] = ratio
-            s.par_sub[u] = sub
-            if not _decide(t, un, s, o, u, PH_GRP_RETRY_RUN):
-                return True
-        elif ph == PH_GRP_LAUNCH:
-            if not _decide(t, un, s, o, u, PH_GRP_SUB_RUN):
-                return True
-        elif ph == PH_GRP_SUB_RUN or ph == PH_GRP_RETRY_RUN:
-            arm = s.dec_arm[u]
-            pl = s.dec_pl[u]
-            energy, time, reached, err = _run(t, un, s, u, arm, pl, s.dec_prof[u] != 0, beta * s.min_cost[u])
-            if err != ERR_NONE:
-                _fail(s, u, err)
-                return True
-            cost = _zeus_cost(energy, time, eta, max_power)
-            if ph == PH_GRP_SUB_RUN:
-                i = un.sub_start[u] + s.rec[u]
-                _append_running(
-                    s, u, un.run_start[u], un.sub_t0[i], un.sub_t1[i], un.sub_ratio[i],
-                    arm, pl, reached, time, energy, cost, s.rec[u],
-                )
-                s.rec[u] += 1
-                s.phase[u] = PH_GRP_SUB
-            else:
-                end = s.par_end[u]
-                _append_running(
-                    s, u, un.run_start[u], end, end + (end - s.par_start[u]), s.par_ratio[u],
-                    arm, pl, reached, time, energy, cost, s.par_sub[u],
-                )
-                s.phase[u] = PH_GRP_REAP
-        else:
-            return True
 
 
 @numba.njit(**_JIT)
@@ -546,12 +294,333 @@ def advance(ready, t, un, s, o):
     the index of the first unit that could not finish its step because the
     observation queue or the history buffer is full (it and the units after
     it are still READY and resume where they stopped).
+
+    Every array is taken out of its tuple once, here: attribute access on a
+    tuple inside the loop would cost reference counting on every event.
     """
+    # tables
+    arm_bs = t.arm_bs
+    arm_cell_start = t.arm_cell_start
+    arm_cell_count = t.arm_cell_count
+    arm_max_pl = t.arm_max_pl
+    arm_mean_epe = t.arm_mean_epe
+    arm_mean_tpe = t.arm_mean_tpe
+    cell_pl = t.cell_pl
+    cell_path_start = t.cell_path_start
+    cell_path_count = t.cell_path_count
+    path_target_epoch = t.path_target_epoch
+    path_epe = t.path_epe
+    path_tpe = t.path_tpe
+    wl_arm_start = t.wl_arm_start
+    wl_max_epochs = t.wl_max_epochs
+    wl_max_power = t.wl_max_power
+    # units
+    u_wl = un.wl
+    u_eta = un.eta
+    u_beta = un.beta
+    u_n_rec = un.n_rec
+    u_sub_start = un.sub_start
+    sub_t0 = un.sub_t0
+    sub_t1 = un.sub_t1
+    sub_ratio = un.sub_ratio
+    u_run_start = un.run_start
+    u_plc_start = un.plc_start
+    u_retry_cap = un.retry_cap
+    # state
+    phase = s.phase
+    status = s.status
+    need = s.need
+    error = s.error
+    rec = s.rec
+    tries = s.tries
+    retries = s.retries
+    runs = s.runs
+    cost_acc = s.cost_acc
+    min_cost = s.min_cost
+    best_arm = s.best_arm
+    now = s.now
+    dec_arm = s.dec_arm
+    dec_pl = s.dec_pl
+    dec_prof = s.dec_prof
+    par_start = s.par_start
+    par_end = s.par_end
+    par_ratio = s.par_ratio
+    par_sub = s.par_sub
+    run_n = s.run_n
+    r_start = s.r_start
+    r_end = s.r_end
+    r_ratio = s.r_ratio
+    r_arm = s.r_arm
+    r_pl = s.r_pl
+    r_reached = s.r_reached
+    r_time = s.r_time
+    r_energy = s.r_energy
+    r_cost = s.r_cost
+    r_sub = s.r_sub
+    pl_cache = s.pl_cache
+    s_hi = s.streams_hi
+    s_lo = s.streams_lo
+    s_inc_hi = s.streams_inc_hi
+    s_inc_lo = s.streams_inc_lo
+    s_has32 = s.streams_has32
+    s_u32 = s.streams_u32
+    # outputs
+    q_unit = o.q_unit
+    q_arm = o.q_arm
+    q_cost = o.q_cost
+    q_reached = o.q_reached
+    h_unit = o.h_unit
+    h_sub = o.h_sub
+    h_bs = o.h_bs
+    h_pl = o.h_pl
+    h_energy = o.h_energy
+    h_time = o.h_time
+    h_reached = o.h_reached
+    need_unit = o.need_unit
+    qn = o.q_n[0]
+    hn = o.h_n[0]
+    nn = o.need_n[0]
+    q_cap = q_unit.shape[0]
+    h_cap = h_unit.shape[0]
+
+    stopped = ready.shape[0]
     for i in range(ready.shape[0]):
         u = ready[i]
-        if not _advance_unit(t, un, s, o, u):
-            return i
-    return ready.shape[0]
+        wl = u_wl[u]
+        max_power = wl_max_power[wl]
+        job_max = wl_max_epochs[wl]
+        eta = u_eta[u]
+        beta = u_beta[u]
+        base = u_run_start[u]
+        paused = False
+        while True:
+            ph = phase[u]
+            # -------------------------------------------------- sequential
+            if ph == PH_SEQ_REC:
+                if rec[u] >= u_n_rec[u]:
+                    phase[u] = PH_END
+                    status[u] = STATUS_DONE
+                    break
+                cost_acc[u] = 0.0
+                tries[u] = 0
+                phase[u] = PH_SEQ_TRY
+            elif ph == PH_SEQ_TRY:
+                tries[u] += 1
+                if tries[u] > MAX_TRIES:
+                    status[u] = STATUS_ERROR
+                    error[u] = ERR_TRIES
+                    phase[u] = PH_END
+                    break
+                phase[u] = PH_SEQ_RUN
+                status[u] = STATUS_WAIT
+                need[u] = NEED_BSO
+                need_unit[nn] = u
+                nn += 1
+                break
+            elif ph == PH_SEQ_RUN:
+                if qn >= q_cap or hn >= h_cap:
+                    paused = True
+                    break
+                arm = dec_arm[u]
+                pl = dec_pl[u]
+                mc = min_cost[u]
+                st = (s_hi[u], s_lo[u], s_inc_hi[u], s_inc_lo[u], s_has32[u], s_u32[u])
+                st, energy, time, reached, err = _run_job_arrays(
+                    st, arm_cell_start, arm_cell_count, cell_pl, cell_path_start, cell_path_count,
+                    path_target_epoch, path_epe, path_tpe, arm_max_pl, arm_mean_epe, arm_mean_tpe,
+                    job_max, arm, pl, dec_prof[u] != 0, beta * mc, eta,
+                )
+                s_hi[u], s_lo[u], s_inc_hi[u], s_inc_lo[u], s_has32[u], s_u32[u] = st
+                runs[u] += 1
+                if err != ERR_NONE:
+                    status[u] = STATUS_ERROR
+                    error[u] = err
+                    phase[u] = PH_END
+                    break
+                if energy == 0.0 and time == 0.0 and not reached:
+                    # never started: one epoch already exceeds the bound
+                    q_unit[qn] = u
+                    q_arm[qn] = arm
+                    q_cost[qn] = 100.0 * beta * mc
+                    q_reached[qn] = 0
+                    qn += 1
+                    phase[u] = PH_SEQ_TRY
+                    continue
+                cost = eta * energy + (1.0 - eta) * max_power * time
+                cost_acc[u] += cost
+                q_unit[qn] = u
+                q_arm[qn] = arm
+                q_cost[qn] = cost
+                q_reached[qn] = 1 if reached else 0
+                qn += 1
+                h_unit[hn] = u
+                h_sub[hn] = rec[u]
+                h_bs[hn] = arm_bs[arm]
+                h_pl[hn] = pl
+                h_energy[hn] = energy
+                h_time[hn] = time
+                h_reached[hn] = 1 if reached else 0
+                hn += 1
+                if reached:
+                    if mc > cost_acc[u]:
+                        min_cost[u] = cost_acc[u]
+                    rec[u] += 1
+                    phase[u] = PH_SEQ_REC
+                elif rec[u] == 0:
+                    status[u] = STATUS_ERROR
+                    error[u] = ERR_DEFAULT_FAILED
+                    phase[u] = PH_END
+                    break
+                else:
+                    phase[u] = PH_SEQ_TRY
+            # ------------------------------------------------------- group
+            elif ph == PH_GRP_SUB:
+                if rec[u] < u_n_rec[u]:
+                    now[u] = sub_t0[u_sub_start[u] + rec[u]]
+                else:
+                    now[u] = np.inf
+                phase[u] = PH_GRP_REAP
+            elif ph == PH_GRP_REAP:
+                n = run_n[u]
+                t_now = now[u]
+                best = -1
+                best_end = 0.0
+                for k in range(n):
+                    e = r_end[base + k]
+                    if e <= t_now and (best < 0 or e < best_end):
+                        best = k
+                        best_end = e
+                if best < 0:
+                    if rec[u] < u_n_rec[u]:
+                        phase[u] = PH_GRP_LAUNCH
+                        continue
+                    phase[u] = PH_END
+                    status[u] = STATUS_DONE
+                    break
+                if qn >= q_cap or hn >= h_cap:
+                    paused = True
+                    break
+                j = base + best
+                start = r_start[j]
+                end = r_end[j]
+                ratio = r_ratio[j]
+                arm = r_arm[j]
+                pl = r_pl[j]
+                reached = r_reached[j] != 0
+                time = r_time[j]
+                energy = r_energy[j]
+                cost = r_cost[j]
+                sub = r_sub[j]
+                for k in range(j, base + n - 1):
+                    r_start[k] = r_start[k + 1]
+                    r_end[k] = r_end[k + 1]
+                    r_ratio[k] = r_ratio[k + 1]
+                    r_arm[k] = r_arm[k + 1]
+                    r_pl[k] = r_pl[k + 1]
+                    r_reached[k] = r_reached[k + 1]
+                    r_time[k] = r_time[k + 1]
+                    r_energy[k] = r_energy[k + 1]
+                    r_cost[k] = r_cost[k + 1]
+                    r_sub[k] = r_sub[k + 1]
+                n -= 1
+                run_n[u] = n
+                q_unit[qn] = u
+                q_arm[qn] = arm
+                q_cost[qn] = cost
+                q_reached[qn] = 1 if reached else 0
+                qn += 1
+                if energy != 0.0 or time != 0.0 or reached:
+                    h_unit[hn] = u
+                    h_sub[hn] = sub
+                    h_bs[hn] = arm_bs[arm]
+                    h_pl[hn] = pl
+                    h_energy[hn] = energy * ratio
+                    h_time[hn] = time * ratio
+                    h_reached[hn] = 1 if reached else 0
+                    hn += 1
+                if reached:
+                    if min_cost[u] > cost:
+                        min_cost[u] = cost
+                        best_arm[u] = arm
+                    continue
+                retries[u] += 1
+                if retries[u] > u_retry_cap[u]:
+                    status[u] = STATUS_ERROR
+                    error[u] = ERR_RETRY_LIMIT
+                    phase[u] = PH_END
+                    break
+                par_start[u] = start
+                par_end[u] = end
+                par_ratio[u] = ratio
+                par_sub[u] = sub
+                phase[u] = PH_GRP_LAUNCH_RETRY
+            elif ph == PH_GRP_LAUNCH or ph == PH_GRP_LAUNCH_RETRY:
+                # Concurrent launches use the best known arm; others wait for the BSO.
+                phase[u] = PH_GRP_SUB_RUN if ph == PH_GRP_LAUNCH else PH_GRP_RETRY_RUN
+                if run_n[u] > 0:
+                    arm = best_arm[u]
+                    dec_arm[u] = arm
+                    dec_prof[u] = 0
+                    pl = pl_cache[u_plc_start[u] + arm - wl_arm_start[wl]]
+                    if pl >= 0:
+                        dec_pl[u] = pl
+                        continue
+                    need[u] = NEED_PL
+                else:
+                    need[u] = NEED_BSO
+                status[u] = STATUS_WAIT
+                need_unit[nn] = u
+                nn += 1
+                break
+            elif ph == PH_GRP_SUB_RUN or ph == PH_GRP_RETRY_RUN:
+                arm = dec_arm[u]
+                pl = dec_pl[u]
+                st = (s_hi[u], s_lo[u], s_inc_hi[u], s_inc_lo[u], s_has32[u], s_u32[u])
+                st, energy, time, reached, err = _run_job_arrays(
+                    st, arm_cell_start, arm_cell_count, cell_pl, cell_path_start, cell_path_count,
+                    path_target_epoch, path_epe, path_tpe, arm_max_pl, arm_mean_epe, arm_mean_tpe,
+                    job_max, arm, pl, dec_prof[u] != 0, beta * min_cost[u], eta,
+                )
+                s_hi[u], s_lo[u], s_inc_hi[u], s_inc_lo[u], s_has32[u], s_u32[u] = st
+                runs[u] += 1
+                if err != ERR_NONE:
+                    status[u] = STATUS_ERROR
+                    error[u] = err
+                    phase[u] = PH_END
+                    break
+                cost = eta * energy + (1.0 - eta) * max_power * time
+                k = base + run_n[u]
+                if ph == PH_GRP_SUB_RUN:
+                    si = u_sub_start[u] + rec[u]
+                    r_start[k] = sub_t0[si]
+                    r_end[k] = sub_t1[si]
+                    r_ratio[k] = sub_ratio[si]
+                    r_sub[k] = rec[u]
+                    rec[u] += 1
+                    phase[u] = PH_GRP_SUB
+                else:
+                    end = par_end[u]
+                    r_start[k] = end
+                    r_end[k] = end + (end - par_start[u])
+                    r_ratio[k] = par_ratio[u]
+                    r_sub[k] = par_sub[u]
+                    phase[u] = PH_GRP_REAP
+                r_arm[k] = arm
+                r_pl[k] = pl
+                r_reached[k] = 1 if reached else 0
+                r_time[k] = time
+                r_energy[k] = energy
+                r_cost[k] = cost
+                run_n[u] += 1
+            else:
+                break
+        if paused:
+            stopped = i
+            break
+    o.q_n[0] = qn
+    o.h_n[0] = hn
+    o.need_n[0] = nn
+    return stopped
 
 
 @numba.njit(**_JIT)
