@@ -319,6 +319,52 @@ def _run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------- bench
+def _arms_arg(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 arms, got {value}")
+    return value
+
+
+def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (under 30 s on 2 cores)")
+    parser.add_argument("--jobs", type=_positive_int, default=None, help="jobs of every fleet, checkpoint and replay case (default: 10000; checkpoint 1000000; --quick 2000)")
+    parser.add_argument("--arms", type=_arms_arg, default=None, help="batch sizes per job (default: 8)")
+    parser.add_argument("--reference-jobs", type=_positive_int, default=None, metavar="N", help="jobs the zeus reference loops run on; fewer than --jobs scales it per job (default: up to 10000; --quick 200)")
+    parser.add_argument("--case", action="append", default=None, metavar="NAME", help="only this case or group (repeatable; groups: rng, thompson, scalar, pruning, power, checkpoint, replay)")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the scaling sweep over jobs and arms")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
+    parser.add_argument("--json", metavar="PATH", type=Path, default=None, help="also write the whole report as JSON")
+    parser.add_argument("--plot", metavar="DIR", type=Path, default=None, help="write the scaling plots (PNG) to DIR")
+    parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar on stderr")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from banditfleet.bench import Config, format_report, run_bench, select
+
+    try:
+        cfg = Config.standard(quick=args.quick, jobs=args.jobs, arms=args.arms, reference_jobs=args.reference_jobs)
+        select(args.case)
+    except ValueError as exc:
+        print(f"banditfleet bench: error: {exc}", file=sys.stderr)
+        return 2
+    bar = None if args.no_progress else ProgressBar("bench")
+
+    def progress(done: int, total: int, what: str) -> None:
+        if bar is not None:
+            bar.status(f"[{done}/{total}] {what}")
+
+    report = run_bench(cfg, args.case, scaling=not args.no_scaling, compile_time=not args.no_compile, plot_dir=args.plot, progress=progress)
+    if bar is not None:
+        bar.close()
+    print("\n".join(format_report(report)))
+    if args.json is not None:
+        report.write_json(args.json)
+        print(f"report written to {args.json}")
+    return 1 if any(r.status == "error" for r in report.rows) else 0
+
+
 # ------------------------------------------------------------------ commands
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
@@ -335,6 +381,12 @@ COMMANDS: list[Command] = [
         "replay a fleet of recurring-job groups (built-in or Zeus traces) and report savings against the baseline",
         _add_replay_arguments,
         _run_replay,
+    ),
+    (
+        "bench",
+        "time the engine against numpy's random draws and the zeus reference; scaling, memory and compile time",
+        _add_bench_arguments,
+        _run_bench,
     ),
 ]
 
