@@ -33,11 +33,8 @@ timings are skipped, so the module runs in seconds and only proves it works.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -45,31 +42,17 @@ import pytest
 
 zeus_policy = pytest.importorskip("zeus._legacy.policy.optimizer", reason="the zeus==0.16.0 reference is not installed")
 
-from banditfleet import GTSBatchSizeOptimizer, JITPowerLimitOptimizer, Job  # noqa: E402
+from banditfleet.bench.fleets import CostModel, PairedFleet, PowerFleet, arm_values, gts_fleet, pruning_fleet  # noqa: E402
+from banditfleet.bench.fleets import quiet as _quiet  # noqa: E402
 
-try:
-    from banditfleet import PruningGTSBatchSizeOptimizer
-except ImportError:  # not there yet: its cases are skipped
-    PruningGTSBatchSizeOptimizer = None
-
-ARMS = [8, 16, 32, 64, 128, 256, 512, 1024]
-DEFAULT_BS = 128
+ARMS = arm_values(8).tolist()  # 8 ... 1024
 FLEET_JOBS = 10_000
 QUICK_JOBS = 40
-POWER_LIMITS = [300, 275, 250, 225, 200]
 REFERENCE_REPEATS = 3
 
 
 def _quick(config: pytest.Config) -> bool:
     return bool(config.getoption("benchmark_disable"))
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Swallow the reference's prints and cold-arm warnings."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 _SPEEDUPS: list[tuple[str, str, float, float, float, float]] = []
@@ -133,128 +116,25 @@ def _record_speedup(benchmark, ours: Callable[[], object], reference: Callable[[
     )
 
 
-def _jobs(n: int, tag: str) -> list[Job]:
-    return [Job("imagenet", f"{tag}-{i}", "adam", 0.7, 100, default_bs=DEFAULT_BS) for i in range(n)]
+# The fleets (banditfleet and the reference in lockstep, every decision checked
+# equal while they warm up) come from banditfleet.bench.fleets, shared with
+# `banditfleet bench`: GTS with a learned reward precision after one
+# exploration round per arm and as many sampled rounds; PruningGTS
+# (window_size=10) through both pruning rounds into Thompson sampling.
+Fleet = PairedFleet
 
 
-class CostModel:
-    """Deterministic energy-time costs: a bowl around batch size 128, times per-(round, job) noise."""
-
-    def __init__(self, n_jobs: int, rounds: int, seed: int = 7) -> None:
-        rng = np.random.default_rng(seed)
-        self.noise = rng.lognormal(0.0, 0.15, size=(rounds, n_jobs))
-        self.job_scale = rng.uniform(0.5, 2.0, size=n_jobs)
-
-    def __call__(self, batch_sizes: np.ndarray, k: int) -> np.ndarray:
-        shape = 1.0 + 0.25 * np.log2(np.asarray(batch_sizes, np.float64) / DEFAULT_BS) ** 2
-        return 1000.0 * self.job_scale * shape * self.noise[k % self.noise.shape[0]]
+def _gts_fleet(n: int) -> Fleet:
+    return gts_fleet(n, len(ARMS), n, learn=True, policy=zeus_policy)
 
 
-class Fleet:
-    """banditfleet and reference optimizers holding the same jobs, driven in lockstep."""
-
-    def __init__(self, ours, rows: np.ndarray, ref, jobs: list[Job], costs: CostModel, rounds_done: int) -> None:
-        self.ours, self.rows, self.ref, self.jobs, self.costs = ours, rows, ref, jobs, costs
-        self.k = rounds_done
-
-    def round(self, converged: bool | None = None) -> None:
-        """predict + observe every job on both sides; decisions must agree."""
-        bs = self.ours.predict_many(self.rows)
-        with _quiet():
-            ref_bs = [self.ref.predict(job) for job in self.jobs]
-        assert bs.tolist() == ref_bs, "banditfleet and the reference decided differently"
-        cost = self.costs(bs, self.k)
-        flags = None if converged is None else np.full(len(self.jobs), converged)
-        self.ours.observe_many(self.rows, bs, cost, flags)
-        with _quiet():
-            for job, b, c in zip(self.jobs, ref_bs, cost.tolist()):
-                self.ref.observe(job, b, c, converged)
-        self.k += 1
-
-    # The loops the benchmarks time.
-    def ours_predict(self):
-        return self.ours.predict_many(self.rows)
-
-    def ref_predict(self):
-        predict = self.ref.predict
-        return [predict(job) for job in self.jobs]
-
-    def observations(self) -> list[tuple[np.ndarray, np.ndarray, list[int], list[float]]]:
-        """Eight observation batches; in batch ``a`` job ``i`` ran batch size ``ARMS[(a + i) % 8]``.
-
-        The observe benchmarks cycle through them, so every arm's reward
-        history grows alike (learned precisions refit on the whole history).
-        """
-        n = len(self.jobs)
-        out = []
-        for a in range(len(ARMS)):
-            bs = np.array(ARMS, np.int64)[(a + np.arange(n)) % len(ARMS)]
-            cost = self.costs(bs, self.k + a)
-            out.append((bs, cost, bs.tolist(), cost.tolist()))
-        return out
-
-    def observe_loops(self) -> tuple[Callable[[], None], Callable[[], None]]:
-        """(ours, reference): each call observes the next of :meth:`observations` for every job."""
-        batches = self.observations()
-        state = {"ours": 0, "ref": 0}
-
-        def ours():
-            bs, cost, _, _ = batches[state["ours"] % len(batches)]
-            state["ours"] += 1
-            self.ours.observe_many(self.rows, bs, cost)
-
-        def ref():
-            _, _, bs, cost = batches[state["ref"] % len(batches)]
-            state["ref"] += 1
-            observe = self.ref.observe
-            for job, b, c in zip(self.jobs, bs, cost):
-                observe(job, b, c)
-
-        return ours, ref
-
-
-def gts_fleet(n: int) -> Fleet:
-    """GTS with a learned reward precision, in the Thompson-sampling stage."""
-    jobs = _jobs(n, "gts")
-    ours = GTSBatchSizeOptimizer(learn_reward_precision=True, verbose=False)
-    rows = ours.register_jobs(jobs, np.tile(np.array(ARMS, np.int64), (n, 1)))
-    ref = zeus_policy.GTSBatchSizeOptimizer(learn_reward_precision=True, verbose=False)
-    for job in jobs:
-        ref.register_job(job, list(ARMS))
-    fleet = Fleet(ours, rows, ref, jobs, CostModel(n, 64), 0)
-    # One exploration round per arm, then as many sampled rounds.
-    for _ in range(2 * len(ARMS)):
-        fleet.round()
+def _pruning_fleet(n: int) -> Fleet:
+    fleet = pruning_fleet(n, len(ARMS), n, window=10, policy=zeus_policy)
+    assert len(fleet.ref.mabs) == n and all(len(m.arms) == len(ARMS) for m in fleet.ref.mabs.values())
     return fleet
 
 
-def pruning_fleet(n: int) -> Fleet:
-    """PruningGTS (window 10) driven through both pruning rounds into Thompson sampling."""
-    jobs = _jobs(n, "pruning")
-    ours = PruningGTSBatchSizeOptimizer(window_size=10, verbose=False)
-    rows = ours.register_jobs(jobs, np.tile(np.array(ARMS, np.int64), (n, 1)))
-    ref = zeus_policy.PruningGTSBatchSizeOptimizer(window_size=10, verbose=False)
-    with _quiet():
-        for job in jobs:
-            ref.register_job(job, list(ARMS))
-    fleet = Fleet(ours, rows, ref, jobs, CostModel(n, 64), 0)
-    # Two pruning rounds over 8 batch sizes that all reach the target: 16 runs.
-    for _ in range(2 * len(ARMS)):
-        fleet.round(converged=True)
-    # Thompson sampling: the first predict builds the bandit over all 8 survivors.
-    for _ in range(4):
-        fleet.round(converged=True)
-    assert ours.pruning_state(jobs[0]).stage == "thompson"
-    assert len(ref.mabs) == n and all(len(m.arms) == len(ARMS) for m in ref.mabs.values())
-    return fleet
-
-
-def _need_pruning() -> None:
-    if PruningGTSBatchSizeOptimizer is None:
-        pytest.skip("banditfleet.PruningGTSBatchSizeOptimizer is not available")
-
-
-FLEETS = {"gts-refit": gts_fleet, "pruning-w10": pruning_fleet}
+FLEETS = {"gts-refit": _gts_fleet, "pruning-w10": _pruning_fleet}
 
 
 @pytest.fixture(scope="module")
@@ -264,8 +144,6 @@ def fleets(request):
     built: dict[str, Fleet] = {}
 
     def get(name: str) -> Fleet:
-        if name == "pruning-w10":
-            _need_pruning()
         if name not in built:
             built[name] = FLEETS[name](n)
         return built[name]
@@ -279,8 +157,6 @@ def single(request):
     built: dict[str, Fleet] = {}
 
     def get(name: str) -> Fleet:
-        if name == "pruning-w10":
-            _need_pruning()
         if name not in built:
             built[name] = FLEETS[name](1)
         return built[name]
@@ -383,54 +259,14 @@ def test_fleet_observe(benchmark, fleets, policy, impl):
 
 
 # ---------------------------------------------------------- power limits
-
-
-class PowerFleet:
-    """10,000 jobs x 8 batch sizes, each profiled at every power limit, on both sides."""
-
-    def __init__(self, n: int) -> None:
-        self.jobs = _jobs(n, "power")
-        self.ours = JITPowerLimitOptimizer(verbose=False)
-        self.ref = zeus_policy.JITPowerLimitOptimizer(verbose=False)
-        self.rows = self.ours.rows(self.jobs)
-        rng = np.random.default_rng(5)
-        for bs in ARMS:
-            for pl in POWER_LIMITS:
-                cost = rng.gamma(4.0, 250.0, n)
-                self.ours.observe_many(self.rows, np.full(n, bs), np.full(n, pl), cost)
-                for job, c in zip(self.jobs, cost.tolist()):
-                    self.ref.observe(job, bs, pl, c)
-        self.bs = np.array(ARMS, np.int64)[rng.integers(0, len(ARMS), n)]
-        self.pl = np.array(POWER_LIMITS, np.int64)[rng.integers(0, len(POWER_LIMITS), n)]
-        self.cost = rng.gamma(4.0, 250.0, n)
-        self.bs_list, self.pl_list, self.cost_list = self.bs.tolist(), self.pl.tolist(), self.cost.tolist()
-        assert self.ours.predict_many(self.rows, self.bs).tolist() == self.ref_predict()
-
-    def ours_predict_rows(self):
-        return self.ours.predict_many(self.rows, self.bs)
-
-    def ours_predict_keys(self):
-        return self.ours.predict_many(self.jobs, self.bs)
-
-    def ref_predict(self):
-        predict = self.ref.predict
-        return [predict(job, b) for job, b in zip(self.jobs, self.bs_list)]
-
-    def ours_observe_rows(self):
-        self.ours.observe_many(self.rows, self.bs, self.pl, self.cost)
-
-    def ours_observe_keys(self):
-        self.ours.observe_many(self.jobs, self.bs, self.pl, self.cost)
-
-    def ref_observe(self):
-        observe = self.ref.observe
-        for job, b, p, c in zip(self.jobs, self.bs_list, self.pl_list, self.cost_list):
-            observe(job, b, p, c)
+# PowerFleet (banditfleet.bench.fleets): 10,000 jobs x 8 batch sizes, each
+# profiled at every power limit, on both sides.
 
 
 @pytest.fixture(scope="module")
 def power_fleet(request):
-    return PowerFleet(QUICK_JOBS if _quick(request.config) else FLEET_JOBS)
+    n = QUICK_JOBS if _quick(request.config) else FLEET_JOBS
+    return PowerFleet(n, len(ARMS), n, policy=zeus_policy)
 
 
 POWER_IMPLS = ["banditfleet-rows", "banditfleet-keys", "zeus"]

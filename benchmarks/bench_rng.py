@@ -34,14 +34,8 @@ import numba
 import numpy as np
 import pytest
 
-from banditfleet.kernels.distributions import (
-    bounded_uint64,
-    bounded_uint64_s,
-    sample_without_replacement_s,
-    standard_normal,
-    standard_normal_s,
-)
-from banditfleet.kernels.streams import allocate_streams, load_stream, seed_streams, store_stream
+from banditfleet.bench.draws import bounded_batch, choice_batch, fleet_streams, normals_batch
+from banditfleet.kernels.distributions import bounded_uint64, standard_normal
 
 N_ROWS = 10_000
 PER_ROW = 8
@@ -49,37 +43,17 @@ CHOICE_DRAWS_PER_ROW = 14  # bounded draws that consume output for choice(8, 8)
 
 
 # ---------------------------------------------------------------------------
-# batch loops over rows
-
-
-@numba.njit(cache=True, nogil=True)
-def normals_batch(streams, rows, per_row, out):
-    """``per_row`` standard normals for each row, the state loaded once per row."""
-    for i in range(rows.shape[0]):
-        st = load_stream(streams, rows[i])
-        for j in range(per_row):
-            st, out[i * per_row + j] = standard_normal_s(st)
-        store_stream(streams, rows[i], st)
+# The loaded-state batch loops (normals_batch, bounded_batch, choice_batch)
+# live in banditfleet.bench.draws, shared with `banditfleet bench`; the
+# per-draw variants below reload the state from the arrays on every draw.
 
 
 @numba.njit(cache=True, nogil=True)
 def normals_batch_per_draw(streams, rows, per_row, out):
-    """The same through the array-indexed wrapper (state reloaded on every draw)."""
+    """``per_row`` normals per row through the array-indexed wrapper (state reloaded on every draw)."""
     for i in range(rows.shape[0]):
         for j in range(per_row):
             out[i * per_row + j] = standard_normal(streams, rows[i])
-
-
-@numba.njit(cache=True, nogil=True)
-def bounded_batch(streams, rows, per_row, high, out):
-    """``per_row`` integers in ``[0, high)`` for each row (numpy's ``integers``)."""
-    rng = np.uint64(high - 1)
-    for i in range(rows.shape[0]):
-        st = load_stream(streams, rows[i])
-        for j in range(per_row):
-            st, value = bounded_uint64_s(st, rng)
-            out[i * per_row + j] = np.int64(value)
-        store_stream(streams, rows[i], st)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -90,25 +64,12 @@ def bounded_batch_per_draw(streams, rows, per_row, high, out):
             out[i * per_row + j] = np.int64(bounded_uint64(streams, rows[i], rng))
 
 
-@numba.njit(cache=True, nogil=True)
-def choice_batch(streams, rows, population, size, out):
-    """``choice(population, size, replace=False)`` for each row into ``out[i]``."""
-    taken = np.zeros(population, np.uint8)
-    for i in range(rows.shape[0]):
-        st = load_stream(streams, rows[i])
-        st = sample_without_replacement_s(st, population, size, out[i], taken)
-        store_stream(streams, rows[i], st)
-
-
 # ---------------------------------------------------------------------------
 # helpers
 
 
 def _fleet_streams(n_rows: int = N_ROWS):
-    streams = allocate_streams(n_rows)
-    rows = np.arange(n_rows, dtype=np.int64)
-    seed_streams(streams, rows, np.arange(n_rows, dtype=np.uint64))
-    return streams, rows
+    return fleet_streams(n_rows)
 
 
 def _median_seconds(fn, repeats: int = 30) -> float:

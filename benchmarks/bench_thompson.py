@@ -24,10 +24,11 @@ import time
 import numpy as np
 import pytest
 
-from banditfleet import GTSBatchSizeOptimizer
+from banditfleet.bench.draws import numpy_ts_draws
+from banditfleet.bench.fleets import gts_fleet
 
 N_JOBS = 10_000
-ARMS = np.array([8, 16, 32, 64, 128, 256, 512, 1024], np.int64)
+N_ARMS = 8  # batch sizes 8 ... 1024
 
 
 def _median_seconds(fn, repeats: int = 30) -> float:
@@ -40,19 +41,14 @@ def _median_seconds(fn, repeats: int = 30) -> float:
 
 
 def _numpy_floor(n_jobs: int) -> float:
-    rng = np.random.default_rng(1)
-    return _median_seconds(lambda: (rng.integers(0, 8, size=14 * n_jobs), rng.standard_normal(8 * n_jobs)))
+    """numpy drawing what the decisions draw (banditfleet.bench.draws.numpy_ts_draws)."""
+    return _median_seconds(numpy_ts_draws(n_jobs, N_ARMS))
 
 
 def _fleet(learn: bool = True, n_jobs: int = N_JOBS):
-    opt = GTSBatchSizeOptimizer(learn_reward_precision=learn, reward_precision=0.0 if learn else 1.0, verbose=False)
-    rows = opt.register_jobs(range(n_jobs), np.tile(ARMS, (n_jobs, 1)))
-    rng = np.random.default_rng(0)
-    # Two rounds of exploration per arm, so predict is in the sampling phase.
-    for _ in range(2 * ARMS.size):
-        bs = opt.predict_many(rows)
-        opt.observe_many(rows, bs, rng.gamma(4.0, 25.0, size=n_jobs))
-    return opt, rows
+    """Two rounds per arm (exploration, then sampling), as `banditfleet bench` warms its fleet."""
+    fleet = gts_fleet(n_jobs, N_ARMS, learn=learn)
+    return fleet.ours, fleet.rows
 
 
 @pytest.mark.benchmark(group="ts-predict-10k-x-8")
@@ -75,8 +71,7 @@ def test_ts_predict(benchmark, parallel):
 
 @pytest.mark.benchmark(group="ts-predict-10k-x-8")
 def test_numpy_same_draws(benchmark):
-    rng = np.random.default_rng(1)
-    benchmark(lambda: (rng.integers(0, 8, size=14 * N_JOBS), rng.standard_normal(8 * N_JOBS)))
+    benchmark(numpy_ts_draws(N_JOBS, N_ARMS))
 
 
 @pytest.mark.benchmark(group="ts-observe-10k")
