@@ -25,6 +25,7 @@ __all__ = [
     "FolderLockedError",
     "TraceError",
     "ReplayError",
+    "MissingDependencyError",
 ]
 
 
@@ -90,3 +91,7 @@ class ReplayError(BanditFleetError, RuntimeError):
     """A replayed job that cannot go on, where the reference simulator raises too: the
     default batch size failing in the first recurrence, no success in 20 tries, a
     concurrent launch with a batch size whose power limits were never profiled, ..."""
+
+
+class MissingDependencyError(BanditFleetError, ImportError):
+    """An optional dependency a feature needs is not installed; the message says how to install it."""
