@@ -144,7 +144,7 @@ def test_version_matches_metadata():
 
 # ------------------------------------------------------------------- README
 README = REPO / "README.md"
-QUICK_START = ['python -m pip install . && banditfleet demo', 'python -m pip install ".[test]" && python -m pytest']
+QUICK_START = ['python -m pip install ".[plot]" && banditfleet replay', 'python -m pip install ".[test]" && python -m pytest']
 
 
 def _readme() -> str:
