@@ -193,3 +193,32 @@ def test_simulator_refuses_bad_input():
     bad.loc[0, "start_time"] = -5.0
     with pytest.raises(TraceError, match=">= 0"):
         sim.simulate_one_alibaba_group(job, bad, 2.0, 0.5)
+
+
+def test_group_whose_reference_retries_forever_stops():
+    """A run that never starts is observed at cost 0 in a group; Thompson sampling keeps
+    picking it and the reference retries forever. banditfleet stops the group."""
+    rng = np.random.default_rng(0)
+    bss = sorted(rng.choice([4, 8, 16, 32, 64, 128], size=int(rng.integers(2, 5)), replace=False).tolist())
+    default = int(rng.choice(bss))
+    max_epochs = int(rng.integers(2, 10))
+    train_rows, power_rows = [], []
+    for bs in bss:
+        for run in range(1, int(rng.integers(1, 4)) + 1):
+            te = float(rng.integers(1, max_epochs + 2))
+            if rng.random() < 0.2:
+                te = math.nan
+            train_rows.append(("d", "n", bs, "o", 0.1, run, TARGET, te))
+        base = float(rng.uniform(1, 50)) * (8 / bs) ** float(rng.uniform(0, 3))
+        for pl in (100, 200):
+            power_rows.append(("d", "n", bs, "o", pl, base * (1.3 if pl == 100 else 1.0), 0.8 * pl))
+    train = pd.DataFrame(train_rows, columns=["dataset", "network", "batch_size", "optimizer", "learning_rate", "run", "target_metric", "target_epoch"])
+    power = pd.DataFrame(power_rows, columns=["dataset", "network", "batch_size", "optimizer", "power_limit", "time_per_epoch", "average_power"])
+    groups = random_groups(rng, int(rng.integers(3, 20)), 50.0, 300.0)
+    job = Job("d", "n", "o", TARGET, max_epochs, default)
+    with pytest.raises(ReplayError, match="retried"):
+        our_sim(train, power, 0, concurrency=True).simulate_one_alibaba_group(job, groups, 1.5, 0.5)
+    sim = ref_sim(train, power, 0, concurrency=True)
+    sim._run_job = _bounded(sim._run_job, 800)  # far more runs than its submissions: it is stuck
+    with pytest.raises(_EndlessRetries):
+        sim.simulate_one_alibaba_group(ref_job(job), groups, 1.5, 0.5)
