@@ -150,3 +150,17 @@ def test_profiling_matches_the_reference_profile():
                 power = power.loc[power.batch_size == bs]
                 assert t.arm_mean_epe[a] == power.energy_per_epoch.mean().item()
                 assert t.arm_mean_tpe[a] == power.time_per_epoch.mean().item()
+
+
+def test_plain_gts_optimizer_equals_reference():
+    """Any banditfleet batch-size optimizer works: GTS with a learned precision, as the reference's."""
+    from zeus._legacy.policy.optimizer import GTSBatchSizeOptimizer as RefGTS
+    from zeus._legacy.policy.optimizer import JITPowerLimitOptimizer as RefPLO
+    from zeus._legacy.simulate import Simulator as RefSim
+
+    from banditfleet import GTSBatchSizeOptimizer, JITPowerLimitOptimizer, Simulator
+
+    job = _job("v100", "librispeech")
+    ref = RefSim(train_df(), power_df("v100"), RefGTS(learn_reward_precision=True, seed=3, verbose=False), RefPLO(verbose=False), seed=3, verbose=False)
+    ours = Simulator(train_df(), power_df("v100"), GTSBatchSizeOptimizer(learn_reward_precision=True, seed=3, verbose=False), JITPowerLimitOptimizer(verbose=False), seed=3, verbose=False)
+    assert_same_history(ref.simulate_one_job(ref_job(job), 30, 2.0, 0.5), ours.simulate_one_job(job, 30, 2.0, 0.5), "GTS")
