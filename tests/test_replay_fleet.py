@@ -16,7 +16,7 @@ from banditfleet.errors import TraceError
 from banditfleet.replay.fleet import Fleet, Setting, group_seed, replay_fleet, sweep
 from banditfleet.replay.synthetic import export_trace, generate_groups, synthetic_fleet
 from banditfleet.replay.traces import Trace, build_workloads, jobs_for, read_groups, read_jobs
-from replay_support import adler, assert_same_history, need_traces, our_sim, power_df, ref_job, ref_sim, train_df
+from replay_support import adler, assert_same_history, need_traces, power_df, ref_job, ref_sim, train_df
 
 
 # ------------------------------------------------------------------ kernels

@@ -39,7 +39,6 @@ from banditfleet.kernels.replay import (
     ERR_NOT_PROFILED,
     ERR_UNKNOWN_BS,
     MODE_GROUP,
-    MODE_SEQUENTIAL,
     NEED_BSO,
     NEED_PL,
     STATUS_DONE,

@@ -15,7 +15,6 @@ of the reference with those seeds.
 from __future__ import annotations
 
 import logging
-import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
