@@ -134,3 +134,27 @@ def test_without_dask_the_message_says_how_to_install(monkeypatch, fleet):
     with pytest.raises(MissingDependencyError, match=r"pip install 'banditfleet\[distributed\]'"):
         replay_fleet_distributed(fleet, client="tcp://127.0.0.1:1")
     assert threading.active_count() >= 1
+
+
+def test_cli_workers_option_writes_the_local_histories(tmp_path):
+    import subprocess
+    import sys
+
+    common = [sys.executable, "-m", "banditfleet", "replay", "--synthetic-groups", "120", "--no-progress"]
+    subprocess.run(common + ["--out", str(tmp_path / "local")], check=True, capture_output=True)
+    out = subprocess.run(common + ["--workers", "2", "--shards", "3", "--out", str(tmp_path / "dask")], check=True, capture_output=True, text=True)
+    assert "replayed" in out.stdout
+    assert (tmp_path / "local" / "history.csv").read_bytes() == (tmp_path / "dask" / "history.csv").read_bytes()
+    assert (tmp_path / "local" / "summary.csv").read_bytes() == (tmp_path / "dask" / "summary.csv").read_bytes()
+
+
+def test_cli_unreachable_scheduler_fails_cleanly():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "banditfleet", "replay", "--synthetic-groups", "5", "--no-progress", "--scheduler", "tcp://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2
+    assert "banditfleet replay: error:" in out.stderr

@@ -223,6 +223,11 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     sw.add_argument("--beta-knob", type=_beta, nargs="+", default=[2.0], help="early-stopping threshold, inf for none (default: 2.0)")
     sw.add_argument("--seed", type=_nonnegative_int, nargs="+", default=[0], help="seed replicates; 0 seeds each group with adler32(group id) as the Zeus artifacts (default: 0)")
     sw.add_argument("--window-size", type=_nonnegative_int, default=0, help="PruningGTS window size, 0 keeps every reward (default: 0)")
+    dist = parser.add_argument_group("distributed (needs banditfleet[distributed]; see docs/distributed.md)")
+    where = dist.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS", help="replay on a running Dask cluster, e.g. tcp://host:8786")
+    where.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="replay on a new local Dask cluster of N worker processes")
+    dist.add_argument("--shards", type=_positive_int, default=None, metavar="N", help="shards of groups to send (default: 4 per worker thread)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=None, metavar="DIR", help="write history.csv, summary.csv, summary.json and PNG plots to DIR")
     out.add_argument("--no-progress", action="store_true", help="do not draw the progress bar on stderr")
@@ -287,16 +292,36 @@ def _run_replay(args: argparse.Namespace) -> int:
     if not args.no_progress:
         bar = ProgressBar("groups")
         bar.status("loading kernels (numba compiles them on the first run, then caches them)")
+    client = None
     try:
-        t0 = time.perf_counter()
-        replay_fleet(fleet.subset([0]), settings[:1])  # compile or load the kernels outside the timing
-        warm = time.perf_counter() - t0
-        result = replay_fleet(fleet, settings, progress=bar)
-    except (BanditFleetError, ValueError) as exc:
+        if args.scheduler is not None or args.workers is not None:
+            from banditfleet.replay.distributed import connect, local_cluster, replay_fleet_distributed
+
+            if bar is not None:
+                bar.status("connecting to the Dask cluster" if args.scheduler else f"starting {args.workers} local Dask workers")
+            client = connect(args.scheduler) if args.scheduler is not None else local_cluster(args.workers)
+            t0 = time.perf_counter()
+            replay_fleet_distributed(fleet.subset([0]), settings[:1], client=client, shards=1)  # warm the workers' kernels
+            warm = time.perf_counter() - t0
+            if bar is not None:
+                bar.label = "shards"
+            result = replay_fleet_distributed(fleet, settings, client=client, shards=args.shards, progress=bar)
+        else:
+            t0 = time.perf_counter()
+            replay_fleet(fleet.subset([0]), settings[:1])  # compile or load the kernels outside the timing
+            warm = time.perf_counter() - t0
+            result = replay_fleet(fleet, settings, progress=bar)
+    except (BanditFleetError, ValueError, OSError) as exc:
         if bar is not None:
             bar.close()
         print(f"banditfleet replay: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if client is not None and args.workers is not None:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
     if bar is not None:
         bar.close()
     r = result.result

@@ -57,7 +57,7 @@ def connect(scheduler: Any) -> Any:
         return scheduler
     if not isinstance(scheduler, str):
         raise ReplayError(f"scheduler must be a dask.distributed.Client or an address like tcp://host:8786, got {scheduler!r}")
-    return distributed.Client(scheduler)
+    return distributed.Client(scheduler, timeout=10)
 
 
 def local_cluster(workers: int, threads_per_worker: int = 1) -> Any:
