@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+# The state-tuple draws are inlined into their callers (see kernels/streams.py).
+_INLINE = dict(_JIT, inline="always")
 _U64 = np.uint64
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MAX64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -46,7 +48,7 @@ _MASK52 = np.uint64(0x000FFFFFFFFFFFFF)
 FLOYD_MAX_POPULATION = 10_000
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INLINE)
 def _lemire_uint32_s(st, rng):
     # rng < 0xFFFFFFFF, so rng_excl fits in 32 bits and m in 64.
     rng_excl = rng + _U64(1)
@@ -62,7 +64,7 @@ def _lemire_uint32_s(st, rng):
     return st, m >> _U64(32)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INLINE)
 def _lemire_uint64_s(st, rng):
     rng_excl = rng + _U64(1)
     st, x = next_uint64_s(st)
@@ -77,7 +79,7 @@ def _lemire_uint64_s(st, rng):
     return st, high
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INLINE)
 def bounded_uint64_s(st, rng):
     """(new state, uniform integer in ``[0, rng]``) as numpy's ``random_bounded_uint64``.
 
@@ -114,7 +116,7 @@ def integers(streams, row, low, high):
     return np.int64(_U64(low) + bounded_uint64(streams, row, span))
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INLINE)
 def standard_normal_s(st):
     """(new state, numpy's ziggurat standard normal) for a state tuple."""
     while True:
@@ -163,7 +165,7 @@ def normal(streams, row, loc, scale):
     return loc + scale * standard_normal(streams, row)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INLINE)
 def sample_without_replacement_s(st, population, size, out, taken):
     """State-tuple form of :func:`sample_without_replacement`; returns the new state."""
     # Floyd's algorithm. numpy keeps the sample in a hash set; a membership
