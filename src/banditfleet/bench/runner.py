@@ -430,9 +430,11 @@ def _target_text(row: Row) -> str:
 
 def format_rows(rows: list[Row]) -> list[str]:
     """The table: per row the median per call and per unit, spread (IQR / median), the
-    comparison's, and the same-run ratio per unit with its target."""
+    comparison's, the same-run ratio per unit with its target, and the same ratio
+    from process CPU time (steadier on a loaded machine; not meaningful for
+    threads or I/O)."""
     head = (f"{'case':28s} {'ours/call':>10s} {'per unit':>11s} {'IQR':>5s}  {'vs':26s} {'per unit':>11s} {'IQR':>5s}"
-            f"  {'ratio (per unit)':>17s} {'target':>10s}")
+            f"  {'ratio (per unit)':>17s} {'cpu':>7s} {'target':>10s}")
     lines = [head, "-" * len(head)]
     group = None
     for r in rows:
@@ -452,9 +454,10 @@ def format_rows(rows: list[Row]) -> list[str]:
             continue
         c = r.comparison
         cmp_unit = format_seconds(r.comparison_per_unit) + unit
+        cpu = "-" if r.ratio_cpu is None else (f"{r.ratio_cpu:,.0f}x" if r.ratio_cpu >= 100 else f"{r.ratio_cpu:.3g}x")
         lines.append(
             f"{r.name:28s} {ours_call:>10s} {ours_unit:>11s} {ours_spread:>5s}  {r.comparison_label[:26]:26s} "
-            f"{cmp_unit:>11s} {100 * c.spread:4.0f}%  {_ratio_text(r):>17s} {_target_text(r):>10s}"
+            f"{cmp_unit:>11s} {100 * c.spread:4.0f}%  {_ratio_text(r):>17s} {cpu:>7s} {_target_text(r):>10s}"
         )
     return lines
 

@@ -114,7 +114,7 @@ def format_report(report: Report) -> list[str]:
     lines += format_rows(report.rows)
     lines.append("")
     lines.append("ratio: per unit, medians of the same run, sides timed alternately; 'faster' = zeus / ours, "
-                 "'floor' = ours / floor; IQR = interquartile range / median")
+                 "'floor' = ours / floor; cpu: the same ratio from process CPU time; IQR = interquartile range / median")
     notes = format_notes(report.rows)
     if notes:
         lines.append("notes:")
