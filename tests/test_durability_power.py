@@ -498,3 +498,60 @@ def test_manager_load_refuses_bad_files_and_forged_state(tmp_path):
     (tmp_path / "c.bfckpt").write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="corrupted"):
         PruningExploreManager.load(tmp_path / "c.bfckpt")
+
+
+# ------------------------------------------- large-file paths of the checkpoint module
+@pytest.mark.parametrize("chunks", [0, 1, 2, 3, 5])
+@pytest.mark.parametrize("extra", [0, 1, 4097])
+def test_chunked_parallel_crc_equals_zlib(chunks, extra):
+    import zlib
+
+    from banditfleet import checkpoint
+
+    n = chunks * checkpoint._CRC_CHUNK + extra
+    buf = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
+    with checkpoint._Checksums() as sums:
+        sums.add(memoryview(buf))
+        sums.add(memoryview(buf[: n // 2]))
+        assert sums.results() == [zlib.crc32(buf), zlib.crc32(buf[: n // 2])]
+
+
+def test_large_arrays_round_trip_and_a_flipped_bit_in_a_late_chunk_is_caught(tmp_path):
+    from banditfleet import checkpoint
+
+    big = np.arange(3 * checkpoint._CRC_CHUNK // 8 + 5, dtype=np.int64)
+    p = tmp_path / "big.bfckpt"
+    write_checkpoint(p, "Demo", {}, ["a"], {"big": big, "small": np.ones(3)})
+    _, _, arrays = read_checkpoint(p)
+    assert np.array_equal(arrays["big"], big) and arrays["big"].flags.owndata
+    raw = bytearray(p.read_bytes())
+    raw[raw.rindex(big[-200:].tobytes()) + 7] ^= 0x04  # inside the third chunk
+    p.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="array 'big' fails its checksum"):
+        read_checkpoint(p)
+
+
+def test_string_keys_round_trip_ascii_and_not(tmp_path):
+    p = tmp_path / "k.bfckpt"
+    for keys in (["a", "bb", "", "job-7"], ["a", "é", "日本", "", "x"]):
+        write_checkpoint(p, "Demo", {}, keys, {})
+        assert read_checkpoint(p)[1] == keys
+
+
+def test_a_store_adopts_only_arrays_it_may_keep(tmp_path):
+    from banditfleet import PruningGTSBatchSizeOptimizer
+
+    opt = PruningGTSBatchSizeOptimizer(window_size=3, verbose=False)
+    opt.register_jobs(range(40), np.tile([8, 16, 32], (40, 1)), default_bs=16)
+    exported = opt._store.export_arrays()  # views of opt's own arrays
+    for adopt in (False, True):
+        twin = PruningGTSBatchSizeOptimizer(window_size=3, verbose=False)
+        twin._store.import_arrays(opt.jobs, exported, adopt=adopt)
+        assert not any(np.shares_memory(getattr(twin._store, "posterior_mean"), a) for a in exported.values())
+        twin.predict_many(np.arange(40))
+        assert not np.array_equal(twin._store.pr_expecting[:40], opt._store.pr_expecting[:40])
+    opt.save(tmp_path / "p.bfckpt")
+    loaded = PruningGTSBatchSizeOptimizer.load(tmp_path / "p.bfckpt")
+    assert loaded._store.job_capacity == 40 and loaded._store.arm_capacity == 120  # taken without a copy
+    loaded.register_jobs(["more"], [[8, 16]], default_bs=8)  # and it still grows
+    assert loaded.predict("more") == 8

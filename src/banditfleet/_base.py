@@ -62,7 +62,8 @@ class _FleetOptimizer(Journaled):
         return self._store.export_arrays()
 
     def _import_arrays(self, keys: list[Hashable], arrays: dict[str, np.ndarray]) -> None:
-        self._store.import_arrays(keys, arrays)
+        """Adopt arrays just read from a checkpoint (nobody else holds them)."""
+        self._store.import_arrays(keys, arrays, adopt=True)
 
     def save(self, path: str | os.PathLike) -> int:
         """Write the whole optimizer state to ``path`` atomically; returns the file size in bytes.

@@ -42,6 +42,31 @@ def _grown(array: np.ndarray, capacity: int, fill: Any) -> np.ndarray:
     return new
 
 
+def _sized(loaded: np.ndarray | None, like: np.ndarray, capacity: int, fill: Any, adopt: bool) -> np.ndarray:
+    """``loaded`` as an array of ``capacity`` rows shaped and typed like ``like`` (the rest ``fill``).
+
+    With ``adopt`` an array that already has that exact layout and owns its
+    memory is used as it is, without a copy (a freshly read checkpoint).
+    """
+    shape = (capacity,) + like.shape[1:]
+    if loaded is None:
+        return np.full(shape, fill, dtype=like.dtype)
+    if (
+        adopt
+        and loaded.shape == shape
+        and loaded.dtype == like.dtype
+        and loaded.flags.c_contiguous
+        and loaded.flags.writeable
+        and loaded.flags.owndata
+    ):
+        return loaded
+    new = np.empty(shape, dtype=like.dtype)
+    n = loaded.shape[0]
+    new[:n] = loaded
+    new[n:] = fill
+    return new
+
+
 class FleetStore:
     """Rows, arm slots and reward histories of a fleet of bandit jobs.
 
@@ -327,13 +352,16 @@ class FleetStore:
             out["history.chunk_next"] = self.chunk_next[:used]
         return out
 
-    def import_arrays(self, keys: list[Hashable], arrays: dict[str, np.ndarray]) -> None:
+    def import_arrays(self, keys: list[Hashable], arrays: dict[str, np.ndarray], adopt: bool = False) -> None:
         """Replace this (empty) store's state with checkpointed arrays, after checking them.
 
         Checks names, dtypes, lengths and every index a kernel will follow
         (arm ranges, slot references, history chunk links), so that state
         that passed its checksums but does not fit together is refused
         instead of reaching the kernels. Raises ``ValueError`` naming the array.
+        With ``adopt=True`` the store may keep the given arrays themselves
+        (no copy) when they own their memory: pass it only for arrays nobody
+        else holds, such as those just read from a checkpoint.
         """
         if self.n_jobs:
             raise ValueError("import_arrays needs an empty store")
@@ -376,27 +404,29 @@ class FleetStore:
             _check_chunks(arrays["history.slot_chunks"], arrays["history.chunk_next"], history_count)
             if arrays["history.chunk_values"].shape[0] != arrays["history.chunk_next"].shape[0]:
                 raise ValueError("arrays 'history.chunk_values' and 'history.chunk_next' differ in length")
-        # Everything fits together: adopt it (with room to grow).
-        self._reserve_jobs(n_jobs)
-        self._reserve_arms(n_arms)
-        for name in self._job_fill:
-            if name not in self._scratch:
-                getattr(self, name)[:n_jobs] = arrays[f"job.{name}"]
-        for field, arr in zip(Streams._fields, self.streams):
-            arr[:n_jobs] = arrays[f"stream.{field}"]
-        for name in self._arm_fill:
-            getattr(self, name)[:n_arms] = arrays[f"arm.{name}"]
+        # Everything fits together: take it (with room to grow when the store is tiny).
+        job_cap = max(n_jobs, self.job_capacity)
+        arm_cap = max(n_arms, self.arm_capacity)
+        self.layout_version += 1
+        for name, fill in self._job_fill.items():
+            loaded = None if name in self._scratch else arrays[f"job.{name}"]
+            setattr(self, name, _sized(loaded, getattr(self, name), job_cap, fill, adopt))
+        self.streams = Streams._make(
+            _sized(arrays[f"stream.{field}"], arr, job_cap, 0, adopt) for field, arr in zip(Streams._fields, self.streams)
+        )
+        for name, fill in self._arm_fill.items():
+            setattr(self, name, _sized(arrays[f"arm.{name}"], getattr(self, name), arm_cap, fill, adopt))
         if window > 0:
-            self.history_values[: n_arms * window] = arrays["history.values"]
+            self.history_values = _sized(arrays["history.values"], self.history_values, arm_cap * window, 0.0, adopt)
         if window == HISTORY_UNBOUNDED:
             used = arrays["history.chunk_next"].shape[0]
-            self.slot_chunks[:n_arms] = arrays["history.slot_chunks"]
-            self.reserve_history_chunks(used)
-            self.chunk_values[:used] = arrays["history.chunk_values"]
-            self.chunk_next[:used] = arrays["history.chunk_next"]
+            pool_cap = max(used, self.chunk_next.shape[0])
+            self.slot_chunks = _sized(arrays["history.slot_chunks"], self.slot_chunks, arm_cap, -1, adopt)
+            self.chunk_values = _sized(arrays["history.chunk_values"], self.chunk_values, pool_cap, 0.0, adopt)
+            self.chunk_next = _sized(arrays["history.chunk_next"], self.chunk_next, pool_cap, -1, adopt)
             self.pool_used[0] = used
-        self._rows = dict(zip(keys, range(n_jobs)))
         self._keys = list(keys)
+        self._rows = dict(zip(self._keys, range(n_jobs)))
         self.n_jobs = n_jobs
         self.n_arms = n_arms
 
