@@ -255,8 +255,9 @@ def test_one_folder_one_lock_one_journal_tagged_records(tmp_path):
         pair.plo.close()
     with pytest.raises(FolderLockedError):
         open_pair(tmp_path, cls)
-    with pytest.raises(JournalError, match="own"):
-        OptimizerPair(GTSBatchSizeOptimizer.open(tmp_path / "g", learn_reward_precision=True), JITPowerLimitOptimizer())
+    with GTSBatchSizeOptimizer.open(tmp_path / "g", learn_reward_precision=True) as journaled:
+        with pytest.raises(JournalError, match="own"):
+            OptimizerPair(journaled, JITPowerLimitOptimizer())
     pair.close()
     names = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
     assert names == ["LOCK", "checkpoint-000000.bfckpt", "journal-000000.bfj", "settings.json"]
