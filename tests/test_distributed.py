@@ -55,7 +55,7 @@ def _assert_same(a, b):
 
 @pytest.mark.parametrize("shards", [1, 2, 4, 7])
 def test_any_number_of_shards_equals_the_local_replay(client, fleet, settings, local, shards):
-    result = replay_fleet_distributed(fleet, settings, client=client, shards=shards)
+    result = replay_fleet_distributed(fleet, settings, client=client, shards=shards, timeout=300)
     _assert_same(result.result, local)
     # Spot-check through the reference-shaped view too.
     assert result.history(1, 17) == replay_fleet(fleet.subset([17]), settings).history(1, 0)
@@ -70,7 +70,7 @@ def test_a_worker_killed_mid_replay_changes_nothing(client, fleet, settings, loc
         if done == 1:
             os.kill(next(iter(pids.values())), signal.SIGKILL)
 
-    result = replay_fleet_distributed(fleet, settings, client=client, shards=12, progress=kill_one_after_first_shard)
+    result = replay_fleet_distributed(fleet, settings, client=client, shards=12, progress=kill_one_after_first_shard, timeout=300)
     _assert_same(result.result, local)
     assert seen[-1] == 12
     # The nanny brings a replacement worker up; wait so later tests see two workers.
@@ -106,7 +106,7 @@ def test_a_data_error_fails_the_whole_replay_naming_the_groups(client, fleet, se
     client.run(_install_failing_replay, bad)
     try:
         with pytest.raises(ReplayError, match=f"group {bad}: its workload") as info:
-            replay_fleet_distributed(fleet, settings, client=client, shards=4)
+            replay_fleet_distributed(fleet, settings, client=client, shards=4, timeout=300)
         assert "shard 2" in str(info.value)
     finally:
         client.run(_restore_replay)
@@ -141,8 +141,10 @@ def test_cli_workers_option_writes_the_local_histories(tmp_path):
     import sys
 
     common = [sys.executable, "-m", "banditfleet", "replay", "--synthetic-groups", "120", "--no-progress"]
-    subprocess.run(common + ["--out", str(tmp_path / "local")], check=True, capture_output=True)
-    out = subprocess.run(common + ["--workers", "2", "--shards", "3", "--out", str(tmp_path / "dask")], check=True, capture_output=True, text=True)
+    subprocess.run(common + ["--out", str(tmp_path / "local")], check=True, capture_output=True, timeout=300)
+    out = subprocess.run(
+        common + ["--workers", "2", "--shards", "3", "--out", str(tmp_path / "dask")], check=True, capture_output=True, text=True, timeout=300
+    )
     assert "replayed" in out.stdout
     assert (tmp_path / "local" / "history.csv").read_bytes() == (tmp_path / "dask" / "history.csv").read_bytes()
     assert (tmp_path / "local" / "summary.csv").read_bytes() == (tmp_path / "dask" / "summary.csv").read_bytes()

@@ -98,6 +98,7 @@ def replay_fleet_distributed(
     shards: int | None = None,
     retries: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    timeout: float | None = None,
 ) -> FleetResult:
     """Replay ``fleet`` under ``settings`` on a Dask cluster; equal to :func:`replay_fleet`.
 
@@ -109,6 +110,8 @@ def replay_fleet_distributed(
         retries: Retries of a shard on other failures than a worker's death
             (Dask reschedules tasks of dead workers by itself).
         progress: Called with (shards done, shards) as shards complete.
+        timeout: Seconds to wait for all shards before giving up with
+            :class:`~banditfleet.errors.ReplayError` (default: wait forever).
     """
     distributed = _distributed()
     settings = list(settings) if settings is not None else [Setting()]
@@ -134,7 +137,8 @@ def replay_fleet_distributed(
     parts: list[dict[str, Any] | None] = [None] * len(futures)
     done = 0
     try:
-        for future in distributed.as_completed(futures):
+        completed = distributed.as_completed(futures, timeout=timeout)
+        for future in completed:
             i = index_of[future.key]
             part = future.result()
             if "data_error" in part:
@@ -145,6 +149,8 @@ def replay_fleet_distributed(
             done += 1
             if progress is not None:
                 progress(done, len(futures))
+    except TimeoutError:
+        raise ReplayError(f"distributed replay: {done} of {len(futures)} shards done after {timeout} s; giving up") from None
     finally:
         for f in futures:
             if not f.done():
