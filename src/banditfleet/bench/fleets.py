@@ -168,6 +168,15 @@ class PairedFleet:
             out.append((bs, cost, bs[: self.n_ref].tolist(), cost[: self.n_ref].tolist()))
         return out
 
+    def observe_every_arm(self) -> None:
+        """One observation of every arm of every job, on both sides (one batch per arm)."""
+        ours, ref = self.observe_loops()
+        for _ in range(self.arms):
+            ours()
+            if ref is not None:
+                ref()
+        self.k += self.arms
+
     def observe_loops(self) -> tuple[Callable[[], None], Callable[[], None] | None]:
         """(ours, reference): each call observes the next of :meth:`observations` for every job."""
         batches = self.observations()
@@ -191,7 +200,9 @@ class PairedFleet:
 
 def gts_fleet(n: int, arms: int = 8, n_ref: int = 0, learn: bool = True, policy: Any = None) -> PairedFleet:
     """GTS (learned or known reward precision), warmed into Thompson sampling: one
-    exploration round per arm, then as many sampled rounds."""
+    exploration round per arm, one more observation of every arm (so that every
+    learned precision is finite and the posteriors still overlap, the costlier
+    state for a decision), then as many sampled rounds as arms."""
     default = default_bs(arms)
     jobs = make_jobs(n, "gts", default)
     values = arm_values(arms)
@@ -204,7 +215,10 @@ def gts_fleet(n: int, arms: int = 8, n_ref: int = 0, learn: bool = True, policy:
         for job in jobs[:n_ref]:
             ref.register_job(job, values.tolist())
     fleet = PairedFleet(ours, rows, ref, jobs, n_ref, arms, CostModel(n, 64, default))
-    for _ in range(2 * arms):
+    for _ in range(arms):
+        fleet.round()
+    fleet.observe_every_arm()
+    for _ in range(arms):
         fleet.round()
     return fleet
 

@@ -1,9 +1,12 @@
 """Measuring the cases: repeats with ``time.perf_counter``, medians, spreads, same-run ratios.
 
 For every row, both sides are first called once untimed (numba compiles or
-loads its cache, memory is touched), then timed alternately, ours and the
-comparison, so load from other processes falls on both alike. The number of
-repeats comes from the first call's time and the :class:`Config` budget.
+loads its cache, memory is touched), then timed in alternating blocks, ours
+then the comparison, three blocks each, so that load from other processes
+falls on both alike while each side mostly runs on its own warm caches (a
+slow reference loop evicts our arrays; alternating call by call made our
+side up to 1.7x slower). The number of repeats comes from the first call's
+time and the :class:`Config` budget.
 A row reports each side's median, its spread (the interquartile range, and
 the minimum and maximum) and process CPU time, and the ratio of the two
 medians per unit of work: ``comparison / ours`` for the reference (a
@@ -101,8 +104,12 @@ def measure(fn: Callable[[], Any], cfg: Config, before: Callable[[], Any] | None
     return Timing.from_samples(wall, cpu)
 
 
+#: Blocks of repeats each side is timed in, alternately (see :func:`measure_pair`).
+BLOCKS = 3
+
+
 def measure_pair(p: Prepared, cfg: Config) -> tuple[Timing, Timing | None]:
-    """Time ``p.ours`` and ``p.comparison`` alternately (see the module docstring)."""
+    """Time ``p.ours`` and ``p.comparison`` in alternating blocks (see the module docstring)."""
     gc_was = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -116,15 +123,14 @@ def measure_pair(p: Prepared, cfg: Config) -> tuple[Timing, Timing | None]:
             if p.same_repeats:
                 n_ours = n_cmp = min(n_ours, n_cmp)
         ours_w, ours_c, cmp_w, cmp_c = [], [], [], []
-        for i in range(max(n_ours, n_cmp)):
-            if i < n_ours:
-                w, c = _timed(p.ours, p.ours_before)
-                ours_w.append(w)
-                ours_c.append(c)
-            if i < n_cmp:
-                w, c = _timed(p.comparison, p.comparison_before)
-                cmp_w.append(w)
-                cmp_c.append(c)
+        for block in range(BLOCKS):
+            for fn, before, n, wall, cpu in ((p.ours, p.ours_before, n_ours, ours_w, ours_c),
+                                             (p.comparison, p.comparison_before, n_cmp, cmp_w, cmp_c)):
+                # Block `block` of BLOCKS: its share of this side's repeats.
+                for _ in range(n * (block + 1) // BLOCKS - n * block // BLOCKS):
+                    w, c = _timed(fn, before)
+                    wall.append(w)
+                    cpu.append(c)
     finally:
         if gc_was:
             gc.enable()
