@@ -119,7 +119,8 @@ def _record_speedup(benchmark, ours: Callable[[], object], reference: Callable[[
 # The fleets (banditfleet and the reference in lockstep, every decision checked
 # equal while they warm up) come from banditfleet.bench.fleets, shared with
 # `banditfleet bench`: GTS with a learned reward precision after one
-# exploration round per arm and as many sampled rounds; PruningGTS
+# exploration round per arm, one more observation of every arm and as many
+# sampled rounds as arms; PruningGTS
 # (window_size=10) through both pruning rounds into Thompson sampling.
 Fleet = PairedFleet
 
