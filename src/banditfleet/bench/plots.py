@@ -4,8 +4,9 @@
 a dashed line of slope 1 (cost exactly linear in the jobs) through the
 median point, (b) the cost per job, flat when the cost is linear, with the
 fleet sizes whose state outgrows the L2 and L3 caches marked, and (c) the
-bytes per job. ``scaling-arms.png``: the same against the number of arms,
-with the cost per job-arm in (b).
+bytes per job. ``scaling-arms.png``: the same against the number of arms
+(the dashed line for predict only: a decision draws per arm, an observation
+refits one arm).
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ def _axis(points: list[dict[str, Any]], x: str, fixed: str, caches: dict[str, in
         t = [p["timing"]["median"] for p in pts]
         ax_t.loglog(xs, t, marker=marker, color=color, label=name)
         mid = len(xs) // 2
-        ax_t.loglog(xs, [t[mid] * v / xs[mid] for v in xs], ls="--", lw=0.8, color=color, alpha=0.6)
-        per = [p["ns_per_job"] if x == "jobs" else p["ns_per_job_arm"] for p in pts]
-        ax_u.loglog(xs, per, marker=marker, color=color, label=name)
-    ax_t.set_title("time per call (dashed: linear)")
+        if x == "jobs" or name == "predict":  # a decision draws per arm; an observation does not
+            ax_t.loglog(xs, [t[mid] * v / xs[mid] for v in xs], ls="--", lw=0.8, color=color, alpha=0.6)
+        ax_u.loglog(xs, [p["ns_per_job"] for p in pts], marker=marker, color=color, label=name)
+    ax_t.set_title("time per call (dashed: linear)" if x == "jobs" else "time per call (dashed: linear, predict)")
     ax_t.set_ylabel("seconds")
-    ax_u.set_title("ns per job" if x == "jobs" else "ns per job-arm")
+    ax_u.set_title("ns per job (flat = linear cost)" if x == "jobs" else "ns per job")
     ax_u.set_ylabel("nanoseconds")
     # Memory: state in use, allocated (capacity), and all tracemalloc saw.
     mem = [p for p in points if p["series"] in ("predict", "observe-known")]
@@ -70,8 +71,15 @@ def _axis(points: list[dict[str, Any]], x: str, fixed: str, caches: dict[str, in
                             ax.axvline(n, color="grey", lw=0.8, ls=":")
                         ax_u.annotate(f"state > {level}", (n, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
                                       textcoords="offset points", fontsize=8, color="grey")
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ticks = sorted({p[x] for p in points})
     for ax in (ax_t, ax_u, ax_m):
         ax.set_xlabel("jobs" if x == "jobs" else "arms per job")
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(ticks, [f"{v:,}" if v < 10_000 else f"{v:.0e}".replace("e+0", "e") for v in ticks])
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
     ax_u.legend(fontsize=8)
     ax_m.legend(fontsize=7)
