@@ -16,7 +16,8 @@ import numpy as np
 from banditfleet._journaled import Journaled
 from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, write_checkpoint
 from banditfleet.errors import CheckpointError, InvalidObservationError, JournalError, UnknownBatchSizeError
-from banditfleet.kernels.thompson import find_arm_slots
+from banditfleet._fastcall import entry_point
+from banditfleet.kernels.thompson import find_arm_slots, observe_one, thompson_predict
 from banditfleet.store import FleetStore
 
 __all__ = ["ArmState", "JobsLike"]
@@ -170,6 +171,45 @@ class _FleetOptimizer(Journaled):
             )
             for slot in range(start, start + count)
         }
+
+    # ------------------------------------------------------ scalar fast path
+    def _fast(self, name: str, dispatcher: Any, args: tuple[Any, ...]) -> Any:
+        """Call ``dispatcher`` through its compiled entry point, resolved once per optimizer.
+
+        The scalar paths always pass the store's arrays (fixed dtypes and
+        layouts) and Python scalars, so one entry point per call site serves
+        for good (see :mod:`banditfleet._fastcall`).
+        """
+        cache = self.__dict__.setdefault("_entry_points", {})
+        fn = cache.get(name)
+        if fn is None:
+            fn = cache[name] = entry_point(dispatcher, args)
+        return fn(*args)
+
+    def _sample_one(self, one: np.ndarray, out: np.ndarray, num_exploration: int) -> int:
+        """Thompson-sample the job in ``one[0]``; journal the predict; return the batch size."""
+        s = self._store
+        self._fast(
+            "thompson_predict",
+            thompson_predict,
+            (one, s.arm_start, s.arm_count, s.arm_active, s.arm_value, s.observation_count,
+             s.posterior_mean, s.posterior_precision, num_exploration, s.streams, out),
+        )
+        if self._folder is not None:
+            self._record("predict", {"rows": one.copy()})
+        return int(out[0])
+
+    def _observe_slot(self, row: int, bs: int, cost: float, refit: int, window: int) -> int:
+        """One observation through ``observe_one``; returns its slot, or -1 (nothing changed)
+        when ``bs`` is not one of the row's batch sizes."""
+        s = self._store
+        return self._fast(
+            "observe_one",
+            observe_one,
+            (row, bs, cost, refit, window, self.prior_mean, self.prior_precision, s.arm_start, s.arm_count,
+             s.arm_value, s.history_count, s.history_values, s.chunk_values, s.chunk_next, s.slot_chunks,
+             s.pool_used, s.reward_precision, s.posterior_mean, s.posterior_precision, s.observation_count),
+        )
 
     # ------------------------------------------------------------ validation
     def _job_name(self, row: int) -> str:

@@ -10,12 +10,10 @@ import numba
 import numpy as np
 
 from banditfleet._base import JobsLike, _FleetOptimizer
-from banditfleet._fastcall import entry_point
 from banditfleet.errors import ConfigurationError
 from banditfleet.kernels.streams import allocate_streams, seed_streams
 from banditfleet.kernels.thompson import (
     observe_incremental,
-    observe_one,
     observe_refit,
     rows_are_unique,
     thompson_predict,
@@ -120,10 +118,6 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         # Reused one-element buffers of the scalar fast path (optimizers are not thread-safe).
         self._one_row = np.zeros(1, np.int64)
         self._one_out = np.zeros(1, np.int64)
-        # Compiled entry points of the scalar kernels, resolved on first use (the
-        # store's arrays keep their dtypes and layouts when they grow).
-        self._predict_one = None
-        self._observe_one = None
 
     @property
     def name(self) -> str:
@@ -185,17 +179,8 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
     # ------------------------------------------------------------- decisions
     def predict(self, job: Hashable) -> int:
         """The batch size to run ``job`` with next."""
-        s = self._store
-        one, out = self._one_row, self._one_out
-        one[0] = s.row(job)
-        args = (one, s.arm_start, s.arm_count, s.arm_active, s.arm_value, s.observation_count,
-                s.posterior_mean, s.posterior_precision, self.num_exploration, s.streams, out)
-        if self._predict_one is None:
-            self._predict_one = entry_point(thompson_predict, args)
-        self._predict_one(*args)
-        if self._folder is not None:
-            self._record("predict", {"rows": one.copy()})
-        bs = int(out[0])
+        self._one_row[0] = self._store.row(job)
+        bs = self._sample_one(self._one_row, self._one_out, self.num_exploration)
         if self.verbose:
             self._log(f"{job} -> BS = {bs}")
         return bs
@@ -261,13 +246,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         c = self._scalar_cost(row, cost)
         if self.learn_reward_precision:
             s.reserve_history_chunks(1)
-        args = (row, bs, c, 1 if self.learn_reward_precision else 0, HISTORY_UNBOUNDED,
-                self.prior_mean, self.prior_precision, s.arm_start, s.arm_count, s.arm_value,
-                s.history_count, s.history_values, s.chunk_values, s.chunk_next, s.slot_chunks,
-                s.pool_used, s.reward_precision, s.posterior_mean, s.posterior_precision, s.observation_count)
-        if self._observe_one is None:
-            self._observe_one = entry_point(observe_one, args)
-        slot = self._observe_one(*args)
+        slot = self._observe_slot(row, bs, c, 1 if self.learn_reward_precision else 0, HISTORY_UNBOUNDED)
         if slot < 0:
             self._slots(np.array([row], np.int64), np.array([bs], np.int64))  # raises the named error
         if self._folder is not None:

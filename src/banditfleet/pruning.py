@@ -27,8 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from banditfleet._base import JobsLike, _FleetOptimizer
-from banditfleet._fastcall import entry_point
-from banditfleet.kernels.thompson import find_arm_slots, observe_one, thompson_predict
+from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.errors import (
     ConfigurationError,
     InvalidArmsError,
@@ -250,8 +249,8 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self._store.add_job_array(_PREFIX + "registered_default", np.int64, 0)
         self._template = seed_template(self.seed)
         self._generation = 0
-        # Scalar fast path: reused one-element buffers, cached state tuples and
-        # compiled entry points (optimizers are not thread-safe).
+        # Scalar fast path: reused one-element buffers and cached state tuples
+        # (optimizers are not thread-safe).
         self._one_row = np.zeros(1, np.int64)
         self._one_out = np.zeros(1, np.int64)
         self._one_bs = np.zeros(1, np.int64)
@@ -260,11 +259,6 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self._one_flag = np.zeros(1, np.uint8)
         self._tuples_version = -1
         self._tuples = None
-        self._predict_one = None
-        self._observe_one = None
-        self._find_one = None
-        self._ts_predict_one = None
-        self._ts_observe_one = None
 
     @property
     def name(self) -> str:
@@ -432,14 +426,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         st, scratch = self._cached_tuples()
         if st.stage[row] != STAGE_PRUNING:
             # Thompson-sampling stage: nothing to validate or advance, just sample.
-            ts_args = (one, s.arm_start, s.arm_count, s.arm_active, s.arm_value, s.observation_count,
-                       s.posterior_mean, s.posterior_precision, TS_NUM_EXPLORATION, s.streams, out)
-            if self._ts_predict_one is None:
-                self._ts_predict_one = entry_point(thompson_predict, ts_args)
-            self._ts_predict_one(*ts_args)
-            if self._folder is not None:
-                self._record("predict", {"rows": one.copy()})
-            bs = int(out[0])
+            bs = self._sample_one(one, out, TS_NUM_EXPLORATION)
             if self.verbose:
                 self._log(f"{job} -> BS = {bs}")
             return bs
@@ -450,9 +437,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             s.slot_chunks, s.reward_precision, s.posterior_mean, s.posterior_precision,
             s.observation_count, s.streams, out,
         )
-        if self._predict_one is None:
-            self._predict_one = entry_point(predict_batch, args)
-        index, code = self._predict_one(*args)
+        index, code = self._fast("predict_batch", predict_batch, args)
         if code != ERR_NONE:
             raise self._predict_error(row, code)
         if self._folder is not None:
@@ -514,42 +499,24 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         one_bs[0] = bs
         one_cost[0] = c
         one_flag[0] = 0 if converged is None else _check_flag(converged, f"job {self._job_name(row)}: converged")
-        find_args = (one, one_bs, s.arm_start, s.arm_count, s.arm_value, one_slot)
-        if self._find_one is None:
-            self._find_one = entry_point(find_arm_slots, find_args)
-        if self._find_one(*find_args) >= 0:
+        if self._fast("find_arm_slots", find_arm_slots, (one, one_bs, s.arm_start, s.arm_count, s.arm_value, one_slot)) >= 0:
             self._slots(one, one_bs)  # raises the named error
         s.reserve_history_chunks(1)
         st, scratch = self._cached_tuples()
         if st.stage[row] != STAGE_PRUNING:
             # Thompson-sampling stage: record the reward and refit its arm, nothing else.
-            ts_args = (row, bs, c, 1, self.window_size, self.prior_mean, self.prior_precision,
-                       s.arm_start, s.arm_count, s.arm_value, s.history_count, s.history_values,
-                       s.chunk_values, s.chunk_next, s.slot_chunks, s.pool_used, s.reward_precision,
-                       s.posterior_mean, s.posterior_precision, s.observation_count)
-            if self._ts_observe_one is None:
-                self._ts_observe_one = entry_point(observe_one, ts_args)
-            self._ts_observe_one(*ts_args)
-            if self._folder is not None:
-                record = {"rows": one.copy(), "batch_sizes": one_bs.copy(), "costs": one_cost.copy()}
-                if converged is not None:
-                    record["converged"] = one_flag.copy()
-                self._record("observe", record)
-            if self.verbose:
-                self._log(f"{job} @ {batch_size}: cost = {c:.2f}, converged = {converged}")
-            return
-        args = (
-            one, one_slot, one_bs, s.arm_value, one_cost, one_flag, converged is not None, st,
-            self.concurrency, scratch, self._next_generation(), self.window_size, self.prior_mean,
-            self.prior_precision, s.history_count, s.history_values, s.chunk_values, s.chunk_next,
-            s.slot_chunks, s.pool_used, s.reward_precision, s.posterior_mean, s.posterior_precision,
-            s.observation_count,
-        )
-        if self._observe_one is None:
-            self._observe_one = entry_point(observe_batch, args)
-        index, code = self._observe_one(*args)
-        if code != ERR_NONE:
-            raise self._observe_error(row, bs, code, int(scratch.expecting[row]))
+            self._observe_slot(row, bs, c, 1, self.window_size)
+        else:
+            args = (
+                one, one_slot, one_bs, s.arm_value, one_cost, one_flag, converged is not None, st,
+                self.concurrency, scratch, self._next_generation(), self.window_size, self.prior_mean,
+                self.prior_precision, s.history_count, s.history_values, s.chunk_values, s.chunk_next,
+                s.slot_chunks, s.pool_used, s.reward_precision, s.posterior_mean, s.posterior_precision,
+                s.observation_count,
+            )
+            index, code = self._fast("observe_batch", observe_batch, args)
+            if code != ERR_NONE:
+                raise self._observe_error(row, bs, code, int(scratch.expecting[row]))
         if self._folder is not None:
             record = {"rows": one.copy(), "batch_sizes": one_bs.copy(), "costs": one_cost.copy()}
             if converged is not None:
