@@ -244,7 +244,9 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         row = s.row(job)
         bs = self._scalar_batch_size(row, batch_size)
         c = self._scalar_cost(row, cost)
-        if self.learn_reward_precision:
+        if self.learn_reward_precision and int(s.pool_used[0]) >= s.chunk_next.shape[0]:
+            # The history pool must grow: refuse an unknown batch size before growing it.
+            self._slots(np.array([row], np.int64), np.array([bs], np.int64))
             s.reserve_history_chunks(1)
         slot = self._observe_slot(row, bs, c, 1 if self.learn_reward_precision else 0, HISTORY_UNBOUNDED)
         if slot < 0:

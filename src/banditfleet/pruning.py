@@ -501,8 +501,18 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         one_flag[0] = 0 if converged is None else _check_flag(converged, f"job {self._job_name(row)}: converged")
         if self._fast("find_arm_slots", find_arm_slots, (one, one_bs, s.arm_start, s.arm_count, s.arm_value, one_slot)) >= 0:
             self._slots(one, one_bs)  # raises the named error
-        s.reserve_history_chunks(1)
         st, scratch = self._cached_tuples()
+        if s.history_window == HISTORY_UNBOUNDED and int(s.pool_used[0]) + 1 > s.chunk_next.shape[0]:
+            # The history pool must grow: refuse a bad call before growing it
+            # (a refused call changes nothing, capacities included).
+            if st.stage[row] == STAGE_PRUNING:
+                index, code = validate_observe(
+                    one, one_bs, converged is not None, self.concurrency, st, scratch, self._next_generation()
+                )
+                if code != ERR_NONE:
+                    raise self._observe_error(row, bs, code, int(scratch.expecting[row]))
+            s.reserve_history_chunks(1)
+            st, scratch = self._cached_tuples()
         if st.stage[row] != STAGE_PRUNING:
             # Thompson-sampling stage: record the reward and refit its arm, nothing else.
             self._observe_slot(row, bs, c, 1, self.window_size)
