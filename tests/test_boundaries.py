@@ -303,7 +303,18 @@ def _ref_manager_run(arms, default, rounds, outcome_of):
         ("small fail", lambda i, bs: (float(7 - i % 7), bs > 8)),
     ],
 )
-@pytest.mark.parametrize("arms,default", [([8, 16, 32, 64, 128], 32), ([8, 16, 32, 64, 128], 8), ([8, 16, 32, 64, 128], 128), ([16], 16)])
+@pytest.mark.parametrize(
+    "arms,default",
+    [
+        ([8, 16, 32, 64, 128], 32),
+        ([8, 16, 32, 64, 128], 8),
+        ([8, 16, 32, 64, 128], 128),
+        ([16], 16),
+        # unsorted: round 1 splits by position, later rounds by value
+        ([64, 8, 128, 16, 32], 16),
+        ([128, 8, 64, 32, 16], 8),
+    ],
+)
 def test_pruning_round_transitions_equal_reference(rounds, name, outcome_of, arms, default):
     """Fixed round transitions: default at either end of the list or in the middle, costs
     that rise or fall across rounds (the round's best must reset), ties, signed zeros."""
