@@ -2,7 +2,11 @@
 
 ``ci`` (the default) keeps example counts modest so the whole suite stays
 fast; ``thorough`` is for occasional deep runs:
-``HYPOTHESIS_PROFILE=thorough pytest tests``.
+``HYPOTHESIS_PROFILE=thorough pytest tests``. ``ci-boundscheck`` is for the
+second, bounds-checked pass of the kernel tests in ``.ci/run``
+(``NUMBA_BOUNDSCHECK=1``): every explicit ``@example`` still runs, with fewer
+random examples, because the same tests already ran at full count unchecked
+(see docs/testing.md).
 """
 
 from __future__ import annotations
@@ -14,6 +18,12 @@ from hypothesis import HealthCheck, settings
 settings.register_profile(
     "ci",
     max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci-boundscheck",
+    max_examples=15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

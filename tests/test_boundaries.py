@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 from naive import NaivePruningGTS
 from naive_power import NaivePowerLimit
 
@@ -153,7 +154,7 @@ def window_runs(draw):
 
 
 @pytest.mark.reference
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(run=window_runs(), seed=st.sampled_from([0, 7]))
 @example(run=(2, [0.0]), seed=0)
 @example(run=(2, [1.0, 1.0, 1.0]), seed=0)

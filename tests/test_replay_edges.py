@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from banditfleet import Job
 from replay_support import assert_same_history, outcome, ref_job
@@ -166,7 +167,7 @@ def sparse_traces(draw):
     return train, power, Job("d", "n", "o", TARGET, max_epochs, default)
 
 
-@settings(max_examples=25, deadline=None, derandomize=True)
+@settings(max_examples=examples(25), deadline=None, derandomize=True)
 @given(
     trace=sparse_traces(),
     recurrences=st.integers(1, 15),
@@ -198,7 +199,7 @@ def test_missing_power_limits_change_the_early_stopping_bound():
             _assert_same_observations(ref, ours, f"beta={beta} eta={eta}")
 
 
-@settings(max_examples=15, deadline=None, derandomize=True)
+@settings(max_examples=examples(15), deadline=None, derandomize=True)
 @given(
     trace=sparse_traces(),
     n=st.integers(1, 12),
