@@ -43,22 +43,25 @@ import re
 import shutil
 import subprocess
 import sys
+import signal
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Test files per area, fast and focused ones first (runs stop at the first failure).
-T_GTS = ["tests/test_gts.py", "tests/test_gts_reference.py", "tests/test_refused_calls.py", "tests/test_boundaries.py"]
+T_GTS = ["tests/test_boundaries.py", "tests/test_refused_calls.py", "tests/test_gts.py", "tests/test_gts_reference.py"]
 T_STREAMS = ["tests/test_streams.py"]
 T_STATS = ["tests/test_stats.py", "tests/test_boundaries.py"]
-T_PRUNING = ["tests/test_pruning.py", "tests/test_pruning_reference.py", "tests/test_refused_calls.py", "tests/test_boundaries.py"]
-T_POWER = ["tests/test_power.py", "tests/test_boundaries.py"]
+T_PRUNING = ["tests/test_boundaries.py", "tests/test_refused_calls.py", "tests/test_pruning.py", "tests/test_pruning_reference.py"]
+T_POWER = ["tests/test_boundaries.py", "tests/test_power.py"]
 T_REPLAY = ["tests/test_replay_edges.py", "tests/test_replay_random.py"]
-T_CHECKPOINT = ["tests/test_checkpoint_format.py", "tests/test_boundaries.py"]
-T_JOURNAL = ["tests/test_journal.py", "tests/test_boundaries.py"]
+T_CHECKPOINT = ["tests/test_boundaries.py", "tests/test_checkpoint_format.py"]
+T_JOURNAL = ["tests/test_boundaries.py", "tests/test_journal.py"]
 
 
 @dataclass
@@ -75,22 +78,22 @@ class Mutation:
 M = Mutation
 MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------ kernels/thompson.py
-    M("thompson-scratch-not-grown", "kernels/thompson.py", "    max_n += slots.shape[0]\n", "", T_GTS + T_PRUNING[:2], boundscheck=True,
+    M("thompson-scratch-not-grown", "kernels/thompson.py", "    max_n += slots.shape[0]\n", "", T_GTS + T_PRUNING[2:], boundscheck=True,
       note="heap overrun when a batch repeats a slot (window 0)"),
     M("thompson-explore-le", "kernels/thompson.py", "if observation_count[slot] < num_exploration:", "if observation_count[slot] <= num_exploration:", T_GTS),
     M("thompson-first-draw-not-taken", "kernels/thompson.py", "if p == 0 or draw > best:", "if draw > best:", T_GTS),
     M("thompson-tie-takes-last", "kernels/thompson.py", "if p == 0 or draw > best:", "if p == 0 or draw >= best:", T_GTS),
-    M("thompson-ring-position", "kernels/thompson.py", "history_values[slot * window + n % window] = reward", "history_values[slot * window + (n + 1) % window] = reward", T_PRUNING[:2] + T_STATS[1:]),
-    M("thompson-gather-fill", "kernels/thompson.py", "fill = n if n < window else window", "fill = n if n <= window else window", T_PRUNING[:2] + T_STATS[1:]),
+    M("thompson-ring-position", "kernels/thompson.py", "history_values[slot * window + n % window] = reward", "history_values[slot * window + (n + 1) % window] = reward", T_STATS[1:] + T_PRUNING[2:]),
+    M("thompson-gather-fill", "kernels/thompson.py", "fill = n if n < window else window", "fill = n if n <= window else window", T_STATS[1:] + T_PRUNING[2:]),
     M("thompson-scale-precision", "kernels/thompson.py", "scale = math.sqrt(1.0 / posterior_precision[slot])", "scale = 1.0 / math.sqrt(posterior_precision[slot])", T_GTS,
       note="algebraically equal; differs in the last ulp"),
     # ------------------------------------------------------------ kernels/stats.py
     M("stats-sum-with-no-identity", "kernels/stats.py", "        return 0.0 + _pairwise_leaf(values, 0, n)\n    return 0.0 + pairwise_sum_with",
-      "        return _pairwise_leaf(values, 0, n)\n    return pairwise_sum_with", T_STATS + T_GTS[:2]),
+      "        return _pairwise_leaf(values, 0, n)\n    return pairwise_sum_with", T_STATS + T_GTS[2:]),
     M("stats-array-sum-no-identity", "kernels/stats.py", "    return 0.0 + pairwise_sum(values, 0, n)", "    return pairwise_sum(values, 0, n)", T_STATS),
-    M("stats-zero-variance-precision", "kernels/stats.py", "    if variance == 0.0:\n        return np.inf", "    if variance == 0.0:\n        return 0.0", T_STATS + T_GTS[:2]),
+    M("stats-zero-variance-precision", "kernels/stats.py", "    if variance == 0.0:\n        return np.inf", "    if variance == 0.0:\n        return 0.0", T_STATS + T_GTS[2:]),
     M("stats-increment-order", "kernels/stats.py", "new_mean = (precision * mean + reward_precision * (0.0 + reward)) / new_precision",
-      "new_mean = (reward_precision * (0.0 + reward) + precision * mean) / new_precision", T_STATS + T_GTS[:2]),
+      "new_mean = (reward_precision * (0.0 + reward) + precision * mean) / new_precision", T_STATS + T_GTS[2:]),
     M("stats-leaf-threshold", "kernels/stats.py", "    if n < 8:\n        res = 0.0", "    if n < 9:\n        res = 0.0", T_STATS),
     # ------------------------------------------------------- kernels/streams.py, distributions.py
     M("streams-rotation", "kernels/streams.py", "rot = new_hi >> _U64(58)", "rot = new_hi >> _U64(59)", T_STREAMS),
@@ -147,6 +150,8 @@ MUTATIONS: list[Mutation] = [
 ]
 
 _IGNORE = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".hypothesis", ".pytest_cache", "*.egg-info", ".benchmarks", "*.nbi", "*.nbc", "build", "dist")
+_CHILDREN: set[subprocess.Popen] = set()
+_LOCK = threading.Lock()
 
 
 def _kernel_dependents() -> dict[str, set[str]]:
@@ -168,14 +173,31 @@ def _kernel_dependents() -> dict[str, set[str]]:
 
 
 def _run(cmd, cwd, env, log, timeout):
+    """Run in a new session (so the whole tree can be stopped); (exit code, seconds, output)."""
     t0 = time.time()
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
-        rc, text = proc.returncode, proc.stdout
-    except subprocess.TimeoutExpired as exc:
-        rc, text = -9, (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-    log.write_text(text)
-    return rc, time.time() - t0, text
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        with _LOCK:
+            _CHILDREN.add(proc)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            rc = proc.wait()
+        finally:
+            with _LOCK:
+                _CHILDREN.discard(proc)
+    return rc, time.time() - t0, Path(log).read_text()
+
+
+def _stop_children(*_):
+    with _LOCK:
+        for proc in list(_CHILDREN):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    sys.exit(130)
 
 
 def _summary_line(text: str) -> str:
@@ -184,11 +206,22 @@ def _summary_line(text: str) -> str:
     return (fails[0] if fails else "") + (" | " if fails else "") + (lines[-1] if lines else "")
 
 
+def _relocate_cache(cache: Path, old_repo: Path, new_repo: Path) -> None:
+    """numba's user cache mirrors each source file's absolute folder under the cache dir;
+    move the entries made for ``old_repo`` to where ``new_repo``'s sources look for them."""
+    old = cache / str(old_repo).lstrip(os.sep)
+    if old.is_dir():
+        new = cache / str(new_repo).lstrip(os.sep)
+        new.parent.mkdir(parents=True, exist_ok=True)
+        old.rename(new)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-k", action="append", default=[], help="run mutations whose id contains this (repeatable)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--jobs", type=int, default=1, help="mutations tested at once, each in its own copy (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--timeout", type=float, default=1500.0, help="seconds per test run")
     ap.add_argument("--profile", default="ci", help="hypothesis profile (default: ci)")
@@ -205,69 +238,110 @@ def main() -> int:
         if count != 1:
             print(f"error: {m.id}: the original snippet occurs {count} times in {m.file}", file=sys.stderr)
             return 2
+    signal.signal(signal.SIGTERM, _stop_children)
+    signal.signal(signal.SIGINT, _stop_children)
 
     scratch = Path(tempfile.mkdtemp(prefix="banditfleet-mutate."))
-    repo = scratch / "repo"
+    try:
+        return _mutate(args, chosen, scratch)
+    finally:
+        if args.keep:
+            print(f"scratch kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _mutate(args, chosen, scratch: Path) -> int:
+    repo = scratch / "repo-0"
     shutil.copytree(ROOT, repo, ignore=_IGNORE, symlinks=True)
     (repo / "src" / "banditfleet" / "kernels").symlink_to(repo / "kernels", target_is_directory=True)
     logs = scratch / "logs"
     logs.mkdir()
     env = dict(os.environ)
-    env.update(PYTHONPATH=str(repo / "src"), HYPOTHESIS_PROFILE=args.profile, PYTHONDONTWRITEBYTECODE="1")
+    env.update(HYPOTHESIS_PROFILE=args.profile, PYTHONDONTWRITEBYTECODE="1")
     env.pop("NUMBA_BOUNDSCHECK", None)
+
+    def repo_env(r: Path) -> dict:
+        return dict(env, PYTHONPATH=str(r / "src"))
+
     check = subprocess.run(
         [sys.executable, "-c", "import banditfleet, banditfleet.kernels as k; print(banditfleet.__file__); print(k.__file__)"],
-        cwd=repo, env=env, capture_output=True, text=True,
+        cwd=repo, env=repo_env(repo), capture_output=True, text=True,
     )
     if check.returncode != 0 or any(not p.startswith(str(repo)) for p in check.stdout.split()):
         print(f"error: the scratch copy does not import its own code:\n{check.stdout}{check.stderr}", file=sys.stderr)
         return 2
-    pytest = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly"]
+    pytest = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
 
-    base_cache = scratch / "numba-base"
+    bases = {False: scratch / "numba-base"}
     all_tests = sorted({t for m in chosen for t in m.tests})
-    print(f"scratch copy: {repo}")
+    print(f"scratch: {scratch}")
     print(f"baseline: {len(all_tests)} test files, unmutated, cold numba cache ...", flush=True)
-    rc, secs, text = _run(pytest + all_tests, repo, dict(env, NUMBA_CACHE_DIR=str(base_cache)), logs / "baseline.log", args.timeout * 3)
+    rc, secs, text = _run(pytest + all_tests, repo, dict(repo_env(repo), NUMBA_CACHE_DIR=str(bases[False])), logs / "baseline.log", args.timeout * 3)
     print(f"baseline: exit {rc} in {secs:.0f} s: {_summary_line(text)}", flush=True)
     if rc != 0:
         print(f"error: the unmutated tests fail; see {logs / 'baseline.log'}", file=sys.stderr)
         return 2
     if any(m.boundscheck for m in chosen):
+        bases[True] = scratch / "numba-base-boundscheck"
         bc_tests = sorted({t for m in chosen if m.boundscheck for t in m.tests})
-        bc_cache = scratch / "numba-base-boundscheck"
-        rc, secs, text = _run(pytest + bc_tests, repo, dict(env, NUMBA_CACHE_DIR=str(bc_cache), NUMBA_BOUNDSCHECK="1"), logs / "baseline-boundscheck.log", args.timeout * 3)
+        rc, secs, text = _run(pytest + bc_tests, repo, dict(repo_env(repo), NUMBA_CACHE_DIR=str(bases[True]), NUMBA_BOUNDSCHECK="1"), logs / "baseline-boundscheck.log", args.timeout * 3)
         print(f"baseline (NUMBA_BOUNDSCHECK=1): exit {rc} in {secs:.0f} s: {_summary_line(text)}", flush=True)
         if rc != 0:
             print("error: the unmutated tests fail with bounds checks", file=sys.stderr)
             return 2
 
+    # One copy per worker, with the source mtimes of the first (numba's cache stamps).
+    repos = [repo]
+    for w in range(1, max(args.jobs, 1)):
+        r = scratch / f"repo-{w}"
+        shutil.copytree(repo, r, symlinks=True)
+        (r / "src" / "banditfleet" / "kernels").unlink()
+        (r / "src" / "banditfleet" / "kernels").symlink_to(r / "kernels", target_is_directory=True)
+        repos.append(r)
+    free = list(repos)
     dependents = _kernel_dependents()
-    results = []
-    for i, m in enumerate(chosen, 1):
-        target = repo / m.file
-        original_text = target.read_text()
-        stamp = target.stat()
-        target.write_text(original_text.replace(m.original, m.replacement, 1))
-        cache = scratch / f"numba-{i}"
-        shutil.copytree(scratch / ("numba-base-boundscheck" if m.boundscheck else "numba-base"), cache)
-        if m.file.startswith("kernels/"):
-            stale = dependents[Path(m.file).stem]
-            for p in cache.rglob("*"):
-                if p.suffix in (".nbi", ".nbc") and p.name.split(".", 1)[0] in stale:
-                    p.unlink()
-        run_env = dict(env, NUMBA_CACHE_DIR=str(cache))
-        if m.boundscheck:
-            run_env["NUMBA_BOUNDSCHECK"] = "1"
+    results: list[dict] = []
+    done = [0]
+
+    def one(i: int, m: Mutation) -> dict:
+        with _LOCK:
+            r = free.pop()
         try:
-            rc, secs, text = _run(pytest + m.tests, repo, run_env, logs / f"{m.id}.log", args.timeout)
+            target = r / m.file
+            original_text = target.read_text()
+            stamp = target.stat()
+            target.write_text(original_text.replace(m.original, m.replacement, 1))
+            cache = scratch / f"numba-{i}"
+            shutil.copytree(bases[m.boundscheck], cache)
+            if r != repo:
+                _relocate_cache(cache, repo, r)
+            if m.file.startswith("kernels/"):
+                stale = dependents[Path(m.file).stem]
+                for p in cache.rglob("*"):
+                    if p.suffix in (".nbi", ".nbc") and p.name.split(".", 1)[0] in stale:
+                        p.unlink()
+            run_env = dict(repo_env(r), NUMBA_CACHE_DIR=str(cache))
+            if m.boundscheck:
+                run_env["NUMBA_BOUNDSCHECK"] = "1"
+            try:
+                rc, secs, text = _run(pytest + m.tests, r, run_env, logs / f"{m.id}.log", args.timeout)
+            finally:
+                target.write_text(original_text)
+                os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # numba's cache stamp of the file
+                shutil.rmtree(cache, ignore_errors=True)
         finally:
-            target.write_text(original_text)
-            os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # numba's cache stamp of the file
-            shutil.rmtree(cache, ignore_errors=True)
+            with _LOCK:
+                free.append(r)
         status = "survived" if rc == 0 else "killed" if rc == 1 else f"killed (exit {rc})"
-        results.append(dict(id=m.id, file=m.file, status=status, seconds=round(secs, 1), boundscheck=m.boundscheck, detail=_summary_line(text), note=m.note))
-        print(f"[{i}/{len(chosen)}] {m.id:42s} {status:18s} {secs:6.0f} s  {_summary_line(text)[:150]}", flush=True)
+        res = dict(id=m.id, file=m.file, status=status, seconds=round(secs, 1), boundscheck=m.boundscheck, detail=_summary_line(text), note=m.note)
+        with _LOCK:
+            done[0] += 1
+            print(f"[{done[0]}/{len(chosen)}] {m.id:42s} {status:18s} {secs:6.0f} s  {_summary_line(text)[:150]}", flush=True)
+        return res
+
+    with ThreadPoolExecutor(max_workers=len(repos)) as pool:
+        results = list(pool.map(lambda im: one(*im), enumerate(chosen, 1)))
 
     killed = [r for r in results if r["status"] != "survived"]
     print()
@@ -277,10 +351,6 @@ def main() -> int:
             print(f"  survived: {r['id']} ({r['file']}){': ' + r['note'] if r['note'] else ''}")
     if args.json:
         args.json.write_text(json.dumps(dict(results=results, killed=len(killed), total=len(results)), indent=2))
-    if args.keep:
-        print(f"scratch kept: {scratch}")
-    else:
-        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
