@@ -78,7 +78,7 @@ class Mutation:
 M = Mutation
 MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------ kernels/thompson.py
-    M("thompson-scratch-not-grown", "kernels/thompson.py", "    max_n += slots.shape[0]\n", "", T_GTS + T_PRUNING[2:], boundscheck=True,
+    M("thompson-scratch-not-grown", "kernels/thompson.py", "    max_n += slots.shape[0]\n", "", ["tests/test_boundaries.py", "tests/test_gts.py"], boundscheck=True,
       note="heap overrun when a batch repeats a slot (window 0)"),
     M("thompson-explore-le", "kernels/thompson.py", "if observation_count[slot] < num_exploration:", "if observation_count[slot] <= num_exploration:", T_GTS),
     M("thompson-first-draw-not-taken", "kernels/thompson.py", "if p == 0 or draw > best:", "if draw > best:", T_GTS),
