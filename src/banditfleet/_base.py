@@ -241,8 +241,15 @@ class _FleetOptimizer(Journaled):
         return B.BATCH_SIZE.check(value, f"job {self._job_name(row)}")
 
     def _scalar_cost(self, row: int, value: Any) -> float:
-        if type(value) is float and value - value == 0.0:
-            return value
+        t = type(value)
+        if t is float:
+            if value - value == 0.0:  # finite
+                return value
+        elif t is int:
+            try:
+                return float(value)  # finite whenever it fits
+            except OverflowError:
+                pass
         return B.COST.check(value, f"job {self._job_name(row)}")
 
     def _scalar_converged(self, row: int, value: Any) -> bool | None:

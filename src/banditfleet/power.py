@@ -315,7 +315,7 @@ class JITPowerLimitOptimizer(Journaled):
         """Learn from one run of ``job`` at ``batch_size`` and ``power_limit`` (watts) costing ``cost``."""
         bs = batch_size if type(batch_size) is int and 0 < batch_size <= B.INT64_MAX else B.POSITIVE_BATCH_SIZE.check(batch_size, f"job {job!r}")
         pl = power_limit if type(power_limit) is int and 0 < power_limit <= B.INT64_MAX else B.POWER_LIMIT.check(power_limit, f"job {job!r}")
-        c = cost if type(cost) is float and cost - cost == 0.0 else B.COST.check(cost, f"job {job!r}")
+        c = cost if type(cost) is float and cost - cost == 0.0 else B.COST.check(cost, f"job {job!r}")  # ints: one call
         try:
             row = self._rows.get(job)
         except TypeError:
