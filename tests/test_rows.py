@@ -124,6 +124,8 @@ def test_rows_are_convenient():
         arr[0] = 1
     with pytest.raises(TypeError):
         list(rows)
+    with pytest.raises(TypeError, match="rows.array"):
+        np.asarray(rows)
     with pytest.raises(TypeError):
         Rows(np.array([0]))
     assert "GTSBatchSizeOptimizer" in repr(rows)

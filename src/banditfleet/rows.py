@@ -127,6 +127,9 @@ class Rows:
     def __iter__(self):
         raise TypeError("Rows are not iterable (a list of row numbers would be read as job keys); use rows.array")
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise TypeError("Rows are not an array (an integer array is read as job keys); use rows.array for the row numbers")
+
     def __repr__(self) -> str:
         shown = np.array2string(self._a, threshold=8, separator=", ")
         return f"Rows({shown}, of {self._space.owner})"
