@@ -130,6 +130,8 @@ def test_rows_are_convenient():
         Rows(np.array([0]))
     assert "GTSBatchSizeOptimizer" in repr(rows)
     assert len(opt.register_jobs(["x", "y"], [ARMS, ARMS])) == 2
+    with pytest.raises(UnknownJobError, match="not job keys"):
+        opt.register_jobs(rows, [ARMS] * 4)
 
 
 def test_exhausted_many_takes_rows_and_masks_stay_rows():

@@ -483,6 +483,8 @@ def key_list(jobs: Any) -> list[Hashable]:
         if jobs.ndim != 1:
             raise UnknownJobError(f"jobs: expected a 1-D sequence of job keys, got {shown(jobs)} of shape {jobs.shape}")
         return jobs.tolist()
+    if type(jobs).__name__ == "Rows" and type(jobs).__module__ == "banditfleet.rows":
+        raise UnknownJobError(f"jobs: {jobs!r} are rows, not job keys (this call takes keys)")
     if isinstance(jobs, (str, bytes)) or not hasattr(jobs, "__iter__"):
         raise UnknownJobError(
             f"jobs: expected a sequence of job keys or Rows from rows(), got {describe(jobs)} {shown(jobs)} "
