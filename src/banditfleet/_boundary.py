@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from banditfleet.kernels.distributions import FLOYD_MAX_POPULATION
 from banditfleet.errors import (
     CheckpointError,
     ConfigurationError,
@@ -49,20 +50,32 @@ __all__ = [
     "Constraint",
     "declare",
     "describe",
+    "shown",
     "key_list",
+    "unhashable",
+    "flatten_arms",
+    "validate_arms",
     "COST",
     "BATCH_SIZE",
     "POSITIVE_BATCH_SIZE",
     "POWER_LIMIT",
+    "ARM",
+    "ROW",
     "FLAG",
     "OPTIONAL_FLAG",
+    "REACHED",
     "SEED",
     "SEEDS",
     "KEY",
     "JOBS",
+    "PATH",
+    "FOLDER",
+    "FSYNC",
 ]
 
 INT64_MAX = (1 << 63) - 1
+# numpy's choice() uses Floyd's algorithm (what the kernels reproduce) up to this many arms.
+MAX_ARMS_PER_JOB = int(FLOYD_MAX_POPULATION)
 UINT64_LIMIT = 1 << 64
 
 _Who = Callable[[int], str]
@@ -549,9 +562,6 @@ NUM_PRUNING_ROUNDS = Setting("num_pruning_rounds", 1)
 
 
 # ------------------------------------------------------------- registrations
-MAX_ARMS_PER_JOB = 0  # set below from the kernels' limit (numpy's Floyd threshold)
-
-
 def flatten_arms(keys: list[Hashable], arm_lists: Any) -> tuple[np.ndarray, np.ndarray]:
     """Batch-size lists (one per job, or a 2-D integer array) as flat int64 values and counts.
 
@@ -612,15 +622,6 @@ def validate_arms(keys: list[Hashable], flat: np.ndarray, counts: np.ndarray, st
         if dup.size:
             i = int(sj[dup[0]])
             raise InvalidArmsError(f"job {keys[i]!r}: batch size {int(sf[dup[0]])} appears more than once")
-
-
-def _max_arms() -> int:
-    from banditfleet.kernels.distributions import FLOYD_MAX_POPULATION
-
-    return int(FLOYD_MAX_POPULATION)
-
-
-MAX_ARMS_PER_JOB = _max_arms()
 
 
 # ------------------------------------------------------------------- objects
