@@ -141,6 +141,7 @@ def test_never_removed_jobs_keep_their_decisions_and_state():
     got = _drive(mixed, keep, 3, 1)
     mixed.remove_jobs(churn[:50])  # compacts: more than a quarter of the rows are dead
     assert mixed.generation > gen0 and mixed.memory_report()["jobs"] == 40
+    assert mixed._store.n_jobs == 40 and mixed._store.n_dead_jobs == 0  # compacted
     mixed.register_jobs(churn[60:], [[8, 16, 32]] * 60)
     _drive(mixed, churn[60:], 2, 5)
     mixed.remove_jobs(churn[50:60] + churn[60:])
@@ -541,3 +542,76 @@ def test_power_checkpoint_after_churn(tmp_path):
     live_bytes = sum(a.nbytes for a in fresh._export_arrays().values())
     assert churned.memory_report()["allocated_bytes"] <= 2 * (live_bytes + fresh.table.table.nbytes)
     assert _state(churned) == _state(fresh)
+
+
+# ------------------------------------------------------------ naive models
+@settings(max_examples=15, deadline=None)
+@given(learn=st.booleans(), data=st.data())
+def test_gts_lifecycle_against_the_naive_model(learn, data):
+    """Random register / predict / observe / remove / reset sequences: a removed job is gone
+    from the model, a reset one is registered in it anew (same arms, the optimizer's seed)."""
+    from naive_gts import NaiveGTS
+
+    cfg = dict(learn_reward_precision=learn, reward_precision=0.0 if learn else 0.5, num_exploration=1, seed=99)
+    ours = GTSBatchSizeOptimizer(verbose=False, **cfg)
+    model = NaiveGTS(learn, reward_precision=cfg["reward_precision"], num_exploration=1, seed=99)
+    arms_of = {k: sorted(data.draw(st.sets(st.sampled_from(ARMS), min_size=1, max_size=4), label=f"arms{k}")) for k in range(12)}
+    for _ in range(data.draw(st.integers(10, 60), label="ops")):
+        op = data.draw(st.sampled_from(["register", "step", "step", "step", "remove", "reset"]), label="op")
+        k = data.draw(st.integers(0, 11), label="key")
+        known = k in model.jobs
+        if op == "register":
+            ours.register_job(k, arms_of[k])
+            model.register(k, arms_of[k])
+        elif not known:
+            for method in (ours.remove_job, ours.reset_job, ours.predict):
+                with pytest.raises(UnknownJobError):
+                    method(k)
+        elif op == "step":
+            bs = ours.predict(k)
+            assert bs == model.predict(k)
+            cost = data.draw(st.floats(0.5, 100.0), label="cost")
+            ours.observe(k, bs, cost)
+            model.observe(k, bs, cost)
+        elif op == "remove":
+            ours.remove_job(k)
+            del model.jobs[k]
+        else:
+            ours.reset_job(k)
+            del model.jobs[k]
+            model.register(k, arms_of[k])
+        assert sorted(ours.jobs) == sorted(model.jobs)
+    for k, j in model.jobs.items():
+        for arm, state in ours.arm_state(k).items():
+            assert state.observations == j["count"][arm]
+            assert state.posterior_precision == j["prec"][arm]
+
+
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_power_lifecycle_against_the_naive_model(data):
+    from naive_power import NaivePowerLimit
+
+    ours = JITPowerLimitOptimizer(verbose=False)
+    model = NaivePowerLimit()
+    for _ in range(data.draw(st.integers(10, 120), label="ops")):
+        op = data.draw(st.sampled_from(["observe", "observe", "observe", "remove", "reset"]), label="op")
+        k = data.draw(st.integers(0, 8), label="key")
+        if op == "observe":
+            bs = data.draw(st.sampled_from([8, 16, 32]), label="bs")
+            pl = data.draw(st.sampled_from([100, 150, 200]), label="pl")
+            c = data.draw(st.floats(0.0, 10.0), label="cost")
+            ours.observe(k, bs, pl, c)
+            model.observe(k, bs, pl, c)
+        elif k not in model.jobs():
+            with pytest.raises(UnknownJobError):
+                (ours.remove_job if op == "remove" else ours.reset_job)(k)
+        else:
+            (ours.remove_job if op == "remove" else ours.reset_job)(k)
+            model.entries = {key: e for key, e in model.entries.items() if key[0] != k}
+        assert ours.jobs == model.jobs()
+        for j in model.jobs():
+            assert {bs: tuple(s) for bs, s in ours.state(j).items()} == model.state(j)
+        for j in range(9):
+            for bs in (8, 16, 32):
+                assert ours.predict(j, bs) == model.predict(j, bs)
