@@ -615,3 +615,40 @@ def test_power_lifecycle_against_the_naive_model(data):
         for j in range(9):
             for bs in (8, 16, 32):
                 assert ours.predict(j, bs) == model.predict(j, bs)
+
+
+def test_version_1_manager_file_loads_and_resets(tmp_path, monkeypatch):
+    """A manager file as the version-1 writer wrote it (no registered default, format 1)."""
+    import banditfleet.checkpoint as ckpt
+
+    m = PruningExploreManager([32, 8, 64, 16], 32)
+    m.report_batch_size_result(m.next_batch_size(), 1.0, True)
+    arrays = {k: v for k, v in m._store.export_arrays().items() if k != "job.pr_registered_default"}
+    monkeypatch.setattr(ckpt, "FORMAT_VERSION", 1)
+    ckpt.write_checkpoint(tmp_path / "m", "PruningExploreManager", {"num_pruning_rounds": 2}, [0], arrays)
+    monkeypatch.undo()
+    assert ckpt.read_checkpoint(tmp_path / "m")[0]["format_version"] == 1
+    old = PruningExploreManager.load(tmp_path / "m")
+    twin = PruningExploreManager([32, 8, 64, 16], 32)
+    twin.report_batch_size_result(twin.next_batch_size(), 1.0, True)
+    for _ in range(3):
+        bs = old.next_batch_size()
+        assert bs == twin.next_batch_size()
+        old.report_batch_size_result(bs, 2.0, True)
+        twin.report_batch_size_result(bs, 2.0, True)
+    old.reset()
+    fresh = PruningExploreManager([32, 8, 64, 16], 32)
+    assert old.next_batch_size() == fresh.next_batch_size() == 32
+    assert (old.expecting, old.default, old.batch_sizes) == (fresh.expecting, fresh.default, fresh.batch_sizes)
+
+
+def test_power_entry_count_follows_removal():
+    from naive_power import NaivePowerLimit
+
+    ours, model = JITPowerLimitOptimizer(verbose=False), NaivePowerLimit()
+    for k in range(100):
+        for bs in (8, 16, 32)[: 1 + k % 3]:
+            ours.observe(k, bs, 100, 1.0)
+            model.observe(k, bs, 100, 1.0)
+    ours.remove_jobs([1, 2, 3])  # below the compaction threshold: dead entries stay in the table
+    assert len(ours.table) > ours.n_entries == len([e for e in model.entries if e[0] not in (1, 2, 3)])

@@ -260,13 +260,20 @@ class JITPowerLimitOptimizer(Journaled):
 
     @property
     def table(self) -> PowerLimitTable:
-        """The entry arrays and hash table (the optimizer's whole numeric state)."""
+        """The entry arrays and hash table (the optimizer's whole numeric state; entries of
+        removed jobs stay in it, unreachable, until the optimizer compacts)."""
         return self._table
 
     @property
     def n_entries(self) -> int:
-        """Observed (job, batch size) pairs."""
-        return len(self._table)
+        """Observed (job, batch size) pairs of the jobs not removed."""
+        if not self._n_dead:
+            return len(self._table)
+        t = self._table
+        rows = t.entry_row[: len(t)]
+        mask = self._dead_mask
+        dead = mask[np.minimum(rows, mask.shape[0] - 1)].astype(bool) & (rows < mask.shape[0])
+        return int(rows.shape[0] - dead.sum())
 
     def rows(self, jobs: JobsLike, create: bool = True) -> np.ndarray:
         """Resolve job keys to an int64 row array, once, for the ``*_many`` calls.
