@@ -236,14 +236,15 @@ class _FleetOptimizer(Journaled):
         encoded = self._journal_keys(keys)
         s = self._store
         s.on_compact = self._record_compact
-        slots = s.job_slots(rows)
+        slots, _ = s.slots_of(rows)
         s.free_history(slots)
         self._init_jobs(rows, slots)
         self._record_keys("reset", encoded)
         s.maybe_compact()
 
-    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray) -> None:  # pragma: no cover - overridden
-        """Put ``rows`` (arm ``slots``) in the state of a fresh registration."""
+    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:  # pragma: no cover - overridden
+        """Put ``rows`` (arm ``slots``: an index array, or a slice for one row) in the state of a
+        fresh registration."""
         raise NotImplementedError
 
     def memory_report(self) -> dict[str, int]:

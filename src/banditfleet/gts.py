@@ -179,7 +179,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         self._record_register(encoded, batch_sizes, arrays=None if job_seeds is None else {"seeds": job_seeds})
         return rows
 
-    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray) -> None:
+    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:
         """Arms at the prior, no observations, streams seeded as at registration."""
         s = self._store
         s.posterior_mean[slots] = self.prior_mean

@@ -364,7 +364,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self._record_register(encoded, batch_sizes, arrays=extra_arrays)
         return rows
 
-    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray) -> None:
+    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:
         """Arms at the prior, no observations, pruning from the registered default, streams
         seeded as at registration."""
         s = self._store

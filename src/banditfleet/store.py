@@ -387,21 +387,31 @@ class FleetStore:
         the rows, arm slots and history stay allocated, dead, until the store
         compacts (:meth:`maybe_compact`). Bumps :attr:`generation`.
         """
-        slots = self.job_slots(rows)
+        slots, n_slots = self.slots_of(rows)
         self.free_history(slots)
         for r in rows.tolist():
             del self._rows[self._keys[r]]
             self._keys[r] = _REMOVED
         self.alive[rows] = 0
         self.n_dead_jobs += int(rows.shape[0])
-        self.n_dead_arms += int(slots.shape[0])
+        self.n_dead_arms += n_slots
         self.generation += 1
 
-    def free_history(self, slots: np.ndarray) -> None:
+    def slots_of(self, rows: np.ndarray) -> tuple[np.ndarray | slice, int]:
+        """The arm slots of ``rows`` as an index (a slice for one row: cheaper) and their number."""
+        if rows.shape[0] == 1:
+            start = int(self.arm_start[rows[0]])
+            count = int(self.arm_count[rows[0]])
+            return slice(start, start + count), count
+        slots = self.job_slots(rows)
+        return slots, int(slots.shape[0])
+
+    def free_history(self, slots: np.ndarray | slice) -> None:
         """Empty the reward history of ``slots`` (unbounded chunks become garbage until compaction)."""
         if self.history_window == HISTORY_UNBOUNDED:
-            counts = self.history_count[slots]
-            self.n_dead_chunks += int(((counts + CHUNK - 1) // CHUNK).sum())
+            counts = self.history_count[slots] + (CHUNK - 1)
+            counts //= CHUNK
+            self.n_dead_chunks += int(counts.sum())
             self.slot_chunks[slots] = -1
         elif self.history_window > 0:
             self.history_values.reshape(-1, self.history_window)[slots] = 0.0
@@ -411,9 +421,8 @@ class FleetStore:
         """Whether the dead part of the rows, arm slots or history chunks exceeds a
         quarter of the live part (a rule of logical counts only, so a journal
         replay reaches the same decision)."""
-        live = self.live_counts()
-        for dead, n_live in ((self.n_dead_jobs, live["jobs"]), (self.n_dead_arms, live["arms"]), (self.n_dead_chunks, live["chunks"])):
-            if dead and dead * _DEAD_FRACTION > max(n_live, _MIN_CAPACITY):
+        for dead, used in ((self.n_dead_jobs, self.n_jobs), (self.n_dead_arms, self.n_arms), (self.n_dead_chunks, int(self.pool_used[0]))):
+            if dead and dead * _DEAD_FRACTION > max(used - dead, _MIN_CAPACITY):
                 return True
         return False
 
