@@ -652,3 +652,43 @@ def test_power_entry_count_follows_removal():
             model.observe(k, bs, 100, 1.0)
     ours.remove_jobs([1, 2, 3])  # below the compaction threshold: dead entries stay in the table
     assert len(ours.table) > ours.n_entries == len([e for e in model.entries if e[0] not in (1, 2, 3)])
+
+
+@settings(max_examples=8, deadline=None)
+@given(data=st.data())
+def test_random_journaled_lifecycles_recover_the_state_in_memory(tmp_path_factory, data):
+    """Random registrations, decisions, removals, resets, saves elsewhere and checkpoints on a
+    journaled pair: reopening after an unclean stop gives the state in memory, rows included."""
+    folder = tmp_path_factory.mktemp("pair")
+    pair = open_pair(folder / "f", PruningGTSBatchSizeOptimizer, fsync="never", window_size=0)
+    bso, plo = pair.bso, pair.plo
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32), label="seed"))
+    next_key = 0
+    for _ in range(data.draw(st.integers(5, 25), label="ops")):
+        op = data.draw(st.sampled_from(["register", "step", "step", "remove", "reset", "save", "checkpoint"]), label="op")
+        live = bso.jobs
+        if op == "register" or not live:
+            n = int(rng.integers(1, 30))
+            keys = list(range(next_key, next_key + n))
+            next_key += n
+            bso.register_jobs(keys, [[8, 16, 32]] * n, default_bs=16)
+        elif op == "step":
+            keys = [k for k, e in zip(live, bso.exhausted_many(live).tolist()) if not e]
+            if keys:
+                bs = bso.predict_many(keys)
+                bso.observe_many(keys, bs, rng.uniform(1, 9, len(keys)), rng.uniform(size=len(keys)) < 0.8)
+                plo.observe_many(keys, bs, [200] * len(keys), rng.uniform(1, 9, len(keys)))
+        elif op in ("remove", "reset"):
+            chosen = rng.choice(live, size=int(rng.integers(1, len(live) + 1)), replace=False).tolist()
+            (pair.remove_jobs if op == "remove" else pair.reset_jobs)(chosen)
+        elif op == "save":
+            pair.save(folder / "elsewhere")
+        else:
+            pair.checkpoint()
+    rows = bso.rows(bso.jobs)
+    want = (_state(bso), _state(plo), bso._store.n_jobs, bso._store.n_dead_jobs)
+    pair._detach_folder()
+    again = open_pair(folder / "f", PruningGTSBatchSizeOptimizer, fsync="never")
+    assert (_state(again.bso), _state(again.plo), again.bso._store.n_jobs, again.bso._store.n_dead_jobs) == want
+    assert np.array_equal(again.bso.rows(again.bso.jobs), rows)
+    again.close()
