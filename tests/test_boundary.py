@@ -98,6 +98,10 @@ _BSO_VALID = {
     "save": lambda o, t: dict(path=t / "new.bfckpt"),
     "load": lambda o, t: dict(path=_saved(o, t), verbose=False),
     "open": lambda o, t: dict(folder=t / "folder", fsync="never", verbose=False),
+    "remove_job": lambda o, t: dict(job="a"),
+    "remove_jobs": lambda o, t: dict(jobs=["a", "b"]),
+    "reset_job": lambda o, t: dict(job="a"),
+    "reset_jobs": lambda o, t: dict(jobs=["a", "b"]),
 }
 VALID = {
     "gts": _BSO_VALID,
@@ -108,6 +112,10 @@ VALID = {
         "report_batch_size_result": lambda o, t: dict(batch_size=16, cost=1.0, reached=True),
         "save": lambda o, t: dict(path=t / "new.bfckpt"),
         "load": lambda o, t: dict(path=_saved(o, t)),
+        "remove_job": lambda o, t: dict(job=0),
+        "remove_jobs": lambda o, t: dict(jobs=[0]),
+        "reset_job": lambda o, t: dict(job=0),
+        "reset_jobs": lambda o, t: dict(jobs=[0]),
     },
     "plo": {
         "__init__": lambda o, t: dict(verbose=False),
@@ -123,12 +131,20 @@ VALID = {
         "save": lambda o, t: dict(path=t / "new.bfckpt"),
         "load": lambda o, t: dict(path=_saved(o, t), verbose=False),
         "open": lambda o, t: dict(folder=t / "folder", fsync="never", verbose=False),
+        "remove_job": lambda o, t: dict(job="a"),
+        "remove_jobs": lambda o, t: dict(jobs=["a", "b"]),
+        "reset_job": lambda o, t: dict(job="a"),
+        "reset_jobs": lambda o, t: dict(jobs=["a", "b"]),
     },
     "pair": {
         "__init__": lambda o, t: dict(bso=_gts(), plo=_plo()),
         "save": lambda o, t: dict(path=t / "new.bfckpt"),
         "load": lambda o, t: dict(path=_saved(o, t), verbose=False, bso_class=GTSBatchSizeOptimizer),
         "open": lambda o, t: dict(folder=t / "folder", bso_class=GTSBatchSizeOptimizer, fsync="never", verbose=False),
+        "remove_job": lambda o, t: dict(job="a"),
+        "remove_jobs": lambda o, t: dict(jobs=["a", "b"]),
+        "reset_job": lambda o, t: dict(job="a"),
+        "reset_jobs": lambda o, t: dict(jobs=["a", "b"]),
     },
 }
 # Module-level functions of pairs: (function, valid arguments).

@@ -85,11 +85,21 @@ def test_stale_rows_are_refused():
     rows = opt.rows([1, 5])
     opt.register_jobs([99], [ARMS])  # registering keeps rows valid
     opt.predict_many(rows)
-    opt._store.row_space.invalidate()  # what removing jobs does
+    opt.remove_job(0)  # a removal may free or (on compaction) renumber rows
+    before = _arrays(opt)
     with pytest.raises(StaleRowsError, match="resolve the keys again"):
         opt.predict_many(rows)
+    with pytest.raises(StaleRowsError):
+        opt.observe_many(rows, [8, 8], [1.0, 1.0])
+    assert _arrays(opt) == before
     assert isinstance(StaleRowsError("x"), ForeignRowsError)
     opt.predict_many(opt.rows([1, 5]))
+    plo = JITPowerLimitOptimizer(verbose=False)
+    plo_rows = plo.rows([1, 2])
+    plo.remove_job(2)
+    with pytest.raises(StaleRowsError):
+        plo.predict_many(plo_rows, [8, 8])
+    assert plo.predict_many(plo.rows([1], create=False), [8]).tolist() == [-1]
 
 
 def test_checkpoint_load_gives_new_rows(tmp_path):

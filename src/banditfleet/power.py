@@ -17,8 +17,9 @@ and :meth:`JITPowerLimitOptimizer.open` journals every call that changes them
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -62,6 +63,22 @@ the optimizer has never seen (in ``Rows.array``). ``predict_many`` accepts such 
 
 _INT64_MAX = np.iinfo(np.int64).max
 _MIN_CAPACITY = 16
+# Removal: compact once dead rows exceed a quarter of the live ones; after a
+# compaction the entry capacity is 1.5 times the live entries (see docs/optimizers.md).
+_DEAD_FRACTION = 4
+_COMPACT_SLACK = 1.5
+
+
+class _Removed:
+    """Placeholder key of a removed job's row until the optimizer compacts."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<removed job>"
+
+
+_REMOVED = _Removed()
 
 JobsLike = Rows | Sequence[Hashable] | np.ndarray
 
@@ -160,6 +177,21 @@ class JITPowerLimitOptimizer(Journaled):
         verbose: Log each scalar prediction through the ``banditfleet`` logger.
     """
 
+    # Removal state (instances set these on their first removal).
+    _n_dead = 0
+    _dead_mask: np.ndarray | None = None
+    _auto_compact = True
+
+    @property
+    def generation(self) -> int:
+        """Bumped whenever rows obtained before may have become stale (removal,
+        compaction): the generation of the row space tagged :class:`Rows` check."""
+        return self._row_space.generation
+
+    @generation.setter
+    def generation(self, value: int) -> None:
+        self._row_space.generation = int(value)
+
     @B.declare(verbose=B.VERBOSE)
     def __init__(self, verbose: bool = True) -> None:
         self.verbose = B.VERBOSE.check(verbose)
@@ -182,8 +214,8 @@ class JITPowerLimitOptimizer(Journaled):
 
     # ------------------------------------------------------------------ keys
     def __len__(self) -> int:
-        """Jobs with a row: observed ones, and those :meth:`rows` created."""
-        return len(self._keys)
+        """Jobs with a row: observed ones, and those :meth:`rows` created (not removed)."""
+        return len(self._keys) - self._n_dead
 
     def __contains__(self, job: Hashable) -> bool:
         try:
@@ -194,25 +226,34 @@ class JITPowerLimitOptimizer(Journaled):
     @property
     def jobs(self) -> list[Hashable]:
         """Job keys, in row order."""
+        if self._n_dead:
+            return [k for k in self._keys if k is not _REMOVED]
         return list(self._keys)
 
     @B.declare(row=B.ROW)
     def key_of(self, row: int) -> Hashable:
         """The job key of a row (an element of ``Rows.array``)."""
         r = B.ROW.check(row, "key_of")
-        if not 0 <= r < len(self._keys):
+        if not 0 <= r < len(self._keys) or (self._n_dead and self._keys[r] is _REMOVED):
             raise UnknownJobError(f"unknown job row {row!r}: rows run from 0 to {len(self._keys) - 1}")
         return self._keys[r]
 
     @property
     def table(self) -> PowerLimitTable:
-        """The entry arrays and hash table (the optimizer's whole numeric state)."""
+        """The entry arrays and hash table (the optimizer's whole numeric state; entries of
+        removed jobs stay in it, unreachable, until the optimizer compacts)."""
         return self._table
 
     @property
     def n_entries(self) -> int:
-        """Observed (job, batch size) pairs."""
-        return len(self._table)
+        """Observed (job, batch size) pairs of the jobs not removed."""
+        if not self._n_dead:
+            return len(self._table)
+        t = self._table
+        rows = t.entry_row[: len(t)]
+        mask = self._dead_mask
+        dead = mask[np.minimum(rows, mask.shape[0] - 1)].astype(bool) & (rows < mask.shape[0])
+        return int(rows.shape[0] - dead.sum())
 
     @B.declare(jobs=B.JOBS, create=B.CREATE)
     def rows(self, jobs: JobsLike, create: bool = True) -> Rows:
@@ -278,10 +319,13 @@ class JITPowerLimitOptimizer(Journaled):
         rows[missing] = np.fromiter((get(keys[i]) for i in missing.tolist()), np.int64, missing.size)
 
     def _internal_rows(self, rows: np.ndarray) -> Rows:
-        """Tag an int64 row array this optimizer wrote itself (journal records), after a bounds check."""
+        """Tag an int64 row array this optimizer wrote itself (journal records), after
+        checking that every row is in range and belongs to a live job."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= len(self._keys))):
             raise UnknownJobError(f"job rows outside 0 .. {len(self._keys) - 1} (shape {rows.shape})")
+        if self._n_dead and rows.size:
+            self._refuse_dead_rows(rows)
         return self._row_space.tag(rows)
 
     # ------------------------------------------------------------- decisions
@@ -457,7 +501,9 @@ class JITPowerLimitOptimizer(Journaled):
 
         A key type a checkpoint cannot hold is refused with
         :class:`~banditfleet.errors.CheckpointError` and nothing is written.
+        With removed jobs the optimizer compacts first (rows renumber).
         """
+        self._compact_for_save()
         return write_checkpoint(path, type(self).__name__, self._settings(), self._keys, self._export_arrays())
 
     @classmethod
@@ -492,6 +538,17 @@ class JITPowerLimitOptimizer(Journaled):
 
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         """Apply one journal record again (recovery runs before the folder is attached)."""
+        if kind in ("remove", "reset", "compact"):
+            self._auto_compact = False
+            try:
+                if kind == "compact":
+                    self._compact()
+                else:
+                    keys = decode_keys(extra["keys"], arrays)
+                    (self.remove_jobs if kind == "remove" else self.reset_jobs)(keys)
+            finally:
+                self._auto_compact = True
+            return
         if kind not in ("register", "observe"):
             raise JournalError(f"unknown journal record kind {kind!r}")
         if "keys" in extra:
@@ -501,6 +558,122 @@ class JITPowerLimitOptimizer(Journaled):
             # integer array would be read as job keys).
             rows = self._internal_rows(arrays["rows"])
             self.observe_many(rows, arrays["batch_sizes"], arrays["power_limits"], arrays["costs"])
+
+    # -------------------------------------------------------- removal, reset
+    def _refuse_dead_rows(self, rows: np.ndarray) -> None:
+        mask = self._dead_mask
+        inside = rows[(rows >= 0) & (rows < mask.shape[0])]
+        if inside.size and mask[inside].any():
+            bad = int(inside[mask[inside].astype(bool)][0])
+            raise UnknownJobError(f"job row {bad} belongs to a removed job")
+
+    @B.declare(job=B.KEY)
+    def remove_job(self, job: Hashable) -> None:
+        """Forget ``job`` and every (job, batch size) entry of it (see :meth:`remove_jobs`)."""
+        self.remove_jobs([job])
+
+    @B.declare(jobs=B.JOBS)
+    def remove_jobs(self, jobs: Iterable[Hashable]) -> None:
+        """Forget jobs (keys) and all their (job, batch size) entries.
+
+        :class:`UnknownJobError` for a key the optimizer has no row for (or one
+        given twice), and then nothing changes. Removed rows are refused from
+        now on; once dead rows exceed a quarter of the live ones the optimizer
+        compacts (entries and rows renumber, the hash table is rebuilt,
+        :attr:`generation` changes). A removed key observed again starts
+        afresh: every batch size needs profiling. Journaled.
+        """
+        self._forget(jobs, "remove")
+
+    def _forget(self, jobs: Iterable[Hashable], kind: str) -> None:
+        keys = B.key_list(jobs)  # an integer array is keys; Rows are refused (not keys)
+        rows = self._lookup(keys)
+        if rows.size and rows.min() < 0:
+            key = keys[int(np.argmin(rows))]
+            raise UnknownJobError(f"unknown job {key!r}: the power-limit optimizer has no row for it")
+        if len(set(rows.tolist())) != len(keys):
+            seen: set[int] = set()
+            for key, row in zip(keys, rows.tolist()):
+                if row in seen:
+                    raise UnknownJobError(f"job {key!r} appears twice in one call; after the first it is no longer known")
+                seen.add(row)
+        if not keys:
+            return
+        encoded = self._journal_keys(keys)
+        n_rows = len(self._keys)
+        mask = self._dead_mask
+        if mask is None or mask.shape[0] < n_rows:
+            grown = np.zeros(max(n_rows, 2 * (0 if mask is None else mask.shape[0])), np.uint8)
+            if mask is not None:
+                grown[: mask.shape[0]] = mask
+            mask = self._dead_mask = grown
+        mask[rows] = 1
+        for key, row in zip(keys, rows.tolist()):
+            del self._rows[key]
+            self._keys[row] = _REMOVED
+        self._n_dead += len(keys)
+        self.generation += 1
+        if encoded is not None:
+            entry, key_arrays = encoded
+            self._record(kind, key_arrays, {"keys": entry})
+        live = len(self._keys) - self._n_dead
+        if self._auto_compact and self._n_dead * _DEAD_FRACTION > max(live, _MIN_CAPACITY):
+            self._compact()
+            self._record("compact", {})
+
+    @B.declare(job=B.KEY)
+    def reset_job(self, job: Hashable) -> None:
+        """Start ``job`` over (see :meth:`reset_jobs`)."""
+        self.reset_jobs([job])
+
+    @B.declare(jobs=B.JOBS)
+    def reset_jobs(self, jobs: Iterable[Hashable]) -> None:
+        """Start jobs over as if never seen: every batch size needs profiling again.
+
+        Power-limit jobs need no registration, so a reset job is a removed one
+        (:meth:`remove_jobs`): its key gets a new row at its next observation.
+        Journaled as a reset.
+        """
+        self._forget(jobs, "reset")
+
+    def _compact_for_save(self) -> None:
+        """Drop removed jobs before a checkpoint (journaled), so it holds live state only."""
+        if self._n_dead:
+            self._compact()
+            self._record("compact", {})
+
+    def _compact(self) -> None:
+        """Drop removed rows and their entries; live rows and entries keep their order."""
+        n_rows = len(self._keys)
+        dead = np.zeros(n_rows, bool)
+        if self._dead_mask is not None:
+            m = min(n_rows, self._dead_mask.shape[0])
+            dead[:m] = self._dead_mask[:m].astype(bool)
+        row_map = np.full(n_rows, -1, np.int64)
+        n_live = int(n_rows - dead.sum())
+        row_map[~dead] = np.arange(n_live, dtype=np.int64)
+        old = self._table
+        n = len(old)
+        keep = np.flatnonzero(row_map[old.entry_row[:n]] >= 0)
+        m = int(keep.shape[0])
+        table = PowerLimitTable(max(_MIN_CAPACITY, math.ceil(_COMPACT_SLACK * m)))
+        for name, _ in PowerLimitTable._ENTRY_ARRAYS:
+            getattr(table, name)[:m] = getattr(old, name)[keep]
+        table.entry_row[:m] = row_map[table.entry_row[:m]]
+        table.n_entries[0] = m
+        rebuild_table(table.table, m, table.entry_row, table.entry_batch_size)
+        self._table = table
+        self._keys = [k for k in self._keys if k is not _REMOVED]
+        self._rows = dict(zip(self._keys, range(n_live)))
+        self._n_dead = 0
+        self._dead_mask = None
+        self.generation += 1
+
+    def memory_report(self) -> dict[str, int]:
+        """Live jobs and entries, and the bytes the entry arrays and hash table have allocated."""
+        t = self._table
+        allocated = sum(getattr(t, name).nbytes for name, _ in PowerLimitTable._ENTRY_ARRAYS) + t.table.nbytes
+        return {"jobs": len(self), "entries": len(t), "allocated_bytes": int(allocated)}
 
     # ---------------------------------------------------------- introspection
     def _entry(self, job: Hashable, batch_size: int) -> int:
