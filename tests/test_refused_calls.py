@@ -212,8 +212,6 @@ def test_power_refused_calls_change_nothing():
         (opt.observe_many, (["new", "a"], [8, 0], [300, 300], [1.0, 1.0])),
         (opt.observe_many, (["new", "a"], [8, 16], [300, 0], [1.0, 1.0])),
         (opt.observe_many, (["new", "a"], [8, 16], [300], [1.0, 1.0])),
-        (opt.observe_many, (np.array([0, 5]), [8, 16], [300, 300], [1.0, 1.0])),
-        (opt.observe_many, (np.array([-1]), [8], [300], [1.0])),
         (opt.predict_many, (["a"], [0])),
         (opt.predict_many, (["a", "b"], [8])),
     ]
