@@ -84,7 +84,8 @@ MUTATIONS: list[Mutation] = [
     M("thompson-first-draw-not-taken", "kernels/thompson.py", "if p == 0 or draw > best:", "if draw > best:", T_GTS),
     M("thompson-tie-takes-last", "kernels/thompson.py", "if p == 0 or draw > best:", "if p == 0 or draw >= best:", T_GTS),
     M("thompson-ring-position", "kernels/thompson.py", "history_values[slot * window + n % window] = reward", "history_values[slot * window + (n + 1) % window] = reward", T_STATS[1:] + T_PRUNING[2:]),
-    M("thompson-gather-fill", "kernels/thompson.py", "fill = n if n < window else window", "fill = n if n <= window else window", T_STATS[1:] + T_PRUNING[2:]),
+    M("thompson-gather-fill", "kernels/thompson.py", "fill = n if n < window else window", "fill = n if n <= window else window", T_STATS[1:] + T_PRUNING[2:],
+      note="equivalent: at n == window both give window"),
     M("thompson-scale-precision", "kernels/thompson.py", "scale = math.sqrt(1.0 / posterior_precision[slot])", "scale = 1.0 / math.sqrt(posterior_precision[slot])", T_GTS,
       note="algebraically equal; differs in the last ulp"),
     # ------------------------------------------------------------ kernels/stats.py
@@ -93,7 +94,8 @@ MUTATIONS: list[Mutation] = [
     M("stats-array-sum-no-identity", "kernels/stats.py", "    return 0.0 + pairwise_sum(values, 0, n)", "    return pairwise_sum(values, 0, n)", T_STATS),
     M("stats-zero-variance-precision", "kernels/stats.py", "    if variance == 0.0:\n        return np.inf", "    if variance == 0.0:\n        return 0.0", T_STATS + T_GTS[2:]),
     M("stats-increment-order", "kernels/stats.py", "new_mean = (precision * mean + reward_precision * (0.0 + reward)) / new_precision",
-      "new_mean = (reward_precision * (0.0 + reward) + precision * mean) / new_precision", T_STATS + T_GTS[2:]),
+      "new_mean = (reward_precision * (0.0 + reward) + precision * mean) / new_precision", T_STATS + T_GTS[2:],
+      note="equivalent: IEEE addition is commutative (only association changes a result)"),
     M("stats-leaf-threshold", "kernels/stats.py", "    if n < 8:\n        res = 0.0", "    if n < 9:\n        res = 0.0", T_STATS),
     # ------------------------------------------------------- kernels/streams.py, distributions.py
     M("streams-rotation", "kernels/streams.py", "rot = new_hi >> _U64(58)", "rot = new_hi >> _U64(59)", T_STREAMS),
@@ -121,13 +123,14 @@ MUTATIONS: list[Mutation] = [
     M("pruning-last-round", "kernels/pruning.py", "    last = st.round[row] + 1 >= num_rounds\n", "    last = st.round[row] + 2 >= num_rounds\n", T_PRUNING),
     M("pruning-default-kept", "kernels/pruning.py", "        if st.best_slot[row] >= 0:\n            st.round_default[row] = st.best_slot[row]\n", "", T_PRUNING),
     M("pruning-concurrent-unexpected", "kernels/pruning.py", "        if awaited != 0 and awaited == values[i]:\n            scratch.expecting[row] = 0\n        elif not concurrency:",
-      "        if awaited == values[i]:\n            scratch.expecting[row] = 0\n        elif not concurrency:", T_PRUNING),
+      "        if awaited == values[i]:\n            scratch.expecting[row] = 0\n        elif not concurrency:", T_PRUNING,
+      note="equivalent: batch sizes are positive, so awaited == 0 never equals one"),
     # ------------------------------------------------------------ kernels/power.py
     M("power-probe-trusts-fingerprint", "kernels/power.py", "            if entry_row[e] == row and entry_batch_size[e] == batch_size:", "            if entry_row[e] == row:", T_POWER),
     M("power-tie-takes-last", "kernels/power.py", "            if best_cost[e] > cost:", "            if best_cost[e] >= cost:", T_POWER),
     M("power-count-not-kept", "kernels/power.py", "            observe_count[e] += 1\n", "", T_POWER),
     M("power-rebuild-order", "kernels/power.py", "    for e in range(n_entries):\n        pos = _probe", "    for e in range(n_entries - 1, -1, -1):\n        pos = _probe", T_POWER,
-      note="entry order is not observable through a rebuilt table: an equivalent mutant"),
+      note="probe chains change after a rebuild"),
     # ------------------------------------------------------------ kernels/replay.py
     M("replay-never-started-beta", "kernels/replay.py", "q_cost[qn] = 100.0 * beta * mc", "q_cost[qn] = 100.0 * mc", T_REPLAY),
     M("replay-retry-cap-off-by-one", "kernels/replay.py", "if retries[u] > u_retry_cap[u]:", "if retries[u] >= u_retry_cap[u]:", T_REPLAY),
@@ -135,7 +138,8 @@ MUTATIONS: list[Mutation] = [
     M("replay-cost-association", "kernels/replay.py", "                cost = eta * energy + (1.0 - eta) * max_power * time\n                cost_acc[u] += cost",
       "                cost = eta * energy + (1.0 - eta) * (max_power * time)\n                cost_acc[u] += cost", T_REPLAY),
     M("replay-epoch-cost-association", "kernels/replay.py", "cost_per_epoch = eta * epe + (1.0 - eta) * arm_max_pl[arm] * tpe",
-      "cost_per_epoch = eta * epe + (1.0 - eta) * (arm_max_pl[arm] * tpe)", T_REPLAY),
+      "cost_per_epoch = eta * epe + (1.0 - eta) * (arm_max_pl[arm] * tpe)", T_REPLAY,
+      note="last-ulp change of the epoch cost; visible only when cost_ub // cost_per_epoch sits on an integer boundary"),
     M("replay-min-cost-not-kept", "kernels/replay.py", "                if reached:\n                    if min_cost[u] > cost:", "                if reached:\n                    if min_cost[u] > cost * 2.0:", T_REPLAY),
     # ------------------------------------------------------------ src state machines and files
     M("traces-max-pl-whole-trace", "src/banditfleet/replay/traces.py", "a_max_pl.append(float(power_df.power_limit.max().item()))", "a_max_pl.append(float(trace.max_power))", T_REPLAY),
