@@ -262,16 +262,19 @@ class _ScriptedOurs:
     """The same script behind banditfleet's batch API."""
 
     def __init__(self, script):
+        from banditfleet.rows import RowSpace
+
         self.script = list(script)
         self.i = 0
         self.keys = []
+        self.space = RowSpace("scripted")
 
     def register_job(self, job, batch_sizes):
         if job not in self.keys:
             self.keys.append(job)
 
     def rows(self, jobs):
-        return np.array([self.keys.index(j) for j in jobs], np.int64)
+        return self.space.tag(np.array([self.keys.index(j) for j in jobs], np.int64))
 
     def predict_many(self, rows):
         out = []
