@@ -69,7 +69,7 @@ __all__ = [
     "profile_requests",
 ]
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
+from ._config import JIT as _JIT
 
 MODE_SEQUENTIAL = 0
 MODE_GROUP = 1
