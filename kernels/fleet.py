@@ -22,7 +22,8 @@ from .pruning import (
     observe_batch,
     predict_batch,
 )
-from .thompson import ThompsonCode, _thompson_row, find_arm_slots, observe_incremental, observe_one, observe_refit, thompson_predict
+from .stats import fit_increment
+from .thompson import ThompsonCode, _thompson_row, append_history, gather_history, refit_slot, find_arm_slots, observe_incremental, observe_refit, thompson_predict
 
 __all__ = [
     "NEEDS_POOL",
@@ -41,6 +42,7 @@ __all__ = [
 
 # observe_one_h: the unbounded-history pool is full (the caller grows it and calls again).
 NEEDS_POOL = int(ThompsonCode.NEEDS_POOL)
+UNKNOWN_BATCH_SIZE = int(ThompsonCode.UNKNOWN_BATCH_SIZE)
 
 
 @numba.njit(**_JIT)
@@ -102,13 +104,46 @@ def observe_one_h(h, row, value, cost, refit, window, prior_mean, prior_precisio
     """:func:`~.thompson.observe_one` over the handle's fleet: the slot, or -1 (nothing
     changed) when ``value`` is not an arm of ``row``, or :data:`NEEDS_POOL` (nothing
     changed) when unbounded history has no free chunk left: grow the pool and call again."""
-    if refit != 0 and window == 0 and h.pool_used[0] >= h.chunk_next.shape[0]:
+    # Each field read of a structref is a new reference (incref, decref): read each once.
+    arm_value = h.arm_value
+    start = h.arm_start[row]
+    slot = -1
+    for a in range(h.arm_count[row]):
+        if arm_value[start + a] == value:
+            slot = start + a
+            break
+    if slot < 0:
+        return UNKNOWN_BATCH_SIZE
+    posterior_mean = h.posterior_mean
+    posterior_precision = h.posterior_precision
+    reward_precision = h.reward_precision
+    observation_count = h.observation_count
+    if refit == 0:
+        mean, prec = fit_increment(posterior_mean[slot], posterior_precision[slot], -cost, reward_precision[slot])
+        posterior_mean[slot] = mean
+        posterior_precision[slot] = prec
+        observation_count[slot] += 1
+        return slot
+    history_count = h.history_count
+    history_values = h.history_values
+    chunk_values = h.chunk_values
+    chunk_next = h.chunk_next
+    slot_chunks = h.slot_chunks
+    pool_used = h.pool_used
+    if window == 0 and pool_used[0] >= chunk_next.shape[0]:
         return NEEDS_POOL
-    return observe_one(
-        row, value, cost, refit, window, prior_mean, prior_precision, h.arm_start, h.arm_count, h.arm_value,
-        h.history_count, h.history_values, h.chunk_values, h.chunk_next, h.slot_chunks, h.pool_used,
-        h.reward_precision, h.posterior_mean, h.posterior_precision, h.observation_count,
+    append_history(slot, -cost, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
+    count = history_count[slot]
+    n = count if window == 0 or count < window else window
+    # One allocation: the window's rewards, then the variance's scratch.
+    work = np.empty(2 * n, np.float64)
+    rewards = work[:n]
+    n = gather_history(slot, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+    refit_slot(
+        slot, rewards, n, work[n:], h.sum_frames, h.sum_partial, prior_mean, prior_precision, reward_precision,
+        posterior_mean, posterior_precision, observation_count,
     )
+    return slot
 
 
 @numba.njit(**_JIT)

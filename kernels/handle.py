@@ -15,6 +15,7 @@ store arrays           ``arm_start`` ... ``pool_used`` (:data:`STORE_FIELDS`)
 ``pruning``            :class:`~.pruning.PruningArrays` (empty arrays for plain GTS)
 ``scratch``            :class:`~.pruning.ScratchArrays` (empty arrays for plain GTS)
 ``one_*``              one-element buffers of the scalar entry points
+``sum_*``              summation stack of the scalar refits (``stats.allocate_sum_stack``)
 =====================  ===================================================
 
 A handle only references arrays; whoever replaces an array (the store, when it
@@ -50,7 +51,7 @@ STORE_FIELDS = (
     "pool_used",
 )
 
-ONE_FIELDS = ("one_row", "one_value", "one_slot", "one_cost", "one_flag", "one_out")
+ONE_FIELDS = ("one_row", "one_value", "one_slot", "one_cost", "one_flag", "one_out", "sum_frames", "sum_partial")
 
 HANDLE_FIELDS = STORE_FIELDS + ("streams", "pruning", "scratch") + ONE_FIELDS
 
@@ -78,11 +79,11 @@ structref.define_proxy(FleetHandle, FleetHandleType, list(HANDLE_FIELDS))
 def new_handle(
     arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision,
     reward_precision, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used,
-    streams, pruning, scratch, one_row, one_value, one_slot, one_cost, one_flag, one_out,
+    streams, pruning, scratch, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames, sum_partial,
 ):
     """A handle over the given arrays (in :data:`HANDLE_FIELDS` order)."""
     return FleetHandle(
         arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision,
         reward_precision, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used,
-        streams, pruning, scratch, one_row, one_value, one_slot, one_cost, one_flag, one_out,
+        streams, pruning, scratch, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames, sum_partial,
     )

@@ -20,6 +20,7 @@ from banditfleet.errors import CheckpointError, InvalidObservationError, Journal
 from banditfleet._fastcall import entry_point
 from banditfleet.kernels.fleet import NEEDS_POOL, observe_one_h, predict_one
 from banditfleet.kernels.handle import STORE_FIELDS, new_handle
+from banditfleet.kernels.stats import allocate_sum_stack
 from banditfleet.kernels.pruning import PRUNING_FIELDS, SCRATCH_FIELDS, PruningArrays, ScratchArrays
 from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.store import FleetStore
@@ -219,7 +220,7 @@ class _FleetOptimizer(Journaled):
         if ones is None:
             ones = d["_handle_ones"] = (
                 np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64),
-                np.zeros(1, np.float64), np.zeros(1, np.uint8), np.zeros(1, np.int64),
+                np.zeros(1, np.float64), np.zeros(1, np.uint8), np.zeros(1, np.int64), *allocate_sum_stack(),
             )
         pruning, scratch = self._handle_extra()
         h = new_handle(*(getattr(s, name) for name in STORE_FIELDS), s.streams, pruning, scratch, *ones)
