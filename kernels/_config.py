@@ -48,4 +48,4 @@ JIT_PARALLEL = dict(JIT, parallel=True)
 
 # The numba releases these options (the private ``_nrt`` among them) and the
 # fleet handle's structref caching were tested with; pyproject.toml pins the same range.
-NUMBA_TESTED = (">=0.61", "<0.69")
+NUMBA_TESTED = ">=0.68.1,<0.69"

@@ -22,6 +22,7 @@ from .pruning import (
     observe_batch,
     predict_batch,
 )
+from .power import find_entry, observe_entries
 from .stats import fit_increment
 from .thompson import ThompsonCode, _thompson_row, append_history, gather_history, refit_slot, find_arm_slots, observe_incremental, observe_refit, thompson_predict
 
@@ -38,6 +39,8 @@ __all__ = [
     "pruning_predict_one",
     "pruning_observe_rows",
     "pruning_observe_one",
+    "power_best_one",
+    "power_observe_one",
 ]
 
 # observe_one_h: the unbounded-history pool is full (the caller grows it and calls again).
@@ -206,3 +209,26 @@ def pruning_observe_one(h, row, value, cost, flag, has_converged, concurrency, g
         window, prior_mean, prior_precision,
     )
     return code
+
+
+@numba.njit(**_JIT)
+def power_best_one(h, row, batch_size, missing):
+    """Best power limit of (row, batch size) in a power handle's table, or ``missing``."""
+    e = find_entry(row, batch_size, h.table, h.entry_row, h.entry_batch_size)
+    if e < 0:
+        return missing
+    return h.best_power_limit[e]
+
+
+@numba.njit(**_JIT)
+def power_observe_one(h, row, batch_size, power_limit, cost):
+    """One observation into a power handle's table (room for one new entry reserved)."""
+    one = h.one_int
+    one[0] = row
+    one[1] = batch_size
+    one[2] = power_limit
+    h.one_cost[0] = cost
+    observe_entries(
+        one[0:1], one[1:2], one[2:3], h.one_cost, h.table, h.entry_row, h.entry_batch_size, h.best_power_limit,
+        h.best_cost, h.observe_count, h.n_entries,
+    )

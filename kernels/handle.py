@@ -32,7 +32,17 @@ from numba.experimental import structref
 
 from ._config import JIT as _JIT
 
-__all__ = ["FleetHandle", "FleetHandleType", "STORE_FIELDS", "HANDLE_FIELDS", "new_handle"]
+__all__ = [
+    "FleetHandle",
+    "FleetHandleType",
+    "STORE_FIELDS",
+    "HANDLE_FIELDS",
+    "new_handle",
+    "PowerHandle",
+    "PowerHandleType",
+    "POWER_FIELDS",
+    "new_power_handle",
+]
 
 STORE_FIELDS = (
     "arm_start",
@@ -87,3 +97,39 @@ def new_handle(
         reward_precision, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used,
         streams, pruning, scratch, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames, sum_partial,
     )
+
+
+# The power-limit table (kernels/power.py): entries, the hash table, the entry
+# count, and the scalar calls' buffers (row, batch size, power limit; cost).
+POWER_FIELDS = (
+    "table",
+    "entry_row",
+    "entry_batch_size",
+    "best_power_limit",
+    "best_cost",
+    "observe_count",
+    "n_entries",
+    "one_int",
+    "one_cost",
+)
+
+
+@structref.register
+class PowerHandleType(types.StructRef):
+    """numba type of a :class:`PowerHandle`."""
+
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(t)) for name, t in fields)
+
+
+class PowerHandle(structref.StructRefProxy):
+    """Python side of a power-limit table handle (see :class:`FleetHandle`)."""
+
+
+structref.define_proxy(PowerHandle, PowerHandleType, list(POWER_FIELDS))
+
+
+@numba.njit(**_JIT)
+def new_power_handle(table, entry_row, entry_batch_size, best_power_limit, best_cost, observe_count, n_entries, one_int, one_cost):
+    """A power handle over the given arrays (in :data:`POWER_FIELDS` order)."""
+    return PowerHandle(table, entry_row, entry_batch_size, best_power_limit, best_cost, observe_count, n_entries, one_int, one_cost)

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from banditfleet._base import JobsLike, _FleetOptimizer
+from banditfleet._codes import pruning_error
 from banditfleet.kernels.fleet import (
     find_slot_one,
     pruning_observe_one,
@@ -49,6 +50,7 @@ from banditfleet.kernels.pruning import (
     ERR_AWAITING,
     ERR_EXHAUSTED,
     ERR_NO_CONVERGED,
+    ERR_UNEXPECTED,
     ERR_NEEDS_POOL,
     ERR_NONE,
     ERR_UNKNOWN_BATCH_SIZE,
@@ -157,44 +159,21 @@ class _PruningCore:
         return sorted(values[members].tolist())
 
     def _predict_error(self, row: int, code: int) -> Exception:
-        s = self._store
-        st = _pruning_arrays(s)
-        who = self._describe_row(row)
-        rnd = int(st.round[row]) + 1
+        st = _pruning_arrays(self._store)
+        fields = {"who": self._describe_row(row), "round": int(st.round[row]) + 1}
         if code == ERR_AWAITING:
-            hint = "" if isinstance(self, PruningExploreManager) else " (or use concurrency=True)"
             awaited = int(st.expecting[row])
-            if not awaited:
-                return PruningOrderError(
-                    f"{who}: appears twice in one predict batch in pruning round {rnd}; the second entry "
-                    f"would ask again before the result for the first one's batch size arrives{hint}"
-                )
-            return PruningOrderError(
-                f"{who}: asked for the next batch size in pruning round {rnd} while the result for batch "
-                f"size {awaited} is still awaited; report it first{hint}"
-            )
-        return PruningExhaustedError(
-            f"{who}: no batch size of pruning round {rnd} ({self._round_members(row)}) reached the "
-            f"target metric, so no batch size survives pruning"
-        )
+            hint = "" if isinstance(self, PruningExploreManager) else " (or use concurrency=True)"
+            return pruning_error(code, "awaited" if awaited else "twice", awaited=awaited, hint=hint, **fields)
+        return pruning_error(ERR_EXHAUSTED, members=self._round_members(row), **fields)
 
     def _observe_error(self, row: int, value: int, code: int, awaited: int) -> Exception:
-        who = self._describe_row(row)
+        fields = {"who": self._describe_row(row), "value": value, "awaited": awaited}
         if code == ERR_NO_CONVERGED:
-            return InvalidObservationError(
-                f"{who}: converged=None for batch size {value} during pruning; pruning needs to know "
-                f"whether the run reached the target metric"
-            )
+            return pruning_error(code, **fields)
         if awaited:
-            return PruningOrderError(
-                f"{who}: pruning asked for batch size {awaited}, got a result for batch size {value}"
-            )
-        if isinstance(self, PruningExploreManager):
-            return PruningOrderError(f"{who}: got a result for batch size {value} but no result is awaited (call next_batch_size first)")
-        return PruningOrderError(
-            f"{who}: got a result for batch size {value} but pruning awaits no result "
-            f"(call predict first, or use concurrency=True to record runs pruning did not ask for)"
-        )
+            return pruning_error(ERR_UNEXPECTED, "awaited", **fields)
+        return pruning_error(ERR_UNEXPECTED, "manager" if isinstance(self, PruningExploreManager) else "optimizer", **fields)
 
 
 class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
