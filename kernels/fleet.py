@@ -34,6 +34,7 @@ __all__ = [
     "observe_rows_incremental",
     "observe_rows_refit",
     "observe_one_h",
+    "observe_one_c",
     "find_slot_one",
     "pruning_predict_rows",
     "pruning_predict_one",
@@ -147,6 +148,15 @@ def observe_one_h(h, row, value, cost, refit, window, prior_mean, prior_precisio
         posterior_mean, posterior_precision, observation_count,
     )
     return slot
+
+
+@numba.njit(**_JIT)
+def observe_one_c(h, row, value, cost):
+    """:func:`observe_one_h` with the optimizer's settings from the handle (``config_f``:
+    prior mean and precision; ``config_i``: refit, window): four arguments fewer to unbox."""
+    config_f = h.config_f
+    config_i = h.config_i
+    return observe_one_h(h, row, value, cost, config_i[0], config_i[1], config_f[0], config_f[1])
 
 
 @numba.njit(**_JIT)

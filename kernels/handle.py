@@ -16,6 +16,8 @@ store arrays           ``arm_start`` ... ``pool_used`` (:data:`STORE_FIELDS`)
 ``scratch``            :class:`~.pruning.ScratchArrays` (empty arrays for plain GTS)
 ``one_*``              one-element buffers of the scalar entry points
 ``sum_*``              summation stack of the scalar refits (``stats.allocate_sum_stack``)
+``config_f``           float64 settings: prior mean, prior precision
+``config_i``           int64 settings: refit (1: learned precision), history window
 =====================  ===================================================
 
 A handle only references arrays; whoever replaces an array (the store, when it
@@ -61,7 +63,9 @@ STORE_FIELDS = (
     "pool_used",
 )
 
-ONE_FIELDS = ("one_row", "one_value", "one_slot", "one_cost", "one_flag", "one_out", "sum_frames", "sum_partial")
+ONE_FIELDS = (
+    "one_row", "one_value", "one_slot", "one_cost", "one_flag", "one_out", "sum_frames", "sum_partial", "config_f", "config_i",
+)
 
 HANDLE_FIELDS = STORE_FIELDS + ("streams", "pruning", "scratch") + ONE_FIELDS
 
@@ -90,12 +94,14 @@ def new_handle(
     arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision,
     reward_precision, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used,
     streams, pruning, scratch, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames, sum_partial,
+    config_f, config_i,
 ):
     """A handle over the given arrays (in :data:`HANDLE_FIELDS` order)."""
     return FleetHandle(
         arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision,
         reward_precision, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used,
         streams, pruning, scratch, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames, sum_partial,
+        config_f, config_i,
     )
 
 

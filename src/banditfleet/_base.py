@@ -206,6 +206,14 @@ class _FleetOptimizer(Journaled):
             state.pop(name, None)
         return state
 
+    def _handle_config(self) -> tuple[np.ndarray, np.ndarray]:
+        """The handle's settings: float64 (prior mean, prior precision) and int64 (refit, window)."""
+        refit, window = self._observe_settings()
+        return np.array([self.prior_mean, self.prior_precision], np.float64), np.array([refit, window], np.int64)
+
+    def _observe_settings(self) -> tuple[int, int]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def _handle(self) -> Any:
         """The fleet handle over the store's current arrays (see :mod:`banditfleet.kernels.handle`).
 
@@ -221,6 +229,7 @@ class _FleetOptimizer(Journaled):
             ones = d["_handle_ones"] = (
                 np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64),
                 np.zeros(1, np.float64), np.zeros(1, np.uint8), np.zeros(1, np.int64), *allocate_sum_stack(),
+                *self._handle_config(),
             )
         pruning, scratch = self._handle_extra()
         h = new_handle(*(getattr(s, name) for name in STORE_FIELDS), s.streams, pruning, scratch, *ones)

@@ -12,7 +12,7 @@ import numpy as np
 from banditfleet._base import JobsLike, _FleetOptimizer
 from banditfleet.errors import ConfigurationError
 from banditfleet.kernels.streams import allocate_streams, seed_streams
-from banditfleet.kernels.fleet import NEEDS_POOL, observe_rows_incremental, observe_rows_refit, predict_rows
+from banditfleet.kernels.fleet import NEEDS_POOL, observe_one_c, observe_rows_incremental, observe_rows_refit, predict_rows
 from banditfleet.kernels.thompson import rows_are_unique, thompson_predict_parallel
 from banditfleet.store import HISTORY_NONE, HISTORY_UNBOUNDED, FleetStore
 
@@ -171,6 +171,9 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         return rows
 
     # ------------------------------------------------------------- decisions
+    def _observe_settings(self) -> tuple[int, int]:
+        return self._refit, HISTORY_UNBOUNDED
+
     def predict(self, job: Hashable) -> int:
         """The batch size to run ``job`` with next."""
         try:
@@ -233,15 +236,12 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         # Exact Python ints and finite floats need no conversion; anything else is validated.
         bs = batch_size if type(batch_size) is int else self._scalar_batch_size(row, batch_size)
         c = cost if type(cost) is float and cost - cost == 0.0 else self._scalar_cost(row, cost)
-        # _observe_slot inlined: the scalar call is mostly Python overhead.
+        # One kernel call with the settings in the handle: the scalar call is mostly Python overhead.
         h = self._h if self._handle_version == s.layout_version else self._handle()
-        fn = self._entry_points.get("observe_one")
-        if fn is None:
+        fn = self._entry_points.get("observe_one_c")
+        slot = self._fast("observe_one_c", observe_one_c, (h, row, bs, c)) if fn is None else fn(h, row, bs, c)
+        if slot == NEEDS_POOL:
             slot = self._observe_slot(row, bs, c, self._refit, HISTORY_UNBOUNDED)
-        else:
-            slot = fn(h, row, bs, c, self._refit, HISTORY_UNBOUNDED, self.prior_mean, self.prior_precision)
-            if slot == NEEDS_POOL:
-                slot = self._observe_slot(row, bs, c, self._refit, HISTORY_UNBOUNDED)
         if slot < 0:
             self._slots(np.array([row], np.int64), np.array([bs], np.int64))  # raises the named error
         if self._folder is not None:

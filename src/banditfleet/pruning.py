@@ -389,6 +389,9 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
                 raise JobConflictError(f"job {key!r} is already registered with default batch size {known}; got {d}")
 
     # ------------------------------------------------------------- decisions
+    def _observe_settings(self) -> tuple[int, int]:
+        return 1, self.window_size
+
     def _handle_extra(self) -> tuple[PruningArrays, ScratchArrays]:
         return self._cached_tuples()
 
