@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-FAMILIES = ("streams", "distributions", "stats", "thompson", "pruning", "power", "replay", "handle", "fleet")
+FAMILIES = ("streams", "distributions", "stats", "thompson", "pruning", "power", "replay", "lifecycle", "handle", "fleet")
 
 
 def workload(tmp: Path) -> None:
@@ -38,6 +38,11 @@ def workload(tmp: Path) -> None:
         out = gts.predict_many(["a", "b"])
         gts.observe_many(["a", "b"], out, [1.0, 2.0])
         gts.predict_many(["a", "b"], parallel=True)
+        gts.register_job("c", arms)
+        gts.observe("c", 8, 1.0)
+        gts.remove_job("c")
+        gts._store.compact()  # the lifecycle kernel: drops the removed job's history chunks
+        gts.predict("a")  # through a handle rebuilt over the compacted arrays
         gts.save(tmp / f"gts{learn}.ckpt")
         GTSBatchSizeOptimizer.load(tmp / f"gts{learn}.ckpt").predict("b")
     for window in (0, 3):
