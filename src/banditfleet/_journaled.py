@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from banditfleet import _boundary as B
 from banditfleet.errors import CheckpointError, JournalError
 from banditfleet.journal import FsyncPolicy, OptimizerFolder, decode_record, encode_record, scan_journal
 
@@ -58,7 +59,8 @@ def open_folder(spec: FolderSpec, folder: str | os.PathLike, fsync: FsyncPolicy,
     ``settings.json`` last, so a folder whose creation a crash interrupted has
     no settings and is simply created again.
     """
-    f = OptimizerFolder(folder, fsync)
+    B.VERBOSE.check(verbose)
+    f = OptimizerFolder(folder, fsync)  # validates folder and fsync before touching the disk
     try:
         stored = f.read_settings()
         if stored is None:
@@ -147,6 +149,7 @@ class Journaled:
 
     # ---------------------------------------------------------------- folder
     @classmethod
+    @B.declare(folder=B.FOLDER, fsync=B.FSYNC, verbose=B.VERBOSE)
     def open(cls, folder: str | os.PathLike, fsync: FsyncPolicy = "batch", verbose: bool = False, **settings: Any):
         """An optimizer that journals every state-changing call to ``folder``.
 
