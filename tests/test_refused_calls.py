@@ -41,9 +41,14 @@ def _arrays_of(obj, prefix, out, depth=0):
 
 
 def snapshot(opt):
-    """dtype, shape (the capacity) and bytes of every array the optimizer holds, plus its keys."""
+    """dtype, shape (the capacity) and bytes of every state array (the fleet store's or the
+    power table's, where all state lives), plus the job keys. Handles, cached tuples and
+    argument buffers on the optimizer itself are working space, not state."""
     out = {}
-    _arrays_of(opt, "", out)
+    for name in ("_store", "_table"):
+        holder = getattr(opt, name, None)
+        if holder is not None:
+            _arrays_of(holder, f"{name}.", out, 1)
     store = getattr(opt, "_store", None)
     keys = list(store.keys()) if store is not None else list(getattr(opt, "_keys", []))
     return out, keys
