@@ -144,8 +144,8 @@ MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------ src state machines and files
     M("traces-max-pl-whole-trace", "src/banditfleet/replay/traces.py", "a_max_pl.append(float(power_df.power_limit.max().item()))", "a_max_pl.append(float(trace.max_power))", T_REPLAY),
     M("pruning-observe-grows-before-validate", "src/banditfleet/pruning.py",
-      "        st, scratch = self._cached_tuples()\n        if s.history_window == HISTORY_UNBOUNDED and int(s.pool_used[0]) + 1 > s.chunk_next.shape[0]:",
-      "        s.reserve_history_chunks(1)\n        st, scratch = self._cached_tuples()\n        if s.history_window == HISTORY_UNBOUNDED and int(s.pool_used[0]) + 1 > s.chunk_next.shape[0]:",
+      "            if vcode != ERR_NONE:\n                raise self._observe_error(row, bs, vcode, int(scratch.expecting[row]))\n            s.reserve_history_chunks(1)",
+      "            s.reserve_history_chunks(1)",
       ["tests/test_refused_calls.py", "tests/test_pruning.py"]),
     M("checkpoint-trailing-bytes", "src/banditfleet/checkpoint.py", "if size > expected_size or _read_at(", "if _read_at(", T_CHECKPOINT),
     M("checkpoint-no-fsync-before-rename", "src/banditfleet/checkpoint.py", "            f.flush()\n            os.fsync(f.fileno())\n        os.replace(tmp, path)", "            f.flush()\n        os.replace(tmp, path)",
