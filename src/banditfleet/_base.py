@@ -106,6 +106,10 @@ class _FleetOptimizer(Journaled):
         else:
             raise JournalError(f"unknown journal record kind {kind!r}")
 
+    def _mergeable(self, kind: str) -> bool:
+        # predict_many / observe_many equal the same calls in sequence.
+        return kind in ("predict", "observe")
+
     def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
         if "seeds" in arrays:
             self.register_jobs(keys, arm_lists, seeds=arrays["seeds"])

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from banditfleet._threadsafe import Synchronized, defer_durable
 from banditfleet.errors import CheckpointError, JournalError
-from banditfleet.journal import FsyncPolicy, OptimizerFolder, decode_record, encode_record, scan_journal
+from banditfleet.journal import FsyncPolicy, OptimizerFolder, encode_record, read_batches
 
 __all__ = ["Journaled", "FolderSpec", "open_folder"]
 
@@ -51,14 +52,29 @@ class FolderSpec:
         self.load = load
 
 
-def open_folder(spec: FolderSpec, folder: str | os.PathLike, fsync: FsyncPolicy, verbose: bool, settings: dict[str, Any]):
+def open_folder(
+    spec: FolderSpec,
+    folder: str | os.PathLike,
+    fsync: FsyncPolicy,
+    verbose: bool,
+    settings: dict[str, Any],
+    checkpoint_bytes: int | None = None,
+):
     """Create (with ``settings``) or recover the journaled folder of a ``spec`` object.
+
+    ``checkpoint_bytes``: when a journaled call makes the journal reach this
+    many bytes, the object checkpoints before the call returns (None: never).
 
     Creation writes ``checkpoint-000000`` and ``journal-000000`` first and
     ``settings.json`` last, so a folder whose creation a crash interrupted has
     no settings and is simply created again.
     """
+    if checkpoint_bytes is not None and (
+        isinstance(checkpoint_bytes, bool) or not isinstance(checkpoint_bytes, int) or checkpoint_bytes < 1
+    ):
+        raise JournalError(f"checkpoint_bytes must be a positive integer or None, got {checkpoint_bytes!r}")
     f = OptimizerFolder(folder, fsync)
+    f.checkpoint_bytes = checkpoint_bytes
     try:
         stored = f.read_settings()
         if stored is None:
@@ -106,24 +122,33 @@ def _recover(spec: FolderSpec, f: OptimizerFolder, stored: dict[str, Any], setti
             errors.append(str(exc))
             logger.warning("skipping unreadable checkpoint: %s", exc)
             continue
-        payloads, good, discarded = scan_journal(f.journal_path(seq))
+        batches, n_records, good, discarded = read_batches(f.journal_path(seq), obj._mergeable if MERGE_RECORDS else None)
         if discarded:
             logger.warning(
                 "%s: dropped a torn or corrupted journal tail of %d bytes after %d intact records",
-                f.journal_path(seq), discarded, len(payloads),
+                f.journal_path(seq), discarded, n_records,
             )
             f.truncate_journal(seq, good)
-        # The object has no folder yet, so replayed calls journal nothing.
-        for payload in payloads:
-            kind, arrays, extra = decode_record(payload)
+        # The object has no folder yet, so replayed calls journal nothing. Runs
+        # of records of one kind come merged into one batch (a batch call equals
+        # the same calls in sequence).
+        for kind, arrays, extra in batches:
             obj._replay(kind, arrays, extra)
         f.start_generation(seq)
         return obj
     raise JournalError(f"{f.path}: no loadable checkpoint ({'; '.join(errors) or 'none present'})")
 
 
-class Journaled:
-    """Mixin: ``open``/``checkpoint``/``close`` and journaling for a class with the four hooks."""
+# Recovery merges runs of consecutive records of one mergeable kind into one
+# batch; tests switch it off to compare with record-by-record recovery.
+MERGE_RECORDS = True
+
+
+class Journaled(Synchronized):
+    """Mixin: ``open``/``checkpoint``/``close`` and journaling for a class with the four hooks.
+
+    Every public method holds the object's lock (:mod:`banditfleet._threadsafe`).
+    """
 
     _folder: OptimizerFolder | None = None
     # Set on the members of a shared folder: a weak reference to the owner, and a record tag.
@@ -141,13 +166,25 @@ class Journaled:
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def _mergeable(self, kind: str) -> bool:
+        """Whether consecutive journal records of ``kind`` (with no extra fields and
+        1-D arrays of one length) may be replayed as one batch call."""
+        return False
+
     @classmethod
     def _folder_spec(cls) -> FolderSpec:
         return FolderSpec(cls.__name__, lambda settings, verbose: cls(**settings, verbose=verbose), cls.load)
 
     # ---------------------------------------------------------------- folder
     @classmethod
-    def open(cls, folder: str | os.PathLike, fsync: FsyncPolicy = "batch", verbose: bool = False, **settings: Any):
+    def open(
+        cls,
+        folder: str | os.PathLike,
+        fsync: FsyncPolicy = "batch",
+        verbose: bool = False,
+        checkpoint_bytes: int | None = None,
+        **settings: Any,
+    ):
         """An optimizer that journals every state-changing call to ``folder``.
 
         A new folder is created with ``settings``. An existing one is recovered:
@@ -155,9 +192,12 @@ class Journaled:
         state at the last acknowledged call (a torn tail from a crash is dropped
         with a warning). Settings given for an existing folder must agree with
         the stored ones. ``fsync``: ``"batch"`` (every call), ``"never"``, or
-        milliseconds between fsyncs. Only one process may have a folder open.
+        milliseconds between fsyncs; concurrent calls share fsyncs (group
+        commit). ``checkpoint_bytes``: checkpoint automatically once the journal
+        reaches that many bytes (None: only when :meth:`checkpoint` is called).
+        Only one process may have a folder open.
         """
-        return open_folder(cls._folder_spec(), folder, fsync, verbose, settings)
+        return open_folder(cls._folder_spec(), folder, fsync, verbose, settings, checkpoint_bytes)
 
     def _attach_folder(self, folder: OptimizerFolder) -> None:
         self._folder = folder
@@ -178,13 +218,21 @@ class Journaled:
         if folder is None:
             return
         try:
-            folder.append(encode_record(self._journal_tag + kind, arrays, extra))
+            durable_at = folder.append(encode_record(self._journal_tag + kind, arrays, extra))
         except OSError as exc:
             # The call is applied in memory but not journaled: refuse to go on
             # silently diverging from the folder.
             owner = self._journal_owner() if self._is_member() else None
             (self if owner is None else owner)._detach_folder()
             raise JournalError(f"{folder.path}: could not journal a {kind} call ({exc}); the folder is closed, reopen it to recover") from exc
+        if durable_at is not None:
+            # Waited for once the call has released the optimizer's lock (group commit).
+            defer_durable(folder, durable_at)
+        limit = folder.checkpoint_bytes
+        if limit is not None and folder.journal_bytes >= limit:
+            owner = self._journal_owner() if self._is_member() else self
+            logger.info("%s: journal passed %d bytes, checkpointing", folder.path, limit)
+            owner.checkpoint()
 
     def checkpoint(self) -> int:
         """Write a new checkpoint to the folder, start a new journal, then drop the old ones.

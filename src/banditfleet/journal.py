@@ -23,17 +23,18 @@ import logging
 import os
 import re
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from banditfleet.checkpoint import _fsync_dir, atomic_write
 from banditfleet.errors import FolderLockedError, JournalError
 
-__all__ = ["OptimizerFolder", "encode_record", "decode_record", "scan_journal", "FsyncPolicy"]
+__all__ = ["OptimizerFolder", "encode_record", "decode_record", "scan_journal", "read_batches", "FsyncPolicy"]
 
 logger = logging.getLogger("banditfleet")
 
@@ -42,6 +43,7 @@ _RECORD_MAGIC = b"BFJR"
 _CKPT_RE = re.compile(r"^checkpoint-(\d{6,})\.bfckpt$")
 _JOURNAL_RE = re.compile(r"^journal-(\d{6,})\.bfj$")
 _MAX_RECORD = 1 << 34
+_HEAD_LEN = struct.Struct("<I")
 
 FsyncPolicy = str | float | int
 
@@ -95,6 +97,114 @@ def scan_journal(path: Path) -> tuple[list[bytes], int, int]:
     return payloads, pos, len(data) - pos
 
 
+def _parse_head(head: bytes) -> tuple[str, list[tuple[str, np.dtype, tuple[int, ...]]], dict[str, Any]]:
+    h = json.loads(head.decode("utf-8"))
+    manifest = []
+    for name, dtype, shape in h["arrays"]:
+        dt = np.dtype(dtype)
+        if dt.hasobject:
+            raise JournalError(f"journal record array {name!r} has an object dtype")
+        manifest.append((name, dt, tuple(int(x) for x in shape)))
+    return h["kind"], manifest, h["extra"]
+
+
+def _run_arrays(data: bytes, start: int, stride: int, count: int, head_len: int, manifest) -> dict[str, np.ndarray] | None:
+    """The arrays of ``count`` records of one header laid out every ``stride`` bytes from
+    ``start``, each array concatenated over the records (one strided read per array)."""
+    pos = _RECORD.size + 4 + head_len
+    names, formats, offsets = [], [], []
+    for name, dt, shape in manifest:
+        names.append(name)
+        formats.append((dt, shape) if shape else dt)
+        offsets.append(pos)
+        pos += dt.itemsize * int(np.prod(shape, dtype=np.int64))
+    if pos != stride:
+        raise JournalError("journal record arrays do not fill their record")
+    view = np.ndarray((count,), np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": stride}), data, start)
+    out = {}
+    for name, dt, shape in manifest:
+        out[name] = np.ascontiguousarray(view[name]).reshape((count * shape[0],) + shape[1:])
+    return out
+
+
+def read_batches(
+    path: Path, mergeable: Callable[[str], bool] | None = None
+) -> tuple[list[tuple[str, dict[str, np.ndarray], dict[str, Any]]], int, int, int]:
+    """The intact records of a journal as ``(kind, arrays, extra)`` batches, for recovery.
+
+    Like :func:`scan_journal` (records up to the first torn or corrupted one),
+    but consecutive records of a kind for which ``mergeable(kind)`` is true,
+    without extra fields and whose arrays are 1-D of one length, come merged
+    into one batch whose arrays are the records' arrays concatenated in order.
+    Records with the same header (kind, array names, dtypes, shapes) are read
+    in one strided pass, so a run of single-event records costs no per-record
+    decoding. Returns the batches, the number of records, the length of the
+    good prefix and the number of bytes after it.
+    """
+    data = path.read_bytes() if path.exists() else b""
+    mv = memoryview(data)
+    size = len(data)
+    unpack = _RECORD.unpack_from
+    head_len_of = _HEAD_LEN.unpack_from
+    crc32 = zlib.crc32
+    frame = _RECORD.size
+    # Runs of records with identical headers: [head bytes, start, stride, count].
+    runs: list[list[Any]] = []
+    head = None
+    stride = -1
+    pos = 0
+    n_records = 0
+    while pos + frame <= size:
+        magic, length, crc = unpack(data, pos)
+        end = pos + frame + length
+        if magic != _RECORD_MAGIC or length > _MAX_RECORD or end > size or length < 4:
+            break
+        if crc32(mv[pos + frame : end]) != crc:
+            break
+        (hl,) = head_len_of(data, pos + frame)
+        h = data[pos + frame + 4 : pos + frame + 4 + hl]
+        if frame + length == stride and h == head:
+            runs[-1][3] += 1
+        else:
+            head, stride = h, frame + length
+            runs.append([h, pos, stride, 1])
+        n_records += 1
+        pos = end
+    # Pending batches: (kind, [arrays of each merged part], extra, mergeable).
+    pending: list[tuple[str, list[dict[str, np.ndarray]], dict[str, Any], bool]] = []
+    parsed: dict[bytes, Any] = {}
+    for h, start, stride, count in runs:
+        meta = parsed.get(h)
+        if meta is None:
+            meta = parsed[h] = _parse_head(h)
+        kind, manifest, extra = meta
+        flat = bool(
+            mergeable is not None
+            and not extra
+            and manifest
+            and all(len(shape) == 1 and shape[0] == manifest[0][2][0] for _, _, shape in manifest)
+            and mergeable(kind)
+        )
+        if flat:
+            arrays = _run_arrays(data, start, stride, count, len(h), manifest)
+            prev = pending[-1] if pending else None
+            if prev is not None and prev[3] and prev[0] == kind and prev[1][0].keys() == arrays.keys() and all(
+                prev[1][0][k].dtype == a.dtype for k, a in arrays.items()
+            ):
+                prev[1].append(arrays)
+            else:
+                pending.append((kind, [arrays], {}, True))
+        else:
+            for i in range(count):
+                _, arrays, _ = decode_record(data[start + i * stride + frame : start + (i + 1) * stride])
+                pending.append((kind, [arrays], json.loads(json.dumps(extra)) if extra else {}, False))
+    batches = [
+        (kind, parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, extra)
+        for kind, parts, extra, _ in pending
+    ]
+    return batches, n_records, pos, size - pos
+
+
 class OptimizerFolder:
     """The files of one journaled optimizer, and the lock that makes its writer unique.
 
@@ -127,9 +237,19 @@ class OptimizerFolder:
         # Temp files of a save that a crash interrupted are garbage: the rename never happened.
         for stale in self.path.glob(".checkpoint-*.tmp"):
             stale.unlink()
-        self._journal = None
+        self._journal: int | None = None  # file descriptor of the current journal
         self.seq = -1
         self._last_sync = time.monotonic()
+        # Group commit (see append / wait_durable). Offsets count every byte ever
+        # appended through this object, across generations.
+        self._cv = threading.Condition(threading.Lock())
+        self._written = 0  # bytes appended (written to the OS)
+        self._durable = 0  # bytes covered by a finished fsync
+        self._syncing = False  # one thread runs an fsync for everyone waiting
+        self._failed: OSError | None = None
+        self.journal_bytes = 0  # size of the current generation's journal
+        self.fsync_count = 0  # fsyncs of journal files (for tests and benchmarks)
+        self.checkpoint_bytes: int | None = None  # automatic checkpoint threshold (set by open)
 
     # ------------------------------------------------------------- settings
     @property
@@ -170,10 +290,12 @@ class OptimizerFolder:
         self.seq = seq
         path = self.journal_path(seq)
         created = not path.exists()
-        self._journal = open(path, "ab")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if created:
-            os.fsync(self._journal.fileno())
+            os.fsync(fd)
             _fsync_dir(self.path)
+        self.journal_bytes = os.fstat(fd).st_size
+        self._journal = fd
 
     def truncate_journal(self, seq: int, good_length: int) -> None:
         with open(self.journal_path(seq), "r+b") as f:
@@ -190,29 +312,85 @@ class OptimizerFolder:
         _fsync_dir(self.path)
 
     # --------------------------------------------------------------- append
-    def append(self, record: bytes) -> None:
-        if self._journal is None:
+    def append(self, record: bytes) -> int | None:
+        """Write ``record`` at the end of the journal (the caller serializes appends).
+
+        Returns the offset an fsync must cover before the call that made the
+        record may return (pass it to :meth:`wait_durable`, outside any
+        optimizer lock), or None when the fsync policy asks for no wait.
+        """
+        fd = self._journal
+        if fd is None:
             raise JournalError(f"{self.path}: the optimizer folder is closed")
-        self._journal.write(record)
-        self._journal.flush()
+        if self._failed is not None:
+            raise self._failed
+        view = memoryview(record)
+        while view:
+            view = view[os.write(fd, view) :]
+        n = len(record)
+        self.journal_bytes += n
+        with self._cv:
+            self._written += n
+            end = self._written
         if self.fsync == "batch":
-            os.fsync(self._journal.fileno())
-        elif self.fsync != "never":
-            now = time.monotonic()
-            if (now - self._last_sync) * 1000.0 >= float(self.fsync):
-                os.fsync(self._journal.fileno())
-                self._last_sync = now
+            return end
+        if self.fsync != "never" and (time.monotonic() - self._last_sync) * 1000.0 >= float(self.fsync):
+            self._last_sync = time.monotonic()
+            return end
+        return None
+
+    def wait_durable(self, offset: int) -> None:
+        """Return once an fsync that started after byte ``offset`` was written has finished.
+
+        Group commit: the first waiter runs one fsync covering everything written
+        so far; callers arriving meanwhile wait for it, and the next of them to
+        find its record still uncovered runs the next fsync for all of them.
+        Raises :class:`JournalError` if an fsync failed (the folder is then unusable).
+        """
+        cv = self._cv
+        with cv:
+            while self._durable < offset:
+                if self._failed is not None:
+                    raise JournalError(f"{self.path}: fsync of the journal failed ({self._failed}); reopen the folder to recover")
+                if self._syncing:
+                    cv.wait()
+                    continue
+                self._syncing = True
+                upto, fd = self._written, self._journal
+                cv.release()
+                error = None
+                try:
+                    if fd is not None:
+                        os.fsync(fd)
+                except OSError as exc:
+                    error = exc
+                finally:
+                    cv.acquire()
+                    self._syncing = False
+                    self.fsync_count += 1
+                    if error is not None:
+                        self._failed = error
+                    else:
+                        self._durable = max(self._durable, upto)
+                        self._last_sync = time.monotonic()
+                    cv.notify_all()
 
     def sync(self) -> None:
+        """Fsync everything appended so far."""
         if self._journal is not None:
-            self._journal.flush()
-            os.fsync(self._journal.fileno())
+            self.wait_durable(self._written)
 
     def close_journal(self) -> None:
         if self._journal is not None:
-            self.sync()
-            self._journal.close()
-            self._journal = None
+            try:
+                self.sync()
+            finally:
+                with self._cv:
+                    while self._syncing:
+                        self._cv.wait()
+                    fd, self._journal = self._journal, None
+                    self._durable = self._written if self._failed is None else self._durable
+                os.close(fd)
 
     def close(self) -> None:
         """Flush and fsync the journal and release the folder lock."""

@@ -151,6 +151,10 @@ class OptimizerPair(Journaled):
             raise JournalError("a pair's optimizers must not journal into folders of their own; use open_pair")
         self.bso = bso
         self.plo = plo
+        # One lock for the pair and both members: calls on either are ordered
+        # by it, so the shared journal's order is the apply order, and no
+        # two-lock deadlock exists. Build a pair before sharing its members.
+        bso._lock = plo._lock = self._lock
 
     @property
     def name(self) -> str:
@@ -176,9 +180,27 @@ class OptimizerPair(Journaled):
         return cls(*load_pair(path, bso_class, verbose))
 
     @classmethod
-    def open(cls, folder: str | os.PathLike, bso_class: type, fsync: FsyncPolicy = "batch", verbose: bool = False, **bso_settings: Any) -> OptimizerPair:
+    def open(
+        cls,
+        folder: str | os.PathLike,
+        bso_class: type,
+        fsync: FsyncPolicy = "batch",
+        verbose: bool = False,
+        checkpoint_bytes: int | None = None,
+        **bso_settings: Any,
+    ) -> OptimizerPair:
         """Same as :func:`open_pair`."""
-        return open_pair(folder, bso_class, fsync, verbose, **bso_settings)
+        return open_pair(folder, bso_class, fsync, verbose, checkpoint_bytes, **bso_settings)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.bso._lock = self.plo._lock = self._lock
+
+    def _mergeable(self, kind: str) -> bool:
+        member, _, rest = kind.partition(".")
+        if member == "bso":
+            return self.bso._mergeable(rest)
+        return member == "plo" and self.plo._mergeable(rest)
 
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         member, _, rest = kind.partition(".")
@@ -210,6 +232,7 @@ def open_pair(
     bso_class: type,
     fsync: FsyncPolicy = "batch",
     verbose: bool = False,
+    checkpoint_bytes: int | None = None,
     **bso_settings: Any,
 ) -> OptimizerPair:
     """An :class:`OptimizerPair` of a new ``bso_class(**bso_settings)`` and a new
@@ -227,4 +250,4 @@ def open_pair(
         lambda settings, v: OptimizerPair(bso_class(**settings, verbose=v), JITPowerLimitOptimizer(verbose=v)),
         lambda path, v: OptimizerPair.load(path, v, bso_class),
     )
-    return open_folder(spec, folder, fsync, verbose, bso_settings)
+    return open_folder(spec, folder, fsync, verbose, bso_settings, checkpoint_bytes)

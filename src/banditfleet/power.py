@@ -515,6 +515,10 @@ class JITPowerLimitOptimizer(Journaled):
             extra = {"keys": entry}
         self._record("observe", arrays, extra)
 
+    def _mergeable(self, kind: str) -> bool:
+        # observe_many equals the same observes in sequence (records that create rows carry keys and stay apart).
+        return kind == "observe"
+
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         """Apply one journal record again (recovery runs before the folder is attached)."""
         if kind not in ("register", "observe"):

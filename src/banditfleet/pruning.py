@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from banditfleet._base import JobsLike, _FleetOptimizer
+from banditfleet._threadsafe import Synchronized
 from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.errors import (
     ConfigurationError,
@@ -129,8 +130,11 @@ def _check_cost(value: Any, what: str) -> float:
     return v
 
 
-class _PruningCore:
-    """Messages shared by the optimizer and the manager (``_store`` holds the arrays)."""
+class _PruningCore(Synchronized):
+    """Messages shared by the optimizer and the manager (``_store`` holds the arrays).
+
+    Every public method of both holds the object's lock (:mod:`banditfleet._threadsafe`).
+    """
 
     _store: FleetStore
     num_pruning_rounds: int
