@@ -91,24 +91,36 @@ class _FleetOptimizer(Journaled):
     # --------------------------------------------------------------- journal
     # open(), checkpoint(), close() and _record() come from Journaled.
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
-        """Apply one journal record again (recovery runs before the folder is attached)."""
-        if kind == "register":
-            keys = decode_keys(extra["keys"], arrays)
-            counts = arrays["arm_counts"]
-            flat = arrays["arms"]
-            offsets = np.concatenate([[0], np.cumsum(counts)])
-            arm_lists = [flat[offsets[i] : offsets[i + 1]] for i in range(len(keys))]
-            self._replay_register(keys, arm_lists, arrays, extra)
-        elif kind == "predict":
-            self._replay_predict(arrays, extra)
-        elif kind == "observe":
-            self._replay_observe(arrays, extra)
-        else:
-            raise JournalError(f"unknown journal record kind {kind!r}")
+        """Apply one journal record (or a merged run of them) again; recovery runs
+        before the folder is attached, and logs nothing."""
+        verbose, self.verbose = self.verbose, False
+        try:
+            if kind == "register":
+                keys = decode_keys(extra["keys"], arrays)
+                counts = arrays["arm_counts"]
+                flat = arrays["arms"]
+                offsets = np.concatenate([[0], np.cumsum(counts)])
+                arm_lists = [flat[offsets[i] : offsets[i + 1]] for i in range(len(keys))]
+                self._replay_register(keys, arm_lists, arrays, extra)
+            elif kind == "predict":
+                self._replay_predict(arrays, extra)
+            elif kind == "observe":
+                self._replay_observe(arrays, extra)
+            else:
+                raise JournalError(f"unknown journal record kind {kind!r}")
+        finally:
+            self.verbose = verbose
 
     def _mergeable(self, kind: str) -> bool:
         # predict_many / observe_many equal the same calls in sequence.
         return kind in ("predict", "observe")
+
+    # A predict reads and advances only its job; an observe changes only its
+    # job's arms and appends to the history pool in observe order.
+    _REORDER = {"predict": ("", 0), "observe": ("", 1)}
+
+    def _reorder_class(self, kind: str):
+        return self._REORDER.get(kind)
 
     def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
         if "seeds" in arrays:
@@ -117,10 +129,21 @@ class _FleetOptimizer(Journaled):
             self.register_jobs(keys, arm_lists)
 
     def _replay_predict(self, arrays, extra) -> None:
-        self.predict_many(arrays["rows"])
+        rows = arrays["rows"]
+        if rows.shape[0] == 1:
+            # A single event: the scalar path is several times cheaper than a batch call.
+            self.predict(self._store.key_of(int(rows[0])))
+        else:
+            self.predict_many(rows)
 
     def _replay_observe(self, arrays, extra) -> None:
-        self.observe_many(arrays["rows"], arrays["batch_sizes"], arrays["costs"], arrays.get("converged"))
+        rows = arrays["rows"]
+        converged = arrays.get("converged")
+        if rows.shape[0] == 1:
+            flag = None if converged is None else bool(converged[0])
+            self.observe(self._store.key_of(int(rows[0])), int(arrays["batch_sizes"][0]), float(arrays["costs"][0]), flag)
+        else:
+            self.observe_many(rows, arrays["batch_sizes"], arrays["costs"], converged)
 
     def _journal_keys(self, keys: list[Hashable]) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """Encode keys for a register record before anything changes (refuses unsavable keys)."""

@@ -202,6 +202,12 @@ class OptimizerPair(Journaled):
             return self.bso._mergeable(rest)
         return member == "plo" and self.plo._mergeable(rest)
 
+    def _reorder_class(self, kind: str):
+        # The two optimizers share no state: each is its own stream.
+        member, _, rest = kind.partition(".")
+        where = self.bso._reorder_class(rest) if member == "bso" else self.plo._reorder_class(rest) if member == "plo" else None
+        return None if where is None else (member, where[1])
+
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         member, _, rest = kind.partition(".")
         if member == "bso":

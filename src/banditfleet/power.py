@@ -519,6 +519,9 @@ class JITPowerLimitOptimizer(Journaled):
         # observe_many equals the same observes in sequence (records that create rows carry keys and stay apart).
         return kind == "observe"
 
+    def _reorder_class(self, kind: str):
+        return ("", 1) if kind == "observe" else None
+
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         """Apply one journal record again (recovery runs before the folder is attached)."""
         if kind not in ("register", "observe"):
