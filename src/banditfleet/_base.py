@@ -111,10 +111,6 @@ class _FleetOptimizer(Journaled):
         finally:
             self.verbose = verbose
 
-    def _mergeable(self, kind: str) -> bool:
-        # predict_many / observe_many equal the same calls in sequence.
-        return kind in ("predict", "observe")
-
     # A predict reads and advances only its job; an observe changes only its
     # job's arms and appends to the history pool in observe order.
     _REORDER = {"predict": ("", 0), "observe": ("", 1)}

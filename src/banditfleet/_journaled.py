@@ -122,18 +122,16 @@ def _recover(spec: FolderSpec, f: OptimizerFolder, stored: dict[str, Any], setti
             errors.append(str(exc))
             logger.warning("skipping unreadable checkpoint: %s", exc)
             continue
-        batches, n_records, good, discarded = read_batches(f.journal_path(seq), obj._mergeable if MERGE_RECORDS else None)
+        batches, n_records, good, discarded = read_batches(f.journal_path(seq), obj._reorder_class if MERGE_RECORDS else None)
         if discarded:
             logger.warning(
                 "%s: dropped a torn or corrupted journal tail of %d bytes after %d intact records",
                 f.journal_path(seq), discarded, n_records,
             )
             f.truncate_journal(seq, good)
-        # The object has no folder yet, so replayed calls journal nothing. Runs
-        # of records of one kind come merged into one batch (a batch call equals
-        # the same calls in sequence).
-        if MERGE_RECORDS:
-            batches = _merge_commuting(batches, obj._reorder_class)
+        # The object has no folder yet, so replayed calls journal nothing.
+        # Single-event records come regrouped into few batch calls (see
+        # Journaled._reorder_class).
         for kind, arrays, extra in batches:
             obj._replay(kind, arrays, extra)
         f.start_generation(seq)
@@ -144,62 +142,6 @@ def _recover(spec: FolderSpec, f: OptimizerFolder, stored: dict[str, Any], setti
 # Recovery merges runs of consecutive records of one mergeable kind into one
 # batch; tests switch it off to compare with record-by-record recovery.
 MERGE_RECORDS = True
-
-
-def _merge_commuting(batches, classify):
-    """Merge interleaved single-job records into few batch calls, keeping the outcome.
-
-    ``classify(kind)`` gives ``(stream, position)`` for a kind that may be
-    regrouped, else None (a barrier). Records of different streams touch
-    disjoint state (a pair's two optimizers), so each stream is regrouped on
-    its own. Within a stream a segment is replayed as one batch per position
-    (``predict`` = 0 before ``observe`` = 1), each keeping its records' order.
-    That equals the original order because a predict only reads and advances
-    its own job and an observe only changes its own job's arms and appends to
-    the shared history in observe order; the one dependency a predict can
-    have, an earlier observe of the same job in the segment, ends the segment.
-    """
-    out: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
-    segments: dict[Any, list[Any]] = {}  # stream -> [buckets by position, rows observed]
-
-    def emit(stream: Any) -> None:
-        buckets, _ = segments.pop(stream)
-        for bucket in buckets:
-            if bucket is not None:
-                kind, parts = bucket
-                arrays = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-                out.append((kind, arrays, {}))
-
-    for kind, arrays, extra in batches:
-        where = None if extra else classify(kind)
-        rows = arrays.get("rows")
-        if where is None or rows is None or rows.ndim != 1 or any(a.shape != rows.shape for a in arrays.values()):
-            for stream in list(segments):
-                emit(stream)
-            out.append((kind, arrays, extra))
-            continue
-        stream, position = where
-        seg = segments.get(stream)
-        if seg is not None:
-            bucket = seg[0][position]
-            conflict = bucket is not None and (bucket[0] != kind or bucket[1][0].keys() != arrays.keys())
-            if not conflict and position == 0 and seg[1]:
-                conflict = not seg[1].isdisjoint(rows.tolist())
-            if conflict:
-                emit(stream)
-                seg = None
-        if seg is None:
-            seg = segments[stream] = [[None, None], set()]
-        bucket = seg[0][position]
-        if bucket is None:
-            seg[0][position] = (kind, [arrays])
-        else:
-            bucket[1].append(arrays)
-        if position == 1:
-            seg[1].update(rows.tolist())
-    for stream in list(segments):
-        emit(stream)
-    return out
 
 
 class Journaled(Synchronized):
@@ -224,13 +166,20 @@ class Journaled(Synchronized):
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def _mergeable(self, kind: str) -> bool:
-        """Whether consecutive journal records of ``kind`` (with no extra fields and
-        1-D arrays of one length) may be replayed as one batch call."""
-        return False
-
     def _reorder_class(self, kind: str) -> tuple[Any, int] | None:
-        """``(stream, position)`` of a kind recovery may regroup (see :func:`_merge_commuting`), or None."""
+        """``(stream, position)`` of a journal record kind recovery may regroup, or None.
+
+        Recovery (:func:`banditfleet.journal.read_batches`) replays a segment of
+        records as one batch call per position, position 0 (predict) before 1
+        (observe), each in record order, per stream (a pair's two optimizers
+        are two streams: they share no state). That equals the records in
+        their order because a batch call equals the same calls in sequence, a
+        predict reads and advances only its own job (its arms, its random
+        stream, its pruning state), and an observe changes only its own job's
+        arms and appends to the shared history in observe order (kept). The
+        one dependency a predict can have, an earlier observe of the same job,
+        ends the segment. A class without such calls regroups nothing.
+        """
         return None
 
     @classmethod

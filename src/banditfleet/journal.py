@@ -54,17 +54,13 @@ _HEAD_CACHE: dict[tuple[Any, ...], bytes] = {}
 
 def encode_record(kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any] | None = None) -> bytes:
     """One framed journal record."""
-    manifest = []
-    blobs = []
-    for name, arr in arrays.items():
-        arr = np.ascontiguousarray(arr)
-        manifest.append((name, arr.dtype.str, arr.shape))
-        blobs.append(arr.tobytes())
-    # Single-event calls repeat the same header: encode it once.
-    key = (kind, *manifest) if not extra else None
+    blobs = [arr.tobytes() for arr in arrays.values()]  # tobytes is C order whatever the layout
+    # Single-event calls repeat the same header: encode it once per (kind, names, dtypes, shapes).
+    key = None if extra else (kind, *[(name, arr.dtype, arr.shape) for name, arr in arrays.items()])
     head = _HEAD_CACHE.get(key) if key is not None else None
     if head is None:
-        doc = {"kind": kind, "arrays": [[n, d, list(sh)] for n, d, sh in manifest], "extra": extra or {}}
+        manifest = [[name, arr.dtype.str, list(arr.shape)] for name, arr in arrays.items()]
+        doc = {"kind": kind, "arrays": manifest, "extra": extra or {}}
         text = json.dumps(doc, separators=(",", ":"), allow_nan=True).encode("utf-8")
         head = struct.pack("<I", len(text)) + text
         if key is not None and len(_HEAD_CACHE) < 4096:
@@ -152,14 +148,19 @@ _BULK = 1 << 16
 
 def _same_records(data: bytes, mv: memoryview, pos: int, stride: int, fixed: int) -> int:
     """How many intact records from ``pos`` on repeat the frame and header of the
-    ``stride``-byte record just before ``pos`` (its first ``fixed`` bytes except the CRC)."""
+    ``stride``-byte record just before ``pos`` (its first ``fixed`` bytes except the CRC).
+
+    Probes blocks of doubling size, so a journal whose kinds alternate costs
+    one short probe per record and a long run a few vectorized passes.
+    """
     total = 0
     crc32 = zlib.crc32
     frame = _RECORD.size
     template = np.frombuffer(data, np.uint8, fixed, pos - stride)
+    block_len = 8
     while True:
-        k = min((len(data) - pos) // stride, _BULK)
-        if k < 2:
+        k = min((len(data) - pos) // stride, block_len)
+        if k < 1 or data[pos : pos + 8] != data[pos - stride : pos - stride + 8]:
             return total
         block = np.frombuffer(data, np.uint8, k * stride, pos).reshape(k, stride)
         same = (block[:, :8] == template[:8]).all(1) & (block[:, 12:fixed] == template[12:fixed]).all(1)
@@ -173,21 +174,32 @@ def _same_records(data: bytes, mv: memoryview, pos: int, stride: int, fixed: int
         pos += n * stride
         if n < k:
             return total
+        block_len = min(2 * block_len, _BULK)
 
 
 def read_batches(
-    path: Path, mergeable: Callable[[str], bool] | None = None
+    path: Path, classify: Callable[[str], tuple[Any, int] | None] | None = None
 ) -> tuple[list[tuple[str, dict[str, np.ndarray], dict[str, Any]]], int, int, int]:
-    """The intact records of a journal as ``(kind, arrays, extra)`` batches, for recovery.
+    """The intact records of a journal as ``(kind, arrays, extra)`` batch calls, for recovery.
 
-    Like :func:`scan_journal` (records up to the first torn or corrupted one),
-    but consecutive records of a kind for which ``mergeable(kind)`` is true,
-    without extra fields and whose arrays are 1-D of one length, come merged
-    into one batch whose arrays are the records' arrays concatenated in order.
-    Records with the same header (kind, array names, dtypes, shapes) are read
-    in one strided pass, so a run of single-event records costs no per-record
-    decoding. Returns the batches, the number of records, the length of the
-    good prefix and the number of bytes after it.
+    Reads records like :func:`scan_journal` (up to the first torn or corrupted
+    one). Without ``classify`` every record is its own batch. With it, records
+    are regrouped into few batch calls: ``classify(kind)`` gives ``(stream,
+    position)`` for a kind that may be regrouped (records without extra
+    fields whose arrays are 1-D of one length, with a ``rows`` array), None
+    for a barrier. Streams hold disjoint state and are regrouped separately;
+    within a stream a segment becomes one batch per position (position 0 =
+    predict before 1 = observe), each in record order, and a position-0
+    record for a row that a position-1 record of the segment already holds
+    starts a new segment. The caller vouches that this equals the records
+    in order (``banditfleet._journaled`` explains why it does for the
+    optimizers).
+
+    Records with the same header (kind, array names, dtypes, shapes) that
+    follow each other are read in one strided pass, and single-event records
+    are unpacked as scalars, so no per-record array is built. Returns the
+    batches, the number of records, the length of the good prefix and the
+    number of bytes after it.
     """
     data = path.read_bytes() if path.exists() else b""
     mv = memoryview(data)
@@ -225,41 +237,124 @@ def read_batches(
             runs[-1][3] += more
             n_records += more
             pos += more * stride
-    # Pending batches: (kind, [arrays of each merged part], extra, mergeable).
-    pending: list[tuple[str, list[dict[str, np.ndarray]], dict[str, Any], bool]] = []
+
+    out: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
+    # stream -> [buckets by position: (kind, header signature, parts) or None, rows of position 1]
+    segments: dict[Any, list[Any]] = {}
+
+    def emit(stream: Any) -> None:
+        buckets, _ = segments.pop(stream)
+        for bucket in buckets:
+            if bucket is not None:
+                out.append((bucket[0], _join_parts(bucket[1], bucket[2]), {}))
+
     parsed: dict[bytes, Any] = {}
     for h, start, stride, count in runs:
         meta = parsed.get(h)
         if meta is None:
-            meta = parsed[h] = _parse_head(h)
-        kind, manifest, extra, end = meta
-        if end != stride:
+            meta = parsed[h] = _Header(h, classify)
+        if meta.end != stride:
             raise JournalError(f"{path}: a journal record's arrays do not fill it")
+        where = meta.where
+        if where is None:
+            for stream in list(segments):
+                emit(stream)
+            for i in range(count):
+                arrays = _run_arrays(data, start + i * stride, stride, 1, meta.manifest)
+                out.append((meta.kind, arrays, json.loads(json.dumps(meta.extra)) if meta.extra else {}))
+            continue
+        stream, position = where
+        if count == 1 and meta.scalars is not None:
+            part: Any = meta.scalars.unpack_from(data, start)
+            rows = [part[meta.rows_index]]
+        else:
+            part = _run_arrays(data, start, stride, count, meta.manifest)
+            rows = part["rows"].tolist()
+        seg = segments.get(stream)
+        if seg is not None:
+            bucket = seg[0][position]
+            conflict = bucket is not None and bucket[1] is not meta.signature
+            if not conflict and position == 0 and seg[1]:
+                conflict = not seg[1].isdisjoint(rows)
+            if conflict:
+                emit(stream)
+                seg = None
+        if seg is None:
+            seg = segments[stream] = [[None, None], set()]
+        bucket = seg[0][position]
+        if bucket is None:
+            seg[0][position] = (meta.kind, meta.signature, [part])
+        else:
+            bucket[2].append(part)
+        if position == 1:
+            seg[1].update(rows)
+    for stream in list(segments):
+        emit(stream)
+    return out, n_records, pos, size - pos
+
+
+_SIGNATURES: dict[Any, Any] = {}
+# struct codes (standard sizes) of the dtypes single-event records hold.
+_STRUCT_CODES = {("i", 8): "q", ("u", 8): "Q", ("f", 8): "d", ("i", 4): "i", ("u", 4): "I", ("f", 4): "f",
+                 ("u", 1): "B", ("i", 1): "b", ("b", 1): "?"}
+
+
+class _Header:
+    """What recovery needs of one distinct record header, parsed once."""
+
+    def __init__(self, head: bytes, classify: Callable[[str], Any] | None) -> None:
+        self.kind, self.manifest, self.extra, self.end = _parse_head(head)
+        manifest = self.manifest
         flat = bool(
-            mergeable is not None
-            and not extra
+            classify is not None
+            and not self.extra
             and manifest
             and all(len(m[2]) == 1 and m[2][0] == manifest[0][2][0] for m in manifest)
-            and mergeable(kind)
+            and any(m[0] == "rows" for m in manifest)
         )
-        if flat:
-            arrays = _run_arrays(data, start, stride, count, manifest)
-            prev = pending[-1] if pending else None
-            if prev is not None and prev[3] and prev[0] == kind and prev[1][0].keys() == arrays.keys() and all(
-                prev[1][0][k].dtype == a.dtype for k, a in arrays.items()
-            ):
-                prev[1].append(arrays)
-            else:
-                pending.append((kind, [arrays], {}, True))
+        self.where = classify(self.kind) if flat else None
+        # Records of one kind whose arrays have the same names and dtypes (not
+        # necessarily lengths) can share a batch: they share this object.
+        key = (self.kind, tuple((m[0], m[1].str) for m in manifest))
+        self.signature = _SIGNATURES.setdefault(key, key)
+        self.scalars = None
+        self.rows_index = -1
+        codes = [_STRUCT_CODES.get((m[1].kind, m[1].itemsize)) for m in manifest]
+        if self.where is not None and all(m[2] == (1,) for m in manifest) and None not in codes and all(
+            m[1].byteorder in "<=|" for m in manifest
+        ):
+            # One event: its values are read as Python scalars, no arrays.
+            fmt, at = "<", 0
+            for m, code in zip(manifest, codes):
+                fmt += f"{m[3] - at}x{code}" if m[3] > at else code
+                at = m[3] + m[1].itemsize
+            self.scalars = struct.Struct(fmt)
+            self.rows_index = [m[0] for m in manifest].index("rows")
+        self.names = [m[0] for m in manifest]
+        self.dtypes = [m[1] for m in manifest]
+
+
+def _join_parts(signature: Any, parts: list[Any]) -> dict[str, np.ndarray]:
+    """One batch from parts that are dicts of arrays or tuples of scalars (in manifest order)."""
+    kind, columns = signature
+    names = [c[0] for c in columns]
+    dtypes = [np.dtype(c[1]) for c in columns]
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    i = 0
+    while i < len(parts):
+        if isinstance(parts[i], tuple):
+            j = i
+            while j < len(parts) and isinstance(parts[j], tuple):
+                j += 1
+            cols = list(zip(*parts[i:j]))
+            for name, dt, col in zip(names, dtypes, cols):
+                pieces[name].append(np.array(col, dt))
+            i = j
         else:
-            for i in range(count):
-                arrays = _run_arrays(data, start + i * stride, stride, 1, manifest)
-                pending.append((kind, [arrays], json.loads(json.dumps(extra)) if extra else {}, False))
-    batches = [
-        (kind, parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, extra)
-        for kind, parts, extra, _ in pending
-    ]
-    return batches, n_records, pos, size - pos
+            for name in names:
+                pieces[name].append(parts[i][name])
+            i += 1
+    return {name: p[0] if len(p) == 1 else np.concatenate(p) for name, p in pieces.items()}
 
 
 class OptimizerFolder:

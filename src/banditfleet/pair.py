@@ -196,12 +196,6 @@ class OptimizerPair(Journaled):
         super().__setstate__(state)
         self.bso._lock = self.plo._lock = self._lock
 
-    def _mergeable(self, kind: str) -> bool:
-        member, _, rest = kind.partition(".")
-        if member == "bso":
-            return self.bso._mergeable(rest)
-        return member == "plo" and self.plo._mergeable(rest)
-
     def _reorder_class(self, kind: str):
         # The two optimizers share no state: each is its own stream.
         member, _, rest = kind.partition(".")

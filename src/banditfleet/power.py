@@ -515,10 +515,6 @@ class JITPowerLimitOptimizer(Journaled):
             extra = {"keys": entry}
         self._record("observe", arrays, extra)
 
-    def _mergeable(self, kind: str) -> bool:
-        # observe_many equals the same observes in sequence (records that create rows carry keys and stay apart).
-        return kind == "observe"
-
     def _reorder_class(self, kind: str):
         return ("", 1) if kind == "observe" else None
 
