@@ -232,6 +232,8 @@ def read_batches(
         pos = end
         # Records just like this one that follow it: check their frames and
         # headers in one vectorized pass, then only their checksums one by one.
+        if data[pos : pos + 8] != data[pos - stride : pos - stride + 8]:
+            continue  # the next record differs in kind or size (alternating kinds)
         more = _same_records(data, mv, pos, stride, 16 + hl)
         if more:
             runs[-1][3] += more
