@@ -238,7 +238,7 @@ class Journaled(Synchronized):
             raise JournalError(f"{folder.path}: could not journal a {kind} call ({exc}); the folder is closed, reopen it to recover") from exc
         if durable_at is not None:
             # Waited for once the call has released the optimizer's lock (group commit).
-            defer_durable(folder, durable_at)
+            defer_durable(folder, durable_at, self._lock)
         limit = folder.checkpoint_bytes
         if limit is not None and folder.journal_bytes >= limit:
             owner = self._journal_owner() if self._is_member() else self

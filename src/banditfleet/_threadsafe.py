@@ -35,10 +35,11 @@ _local = threading.local()
 _LOCKED_DUNDERS = frozenset({"__len__", "__contains__", "__repr__"})
 
 
-def defer_durable(folder: Any, offset: int) -> None:
-    """Make the calling thread wait, once its outermost optimizer call has released
-    its lock, until ``folder`` is durable up to ``offset``; wait now outside any call."""
-    if getattr(_local, "depth", 0):
+def defer_durable(folder: Any, offset: int, lock: Any) -> None:
+    """Make the calling thread wait until ``folder`` is durable up to ``offset``: once
+    its outermost call has released ``lock`` (the recording object's lock), or now
+    if the thread does not hold it."""
+    if lock._is_owned():
         pending = getattr(_local, "pending", None)
         if pending is None:
             pending = _local.pending = []
@@ -55,23 +56,48 @@ def _flush_pending() -> None:
             folder.wait_durable(offset)
 
 
+_TEMPLATE = """
+def {name}({params}):
+    try:
+        with self._lock:
+            return _bf_fn({args})
+    finally:
+        # Only objects with a journal folder wait, and only once the outermost
+        # call has released the lock.
+        if self._folder is not None and not self._lock._is_owned():
+            _bf_flush()
+"""
+
+
 def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` holding ``self._lock``, with ``fn``'s own parameters (no ``*args``
+    packing on the hot scalar paths) when it has no ``*args``/``**kwargs``."""
     if getattr(fn, "__synchronized__", False):
         return fn
+    code = fn.__code__
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    simple = not code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS) and names and names[0] == "self"
+    if simple and not any(n.startswith("_bf_") for n in names):
+        positional = names[: code.co_argcount]
+        keyword = names[code.co_argcount :]
+        params = ", ".join(positional) + (", *, " + ", ".join(keyword) if keyword else "")
+        args = ", ".join(positional) + "".join(f", {k}={k}" for k in keyword)
+        namespace: dict[str, Any] = {"_bf_fn": fn, "_bf_flush": _flush_pending}
+        exec(_TEMPLATE.format(name=fn.__name__, params=params, args=args), namespace)
+        method = namespace[fn.__name__]
+        method.__defaults__ = fn.__defaults__
+        method.__kwdefaults__ = fn.__kwdefaults__
+    else:
 
-    @functools.wraps(fn)
-    def method(self, *args: Any, **kwargs: Any) -> Any:
-        local = _local
-        depth = getattr(local, "depth", 0)
-        local.depth = depth + 1
-        try:
-            with self._lock:
-                return fn(self, *args, **kwargs)
-        finally:
-            local.depth = depth
-            if not depth and getattr(local, "pending", None):
-                _flush_pending()
+        def method(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                with self._lock:
+                    return fn(self, *args, **kwargs)
+            finally:
+                if self._folder is not None and not self._lock._is_owned():
+                    _flush_pending()
 
+    functools.update_wrapper(method, fn)
     method.__synchronized__ = True  # type: ignore[attr-defined]
     return method
 
@@ -99,6 +125,7 @@ class Synchronized:
     """Mixin: a re-entrant ``_lock`` per object, held by every public method of every subclass."""
 
     _lock: threading.RLock
+    _folder: Any = None  # a journal folder (set by banditfleet._journaled.Journaled)
 
     def __new__(cls, *args: Any, **kwargs: Any):
         obj = super().__new__(cls)
