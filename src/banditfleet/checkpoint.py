@@ -49,7 +49,9 @@ __all__ = [
 
 MAGIC = b"BANDITFLEET-CKPT"
 END = b"BANDITFLEET-END\0"
-FORMAT_VERSION = 1
+# 2: batch-size optimizers store each job's registration seed (job.seed); version-1 files
+# still load (their jobs take the optimizer's seed as registration seed).
+FORMAT_VERSION = 2
 _ALIGN = 64
 _PREFIX = struct.Struct("<16sIII")
 _MAX_HEADER = 64 << 20

@@ -114,6 +114,8 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
                 "posterior precision 0 and mean 0/0 = NaN; give a positive reward_precision or prior_precision"
             )
         self._store = FleetStore(HISTORY_UNBOUNDED if self.learn_reward_precision else HISTORY_NONE)
+        # Each job's registration seed, so reset_jobs can seed it again.
+        self._store.add_job_array("seed", np.uint64, self.seed)
         self._template = seed_template(self.seed)
         # Reused one-element buffers of the scalar fast path (optimizers are not thread-safe).
         self._one_row = np.zeros(1, np.int64)
@@ -173,8 +175,19 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
                     dst[new_rows] = src[0]
             else:
                 seed_streams(s.streams, new_rows, job_seeds[new])
+                s.seed[new_rows] = job_seeds[new]
         self._record_register(encoded, batch_sizes, arrays=None if job_seeds is None else {"seeds": job_seeds})
         return rows
+
+    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:
+        """Arms at the prior, no observations, streams seeded as at registration."""
+        s = self._store
+        s.posterior_mean[slots] = self.prior_mean
+        s.posterior_precision[slots] = self.prior_precision
+        s.reward_precision[slots] = self.reward_precision
+        s.observation_count[slots] = 0
+        s.arm_active[slots] = 1
+        seed_streams(s.streams, rows, s.seed[rows])
 
     # ------------------------------------------------------------- decisions
     def predict(self, job: Hashable) -> int:

@@ -30,6 +30,7 @@ from banditfleet._base import JobsLike, _FleetOptimizer
 from banditfleet._threadsafe import Synchronized
 from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.errors import (
+    UnknownJobError,
     ConfigurationError,
     InvalidArmsError,
     InvalidObservationError,
@@ -251,6 +252,8 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self._store = FleetStore(self.window_size)
         _add_pruning_arrays(self._store)
         self._store.add_job_array(_PREFIX + "registered_default", np.int64, 0)
+        # Each job's registration seed, so reset_jobs can seed it again.
+        self._store.add_job_array("seed", np.uint64, self.seed)
         self._template = seed_template(self.seed)
         self._generation = 0
         # Scalar fast path: reused one-element buffers and cached state tuples
@@ -358,11 +361,24 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             else:
                 # Pruning draws nothing, so seeding now equals seeding the bandit when it is built.
                 seed_streams(s.streams, new_rows, job_seeds[new])
+                s.seed[new_rows] = job_seeds[new]
             getattr(s, _PREFIX + "registered_default")[new_rows] = defaults[new]
             init_rows(new_rows, defaults[new], s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
         extra_arrays = {"defaults": defaults} if job_seeds is None else {"defaults": defaults, "seeds": job_seeds}
         self._record_register(encoded, batch_sizes, arrays=extra_arrays)
         return rows
+
+    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:
+        """Arms at the prior, no observations, pruning from the registered default, streams
+        seeded as at registration."""
+        s = self._store
+        s.posterior_mean[slots] = self.prior_mean
+        s.posterior_precision[slots] = self.prior_precision
+        s.reward_precision[slots] = 0.0
+        s.observation_count[slots] = 0
+        seed_streams(s.streams, rows, s.seed[rows])
+        defaults = getattr(s, _PREFIX + "registered_default")[rows]
+        init_rows(rows, defaults, s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
 
     def _resolve_defaults(self, keys: list[Hashable], default_bs: Any) -> np.ndarray:
         n = len(keys)
@@ -646,6 +662,7 @@ class PruningExploreManager(_PruningCore):
         default_value = _as_batch_size(default, "default")
         store = FleetStore(HISTORY_NONE)
         _add_pruning_arrays(store)
+        store.add_job_array(_PREFIX + "registered_default", np.int64, default_value)
         arms = batch_sizes.tolist() if isinstance(batch_sizes, np.ndarray) else list(batch_sizes)
         if default_value not in arms:
             raise InvalidArmsError(f"Default batch size {default!r} not in {arms}.")
@@ -663,8 +680,51 @@ class PruningExploreManager(_PruningCore):
         )
         self._generation = 0
 
+    _removed = False
+
     def _describe_row(self, row: int) -> str:
         return "PruningExploreManager"
+
+    # -------------------------------------------------------- removal, reset
+    def _check_manager_keys(self, jobs: Any) -> int:
+        keys = list(jobs)
+        if self._removed or any(k != 0 or isinstance(k, bool) for k in keys) or len(keys) > 1:
+            bad = next((k for k in keys if k != 0 or isinstance(k, bool)), 0)
+            why = "it was removed" if self._removed else "its one job has key 0"
+            raise UnknownJobError(f"unknown job {bad!r} for a PruningExploreManager ({why})")
+        return len(keys)
+
+    def reset(self) -> None:
+        """Start pruning over from round 1 with the batch sizes and default given at construction."""
+        self.reset_jobs([0])
+
+    def reset_job(self, job: Hashable = 0) -> None:
+        """Same as :meth:`reset` (the manager's one job has key 0)."""
+        self.reset_jobs([job])
+
+    def reset_jobs(self, jobs: Sequence[Hashable]) -> None:
+        """Reset the manager's job (``jobs`` is ``[0]`` or empty); as if newly constructed."""
+        if not self._check_manager_keys(jobs):
+            return
+        s = self._store
+        default = getattr(s, _PREFIX + "registered_default")[:1].copy()
+        init_rows(self._row, default, s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
+
+    def remove_job(self, job: Hashable = 0) -> None:
+        """Remove the manager's one job (see :meth:`remove_jobs`)."""
+        self.remove_jobs([job])
+
+    def remove_jobs(self, jobs: Sequence[Hashable]) -> None:
+        """Remove the manager's job (``jobs`` is ``[0]`` or empty): its state is freed and
+        every later call raises :class:`UnknownJobError`."""
+        if not self._check_manager_keys(jobs):
+            return
+        self._removed = True
+        self._store = FleetStore(HISTORY_NONE)
+
+    def _require_job(self) -> None:
+        if self._removed:
+            raise UnknownJobError("this PruningExploreManager's job was removed")
 
     def _done(self) -> bool:
         return int(self._store.pr_stage[0]) != STAGE_PRUNING
@@ -693,6 +753,7 @@ class PruningExploreManager(_PruningCore):
 
     def next_batch_size(self) -> int:
         """The next batch size to explore; ``StopIteration(survivors)`` once pruning is over."""
+        self._require_job()
         s = self._store
         if self._done():
             raise StopIteration(self.batch_sizes)
@@ -710,6 +771,7 @@ class PruningExploreManager(_PruningCore):
 
     def report_batch_size_result(self, batch_size: int, cost: float, reached: bool) -> None:
         """Report the cost of the batch size handed out last and whether it reached the target."""
+        self._require_job()
         s = self._store
         if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer, float, np.floating)) or (
             isinstance(batch_size, (float, np.floating)) and not float(batch_size).is_integer()
@@ -745,6 +807,7 @@ class PruningExploreManager(_PruningCore):
         """
         from banditfleet.checkpoint import write_checkpoint
 
+        self._require_job()
         settings = {"num_pruning_rounds": self.num_pruning_rounds}
         return write_checkpoint(path, type(self).__name__, settings, [0], self._store.export_arrays())
 
@@ -761,6 +824,8 @@ class PruningExploreManager(_PruningCore):
             raise CheckpointError(f"{path}: the stored settings are not valid: {settings!r}")
         store = FleetStore(HISTORY_NONE)
         _add_pruning_arrays(store)
+        store.add_job_array(_PREFIX + "registered_default", np.int64, 0)
+        arrays = _upgrade_manager_arrays(arrays)
         try:
             if keys != [0]:
                 raise ValueError("a manager holds exactly one job")
@@ -774,6 +839,19 @@ class PruningExploreManager(_PruningCore):
         manager._row = np.zeros(1, np.int64)
         manager._generation = 0
         return manager
+
+
+def _upgrade_manager_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Checkpoint format version 1 kept no registered default: take the current round's default
+    (exact while the manager is in round 1, the round that default belongs to)."""
+    name = "job." + _PREFIX + "registered_default"
+    if name in arrays:
+        return arrays
+    slot = arrays.get("job." + _PREFIX + "round_default")
+    values = arrays.get("arm.arm_value")
+    if slot is None or values is None or slot.shape != (1,) or not 0 <= int(slot[0]) < values.shape[0]:
+        return arrays  # the store refuses the file with a precise message
+    return {**arrays, name: values[slot].astype(np.int64)}
 
 
 def _check_manager_state(store: FleetStore, num_rounds: int) -> None:
