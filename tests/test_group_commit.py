@@ -201,7 +201,7 @@ def _workload(opt, seed: int, n: int) -> None:
     dead: set[str] = set()
     for step in range(n):
         if not jobs or rng.random() < 0.03:
-            new = [f"job{len(jobs) + i}" for i in range(int(rng.integers(1, 4)))]
+            new = [f"job{step}-{i}" for i in range(int(rng.integers(1, 4)))]
             if bso is not None and not isinstance(bso, JITPowerLimitOptimizer):
                 extra = {"default_bs": 32} if pruning else {}
                 bso.register_jobs(new, [ARMS] * len(new), **extra)
@@ -212,6 +212,16 @@ def _workload(opt, seed: int, n: int) -> None:
         r = rng.random()
         cost = float(rng.gamma(2.0, 30.0))
         job = live[int(rng.integers(len(live)))]
+        if r < 0.04 and (job in opt if isinstance(opt, JITPowerLimitOptimizer) else True):
+            # Removal and reset are barriers to regrouping (compaction renumbers rows).
+            if r < 0.02:
+                opt.remove_jobs([job])
+                jobs.remove(job)
+                dead.discard(job)
+            else:
+                opt.reset_jobs([job])
+                dead.discard(job)
+            continue
         if isinstance(bso, JITPowerLimitOptimizer):
             if r < 0.7:
                 opt.observe(job, ARMS[int(rng.integers(5))], int(rng.integers(100, 300)), cost)
