@@ -208,38 +208,6 @@ def read_batches(
     head_len_of = _HEAD_LEN.unpack_from
     crc32 = zlib.crc32
     frame = _RECORD.size
-    # Runs of records with identical headers: [head bytes, start, stride, count].
-    runs: list[list[Any]] = []
-    head = None
-    stride = -1
-    pos = 0
-    n_records = 0
-    while pos + frame <= size:
-        magic, length, crc = unpack(data, pos)
-        end = pos + frame + length
-        if magic != _RECORD_MAGIC or length > _MAX_RECORD or end > size or length < 4:
-            break
-        if crc32(mv[pos + frame : end]) != crc:
-            break
-        (hl,) = head_len_of(data, pos + frame)
-        h = data[pos + frame + 4 : pos + frame + 4 + hl]
-        if frame + length == stride and h == head:
-            runs[-1][3] += 1
-        else:
-            head, stride = h, frame + length
-            runs.append([h, pos, stride, 1])
-        n_records += 1
-        pos = end
-        # Records just like this one that follow it: check their frames and
-        # headers in one vectorized pass, then only their checksums one by one.
-        if data[pos : pos + 8] != data[pos - stride : pos - stride + 8]:
-            continue  # the next record differs in kind or size (alternating kinds)
-        more = _same_records(data, mv, pos, stride, 16 + hl)
-        if more:
-            runs[-1][3] += more
-            n_records += more
-            pos += more * stride
-
     out: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
     # stream -> [buckets by position: (kind, header signature, parts) or None, rows of position 1]
     segments: dict[Any, list[Any]] = {}
@@ -250,13 +218,44 @@ def read_batches(
             if bucket is not None:
                 out.append((bucket[0], _join_parts(bucket[1], bucket[2]), {}))
 
-    parsed: dict[bytes, Any] = {}
-    for h, start, stride, count in runs:
-        meta = parsed.get(h)
+    parsed: dict[bytes, _Header] = {}
+    # Headers seen, by record length: a record is matched against them in place
+    # (no copy of its header) and parsed headers are reused.
+    known: dict[int, list[tuple[bytes, _Header]]] = {}
+    pos = 0
+    n_records = 0
+    while pos + frame <= size:
+        magic, length, crc = unpack(data, pos)
+        end = pos + frame + length
+        if magic != _RECORD_MAGIC or length > _MAX_RECORD or end > size or length < 4:
+            break
+        if crc32(mv[pos + frame : end]) != crc:
+            break
+        (hl,) = head_len_of(data, pos + frame)
+        head_at = pos + frame + 4
+        meta = None
+        for h, m in known.get(length, ()):
+            if len(h) == hl and data.startswith(h, head_at):
+                meta = m
+                break
         if meta is None:
-            meta = parsed[h] = _Header(h, classify)
-        if meta.end != stride:
-            raise JournalError(f"{path}: a journal record's arrays do not fill it")
+            h = data[head_at : head_at + hl]
+            meta = parsed.get(h)
+            if meta is None:
+                meta = parsed[h] = _Header(h, classify)
+            known.setdefault(length, []).append((h, meta))
+            if meta.end != frame + length:
+                raise JournalError(f"{path}: a journal record's arrays do not fill it")
+        start, stride, count = pos, frame + length, 1
+        pos = end
+        # Records just like this one that follow it: check their frames and
+        # headers in one vectorized pass, then only their checksums one by one.
+        if data[pos : pos + 8] == data[start : start + 8]:
+            more = _same_records(data, mv, pos, stride, 16 + hl)
+            count += more
+            pos += more * stride
+        n_records += count
+
         where = meta.where
         if where is None:
             for stream in list(segments):
@@ -268,17 +267,16 @@ def read_batches(
         stream, position = where
         if count == 1 and meta.scalars is not None:
             part: Any = meta.scalars.unpack_from(data, start)
-            rows = [part[meta.rows_index]]
+            rows = (part[meta.rows_index],)
         else:
             part = _run_arrays(data, start, stride, count, meta.manifest)
             rows = part["rows"].tolist()
         seg = segments.get(stream)
         if seg is not None:
             bucket = seg[0][position]
-            conflict = bucket is not None and bucket[1] is not meta.signature
-            if not conflict and position == 0 and seg[1]:
-                conflict = not seg[1].isdisjoint(rows)
-            if conflict:
+            if (bucket is not None and bucket[1] is not meta.signature) or (
+                position == 0 and seg[1] and not seg[1].isdisjoint(rows)
+            ):
                 emit(stream)
                 seg = None
         if seg is None:
