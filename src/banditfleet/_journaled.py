@@ -8,10 +8,13 @@ optimizers, :class:`~banditfleet.power.JITPowerLimitOptimizer`,
 * ``_settings()``: the constructor arguments that rebuild an empty twin;
 * ``save(path)``: write the whole state as one checkpoint file;
 * ``load(path, verbose)`` (classmethod): read it back;
-* ``_replay(kind, arrays, extra)``: apply one journal record again.
+* ``_replay(kind, arrays, extra)``: apply one journal record again (or a
+  batch that recovery regrouped from several, see ``_reorder_class``).
 
 and calls ``self._record(kind, arrays, extra)`` after every call that changed
-state, before it returns. :func:`open_folder` creates or recovers a folder for
+state, under the object's lock, before it returns. With ``fsync="batch"``
+the call then waits for an fsync covering its record after releasing the
+lock (group commit; :mod:`banditfleet._threadsafe`). :func:`open_folder` creates or recovers a folder for
 a :class:`FolderSpec` (name, constructor, loader); the mixin's ``open`` is
 that for ``cls``. Folder files and record framing are in
 :mod:`banditfleet.journal`; docs/checkpoints.md describes both.

@@ -362,10 +362,14 @@ class OptimizerFolder:
 
     Args:
         folder: The folder (created when missing).
-        fsync: ``"batch"`` fsyncs after every journaled call (an acknowledged call
-            survives power loss), ``"never"`` leaves flushing to the OS (survives a
-            process crash, not power loss), a number fsyncs when that many
-            milliseconds have passed since the last fsync.
+        fsync: ``"batch"``: no journaled call returns before an fsync covers its
+            record (an acknowledged call survives power loss); concurrent callers
+            share fsyncs (:meth:`wait_durable`). ``"never"`` leaves flushing to the
+            OS (survives a process crash, not power loss). A number: the call that
+            finds the last fsync that many milliseconds old waits for one.
+
+    Appends are serialized by the caller (the optimizer's lock); waiting for
+    durability is not, and is thread-safe.
     """
 
     def __init__(self, folder: str | os.PathLike, fsync: FsyncPolicy = "batch") -> None:
