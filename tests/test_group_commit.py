@@ -297,3 +297,26 @@ def test_automatic_checkpoint_when_the_journal_passes_a_size(tmp_path):
     opt.close()
     with GTSBatchSizeOptimizer.open(tmp_path) as again:
         assert _arrays(again) == _arrays(twin)
+
+
+def test_a_failed_fsync_fails_the_waiting_call_and_every_later_one(tmp_path, monkeypatch):
+    from banditfleet.errors import JournalError
+
+    opt = GTSBatchSizeOptimizer.open(tmp_path, fsync="batch", learn_reward_precision=True, verbose=False)
+    opt.register_jobs(["a"], [ARMS])
+    real_fsync = os.fsync
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(JournalError, match="fsync"):
+        opt.observe("a", 16, 1.0)
+    with pytest.raises(JournalError):
+        opt.observe("a", 16, 2.0)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert opt._folder is None  # the optimizer let go of the folder, and its lock
+    # The first call's record reached the file (its fsync failed, the process lives
+    # on); the second was refused before writing. Reopening recovers the first.
+    with GTSBatchSizeOptimizer.open(tmp_path) as again:
+        assert sum(s.observations for s in again.arm_state("a").values()) == 1

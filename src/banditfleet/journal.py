@@ -549,12 +549,15 @@ class OptimizerFolder:
                 os.close(fd)
 
     def close(self) -> None:
-        """Flush and fsync the journal and release the folder lock."""
-        self.close_journal()
-        if self._lock_fd >= 0:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        """Flush and fsync the journal and release the folder lock (released even if
+        the last fsync fails, which then raises :class:`JournalError`)."""
+        try:
+            self.close_journal()
+        finally:
+            if self._lock_fd >= 0:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     @property
     def closed(self) -> bool:
