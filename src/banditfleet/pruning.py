@@ -257,7 +257,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self._template = seed_template(self.seed)
         self._generation = 0
         # Scalar fast path: reused one-element buffers and cached state tuples
-        # (optimizers are not thread-safe).
+        # (safe: every public call holds the optimizer's lock).
         self._one_row = np.zeros(1, np.int64)
         self._one_out = np.zeros(1, np.int64)
         self._one_bs = np.zeros(1, np.int64)
