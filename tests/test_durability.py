@@ -49,15 +49,20 @@ def _run(opt, call, log):
         log["failing"] = call[1]
         return None
     if kind == "predict":
-        log["bs"] = opt.predict_many(call[1])
+        log["bs"] = opt.predict_many(_rows(opt, call[1]))
         return log["bs"].tolist()
     if kind == "observe":
-        rows, costs = call[1], call[2]
+        rows, costs = _rows(opt, call[1]), call[2]
         bs = log["bs"]
         opt.observe_many(rows, bs, costs, ~np.isin(bs, log["failing"]))
     elif kind == "extra":
-        opt.observe_many(call[1], log["bs"][:1], call[2], ~np.isin(log["bs"][:1], log["failing"]))
+        opt.observe_many(_rows(opt, call[1]), log["bs"][:1], call[2], ~np.isin(log["bs"][:1], log["failing"]))
     return None
+
+
+def _rows(opt, indices):
+    """The optimizer's rows of the jobs registered ``indices``-th (keys ``("job", i)``)."""
+    return opt.rows([("job", int(i)) for i in indices])
 
 
 def _make(kind, window, concurrency, seed):

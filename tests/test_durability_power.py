@@ -79,11 +79,12 @@ def _plo_apply(opt, call):
     elif kind == "observe_rows":
         if len(opt) == 0:
             return "no rows"
-        opt.observe_many(call[1] % len(opt), *call[2:])
+        rows = opt.rows([opt.key_of(int(r)) for r in call[1] % len(opt)])
+        opt.observe_many(rows, *call[2:])
     elif kind == "rows":
-        return opt.rows(call[1]).tolist()
+        return opt.rows(call[1]).array.tolist()
     elif kind == "rows_nocreate":
-        return opt.rows(call[1], create=False).tolist()
+        return opt.rows(call[1], create=False).array.tolist()
     elif kind == "predict":
         return opt.predict_many(call[1], call[2]).tolist(), [opt.predict(k, int(b)) for k, b in zip(call[1], call[2])]
     return None

@@ -175,9 +175,9 @@ def test_killed_threaded_writer_loses_no_acknowledged_call(tmp_path, seed):
     twin.register_jobs([f"j{i}" for i in range(8)], [ARMS] * 8)
     for _, kind, arrays in _records_with_ends(_journal(tmp_path)):
         if kind == "predict":
-            twin.predict_many(arrays["rows"])
+            twin.predict_many([twin.jobs[r] for r in arrays["rows"].tolist()])
         elif kind == "observe":
-            twin.observe_many(arrays["rows"], arrays["batch_sizes"], arrays["costs"])
+            twin.observe_many([twin.jobs[r] for r in arrays["rows"].tolist()], arrays["batch_sizes"], arrays["costs"])
     assert _arrays(recovered) == _arrays(twin)
     recovered.close()
 

@@ -127,9 +127,9 @@ def _fleet(learn=True):
         (["a", "b"], [8, 33], [1.0, 2.0], UnknownBatchSizeError, ["'b'", "33"]),
         (["a", "b"], [8, 32], [1.0], InvalidObservationError, ["expected 2"]),
         (["a", "b"], [8], [1.0, 2.0], InvalidObservationError, ["expected 2"]),
-        (["a", "b"], ["8", "32"], [1.0, 2.0], InvalidObservationError, ["integers"]),
-        (["a", "b"], [8.5, 32], [1.0, 2.0], InvalidObservationError, ["integers"]),
-        (["a", "b"], [8, 32], ["x", 1.0], InvalidObservationError, ["real numbers"]),
+        (["a", "b"], ["8", "32"], [1.0, 2.0], InvalidObservationError, ["'a'", "'8'", "integer"]),
+        (["a", "b"], [8.5, 32], [1.0, 2.0], InvalidObservationError, ["'a'", "8.5", "integer"]),
+        (["a", "b"], [8, 32], ["x", 1.0], InvalidObservationError, ["'a'", "'x'", "real"]),
     ],
 )
 def test_bad_observation_batches_change_nothing(learn, jobs, batch_sizes, costs, error, words):
@@ -211,8 +211,8 @@ def test_million_job_registration_and_rows():
     n = 1_000_000
     arms = np.tile(np.array([8, 16, 32, 64, 128, 256, 512, 1024]), (n, 1))
     rows = opt.register_jobs(range(n), arms)
-    assert rows.tolist() == list(range(n))
-    assert opt.rows([5, n - 1, 0]).tolist() == [5, n - 1, 0]
+    assert rows.array.tolist() == list(range(n))
+    assert opt.rows([5, n - 1, 0]).array.tolist() == [5, n - 1, 0]
     assert opt.batch_sizes_of(n - 1) == arms[0].tolist()
     # Every job starts from the same seeded stream, like the reference.
     first = opt.predict_many(np.array([0, n - 1]))

@@ -51,8 +51,9 @@ def _apply(opt, op, a, b):
     if op == "register":
         opt.register_jobs(a, b)
     elif op == "step":
-        bs = opt.predict_many(a)
-        opt.observe_many(a, bs, b)
+        rows = opt.rows([f"job{int(i)}" for i in a])  # ``a`` holds registration indices
+        bs = opt.predict_many(rows)
+        opt.observe_many(rows, bs, b)
         return bs
     return None
 
@@ -234,7 +235,7 @@ def _state_after(seed: int, n_calls: int, predict_of_next: bool = False):
     if predict_of_next:
         op, a, b = next(ops)
         if op == "step":
-            replay.predict_many(a)
+            replay.predict_many(replay.rows([f"job{int(i)}" for i in a]))
     return _state(replay)
 
 

@@ -101,7 +101,7 @@ def scheduler(current, seed: int, n_steps: int, max_jobs: int = 8):
             pair.plo.observe_many(jobs, bs, pl, costs)  # keys: creates rows for new jobs
         else:
             plo_rows = pair.plo.rows(jobs)  # journals the rows it creates
-            yield ("call", plo_rows.tolist())
+            yield ("call", plo_rows.array.tolist())
             pair = current()
             pair.plo.observe_many(plo_rows, bs, pl, costs)
         yield ("call", pl.tolist())

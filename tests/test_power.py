@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import banditfleet
-from banditfleet import NEEDS_PROFILING, JITPowerLimitOptimizer, Job
-from banditfleet.errors import BanditFleetError, InvalidObservationError, UnknownJobError
+from banditfleet import NEEDS_PROFILING, GTSBatchSizeOptimizer, JITPowerLimitOptimizer, Job
+from banditfleet.rows import Rows
+from banditfleet.errors import BanditFleetError, ForeignRowsError, InvalidObservationError, UnknownJobError
 from banditfleet.kernels.power import EMPTY, hash_key, lookup_entries, rebuild_table
 from banditfleet.power import MISSING_ROW, PowerLimitState, PowerLimitTable
 
@@ -176,7 +177,7 @@ def test_predict_creates_nothing():
     assert opt.predict("a", 16) is None
     assert opt.best_power_limit("c", 8) is None
     assert opt.predict_many(["a", "b", "a"], [8, 8, 16]).tolist() == [100, NEEDS_PROFILING, NEEDS_PROFILING]
-    assert opt.rows(["z", "a"], create=False).tolist() == [MISSING_ROW, 0]
+    assert opt.rows(["z", "a"], create=False).array.tolist() == [MISSING_ROW, 0]
     assert_unchanged(opt, before)
     assert "b" not in opt and len(opt) == 1
 
@@ -220,26 +221,25 @@ def test_repeated_keys_in_one_batch_apply_in_order():
 def test_rows_semantics():
     opt = JITPowerLimitOptimizer(verbose=False)
     rows = opt.rows(["a", "b", "a"])  # create=True by default: new keys get rows
-    assert rows.dtype == np.int64 and rows.tolist() == [0, 1, 0]
+    assert isinstance(rows, Rows) and rows.array.dtype == np.int64 and rows.array.tolist() == [0, 1, 0]
     assert opt.jobs == ["a", "b"] and opt.n_entries == 0
     # Rows alone are no state: everything still needs profiling.
     assert opt.predict_many(rows, [8, 8, 8]).tolist() == [NEEDS_PROFILING] * 3
     opt.observe_many(rows, [8, 8, 16], [100, 200, 300], [1.0, 2.0, 3.0])
     assert opt.predict_many(["a", "b", "c"], [8, 8, 8]).tolist() == [100, 200, NEEDS_PROFILING]
-    assert opt.rows(["c", "b"], create=False).tolist() == [MISSING_ROW, 1]
-    assert opt.predict_many(np.array([MISSING_ROW, 0]), [8, 16]).tolist() == [NEEDS_PROFILING, 300]
+    assert opt.rows(["c", "b"], create=False).array.tolist() == [MISSING_ROW, 1]
+    assert opt.predict_many(opt.rows(["zz", "a"], create=False), [8, 16]).tolist() == [NEEDS_PROFILING, 300]
     assert opt.key_of(1) == "b"
-    # Integer job keys are keys when passed as a list, rows when passed as an integer array.
+    # Integer job keys are keys whether passed as a list or as an integer array.
     opt.observe_many([5], [8], [111], [1.0])
-    assert opt.rows([5]).tolist() == [2]
+    assert opt.rows([5]).array.tolist() == [2]
     assert opt.predict(5, 8) == 111
-    assert opt.rows(np.array([2, 0], np.uint32)).tolist() == [2, 0]
-    with pytest.raises(UnknownJobError, match="unknown job row 3"):
-        opt.rows(np.array([3]))
+    assert opt.predict_many(np.array([5, 0]), [8, 8]).tolist() == [111, NEEDS_PROFILING]
+    assert opt.rows(np.array([5, 0], np.uint32), create=False).array.tolist() == [2, MISSING_ROW]
+    assert 0 not in opt
     with pytest.raises(UnknownJobError, match="MISSING_ROW"):
-        opt.rows(np.array([-1]))
-    assert opt.rows(np.array([-1]), create=False).tolist() == [MISSING_ROW]
-    assert opt.rows([]).shape == (0,)
+        opt.rows(opt.rows(["q"], create=False))  # create=True: a missing row has no job
+    assert opt.rows([]).array.shape == (0,)
     opt.observe_many([], [], [], [])
     assert opt.predict_many([], []).shape == (0,)
 
@@ -276,41 +276,46 @@ def _seeded() -> JITPowerLimitOptimizer:
 
 BAD_CALLS = [
     # (description, call, error class, message fragment)
-    ("zero batch size", lambda o: o.observe_many(["new", "a"], [8, 0], [1, 1], [1.0, 1.0]), InvalidObservationError, "job 'a': batch_size 0"),
-    ("negative batch size", lambda o: o.observe_many(["new", "b"], [8, -8], [1, 1], [1.0, 1.0]), InvalidObservationError, "job 'b': batch_size -8"),
-    ("fractional batch size", lambda o: o.observe_many(["new", "a"], [8, 8.5], [1, 1], [1.0, 1.0]), InvalidObservationError, "batch_size 8.5"),
-    ("NaN batch size", lambda o: o.observe_many(["new"], np.array([np.nan]), [1], [1.0]), InvalidObservationError, "batch_size nan"),
-    ("boolean batch sizes", lambda o: o.observe_many(["new"], np.array([True]), [1], [1.0]), InvalidObservationError, "must be integers"),
-    ("string batch size", lambda o: o.observe_many(["new"], ["8"], [1], [1.0]), InvalidObservationError, "must be integers"),
-    ("uint64 batch size past int64", lambda o: o.observe_many(["new"], np.array([2**63], np.uint64), [1], [1.0]), InvalidObservationError, "batch_size"),
-    ("huge Python int batch size", lambda o: o.observe_many(["new", "a"], [8, 2**70], [1, 1], [1.0, 1.0]), InvalidObservationError, "job 'a': batch_size"),
-    ("zero power limit", lambda o: o.observe_many(["new", "a"], [8, 8], [100, 0], [1.0, 1.0]), InvalidObservationError, "job 'a': power_limit 0"),
-    ("fractional power limit", lambda o: o.observe_many(["new"], [8], [250.5], [1.0]), InvalidObservationError, "job 'new': power_limit 250.5"),
+    ("zero batch size", lambda o: o.observe_many(["new", "a"], [8, 0], [1, 1], [1.0, 1.0]), InvalidObservationError, "job 'a': batch size 0"),
+    ("negative batch size", lambda o: o.observe_many(["new", "b"], [8, -8], [1, 1], [1.0, 1.0]), InvalidObservationError, "job 'b': batch size -8"),
+    ("fractional batch size", lambda o: o.observe_many(["new", "a"], [8, 8.5], [1, 1], [1.0, 1.0]), InvalidObservationError, "batch size 8.5"),
+    ("NaN batch size", lambda o: o.observe_many(["new"], np.array([np.nan]), [1], [1.0]), InvalidObservationError, "batch size nan"),
+    ("boolean batch sizes", lambda o: o.observe_many(["new"], np.array([True]), [1], [1.0]), InvalidObservationError, "job 'new': batch size True"),
+    ("string batch size", lambda o: o.observe_many(["new"], ["8"], [1], [1.0]), InvalidObservationError, "job 'new': batch size '8'"),
+    ("uint64 batch size past int64", lambda o: o.observe_many(["new"], np.array([2**63], np.uint64), [1], [1.0]), InvalidObservationError, "batch size"),
+    ("huge Python int batch size", lambda o: o.observe_many(["new", "a"], [8, 2**70], [1, 1], [1.0, 1.0]), InvalidObservationError, "job 'a': batch size"),
+    ("zero power limit", lambda o: o.observe_many(["new", "a"], [8, 8], [100, 0], [1.0, 1.0]), InvalidObservationError, "job 'a': power limit 0"),
+    ("fractional power limit", lambda o: o.observe_many(["new"], [8], [250.5], [1.0]), InvalidObservationError, "job 'new': power limit 250.5"),
     ("NaN cost", lambda o: o.observe_many(["new", "a"], [8, 8], [1, 1], [1.0, np.nan]), InvalidObservationError, "job 'a': cost nan"),
     ("infinite cost", lambda o: o.observe_many(["new", "b"], [8, 8], [1, 1], [1.0, -np.inf]), InvalidObservationError, "job 'b': cost -inf"),
     ("None cost", lambda o: o.observe_many(["new", "b"], [8, 8], [1, 1], [1.0, None]), InvalidObservationError, "job 'b': cost None"),
-    ("string costs", lambda o: o.observe_many(["new"], [8], [1], ["x"]), InvalidObservationError, "real numbers"),
+    ("string costs", lambda o: o.observe_many(["new"], [8], [1], ["x"]), InvalidObservationError, "job 'new': cost 'x'"),
     ("short batch sizes", lambda o: o.observe_many(["new", "a"], [8], [1, 1], [1.0, 1.0]), InvalidObservationError, "batch_sizes: expected 2"),
     ("long power limits", lambda o: o.observe_many(["new", "a"], [8, 8], [1, 1, 1], [1.0, 1.0]), InvalidObservationError, "power_limits: expected 2"),
     ("2-D costs", lambda o: o.observe_many(["new", "a"], [8, 8], [1, 1], [[1.0, 1.0]]), InvalidObservationError, "costs: expected 2"),
     ("unhashable job", lambda o: o.observe_many(["new", [1, 2]], [8, 8], [1, 1], [1.0, 1.0]), UnknownJobError, "not hashable"),
-    ("row out of range", lambda o: o.observe_many(np.array([0, 7]), [8, 8], [1, 1], [1.0, 1.0]), UnknownJobError, "unknown job row 7"),
-    ("MISSING_ROW observed", lambda o: o.observe_many(np.array([MISSING_ROW]), [8], [1], [1.0]), UnknownJobError, "MISSING_ROW"),
+    ("rows of another optimizer", lambda o: o.observe_many(JITPowerLimitOptimizer(verbose=False).rows(["a"]), [8], [1], [1.0]), ForeignRowsError, "given to"),
+    ("MISSING_ROW observed", lambda o: o.observe_many(o.rows(["zz"], create=False), [8], [1], [1.0]), UnknownJobError, "MISSING_ROW"),
     ("2-D rows", lambda o: o.observe_many(np.zeros((1, 1), np.int64), [8], [1], [1.0]), UnknownJobError, "1-D"),
-    ("scalar zero batch size", lambda o: o.observe("new", 0, 250, 1.0), InvalidObservationError, "job 'new': batch_size 0"),
-    ("scalar bool batch size", lambda o: o.observe("new", True, 250, 1.0), InvalidObservationError, "batch_size True"),
-    ("scalar fractional power limit", lambda o: o.observe("a", 8, 2.5, 1.0), InvalidObservationError, "job 'a': power_limit 2.5"),
+    ("scalar zero batch size", lambda o: o.observe("new", 0, 250, 1.0), InvalidObservationError, "job 'new': batch size 0"),
+    ("scalar bool batch size", lambda o: o.observe("new", True, 250, 1.0), InvalidObservationError, "batch size True"),
+    ("scalar fractional power limit", lambda o: o.observe("a", 8, 2.5, 1.0), InvalidObservationError, "job 'a': power limit 2.5"),
     ("scalar NaN cost", lambda o: o.observe("a", 8, 250, float("nan")), InvalidObservationError, "job 'a': cost nan"),
     ("scalar huge int cost", lambda o: o.observe("a", 8, 250, 10**400), InvalidObservationError, "not a finite"),
     ("scalar bool cost", lambda o: o.observe("a", 8, 250, True), InvalidObservationError, "cost True"),
     ("scalar string cost", lambda o: o.observe("a", 8, 250, "1.0"), InvalidObservationError, "cost '1.0'"),
     ("scalar unhashable job", lambda o: o.observe({"a": 1}, 8, 250, 1.0), UnknownJobError, "not hashable"),
-    ("predict zero batch size", lambda o: o.predict("a", 0), InvalidObservationError, "job 'a': batch_size 0"),
+    ("predict zero batch size", lambda o: o.predict("a", 0), InvalidObservationError, "job 'a': batch size 0"),
     ("predict unhashable job", lambda o: o.predict([1], 8), UnknownJobError, "not hashable"),
-    ("predict_many bad batch size", lambda o: o.predict_many(["a", "zz"], [8, -1]), InvalidObservationError, "job 'zz': batch_size -1"),
+    ("predict_many bad batch size", lambda o: o.predict_many(["a", "zz"], [8, -1]), InvalidObservationError, "job 'zz': batch size -1"),
     ("predict_many length mismatch", lambda o: o.predict_many(["a", "b"], [8]), InvalidObservationError, "expected 2"),
-    ("predict_many row out of range", lambda o: o.predict_many(np.array([-2]), [8]), UnknownJobError, "unknown job row -2"),
+    ("predict_many rows of a batch-size optimizer", lambda o: o.predict_many(_bso_rows(), [8]), ForeignRowsError, "GTSBatchSizeOptimizer"),
 ]
+
+
+def _bso_rows():
+    bso = GTSBatchSizeOptimizer(learn_reward_precision=True, verbose=False)
+    return bso.register_jobs(["a"], [[8, 16]])
 
 
 @pytest.mark.parametrize("call, error, fragment", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])

@@ -116,7 +116,7 @@ def _compare_job(ref, ours, job, predicted):
         assert got.posterior_precision == mab.arm_param_prec[arm], arm
         assert got.reward_precision == mab.arm_reward_prec[arm], arm
         assert got.observations == mab.arm_num_observations[arm], arm
-    assert export_state(ours._store.streams, ours.rows([job])[0]) == mab.rng.bit_generator.state
+    assert export_state(ours._store.streams, int(ours.rows([job]).array[0])) == mab.rng.bit_generator.state
 
 
 @st.composite

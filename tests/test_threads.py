@@ -86,15 +86,18 @@ def _replay_sequentially(records, bso=None, plo=None):
             if "keys" in extra:
                 plo.rows(decode_keys(extra["keys"], arrays))
             if call == "observe":
-                plo.observe_many(arrays["rows"], arrays["batch_sizes"], arrays["power_limits"], arrays["costs"])
+                keys = [plo.key_of(r) for r in arrays["rows"].tolist()]
+                plo.observe_many(keys, arrays["batch_sizes"], arrays["power_limits"], arrays["costs"])
             continue
         assert call != "register", "tests register before the threads start"
         if call == "predict":
-            out = bso.predict_many(arrays["rows"])
-            for row, bs in zip(arrays["rows"].tolist(), out.tolist()):
-                predictions[bso.jobs[row]].append(bs)
+            keys = [bso.jobs[r] for r in arrays["rows"].tolist()]  # no job is removed here: row = position
+            out = bso.predict_many(keys)
+            for key, bs in zip(keys, out.tolist()):
+                predictions[key].append(bs)
         else:
-            bso.observe_many(arrays["rows"], arrays["batch_sizes"], arrays["costs"], arrays.get("converged"))
+            keys = [bso.jobs[r] for r in arrays["rows"].tolist()]
+            bso.observe_many(keys, arrays["batch_sizes"], arrays["costs"], arrays.get("converged"))
     return predictions
 
 

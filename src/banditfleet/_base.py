@@ -13,18 +13,20 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from banditfleet import _boundary as B
 from banditfleet._journaled import Journaled
 from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, write_checkpoint
-from banditfleet.errors import CheckpointError, InvalidObservationError, JournalError, UnknownBatchSizeError, UnknownJobError
+from banditfleet.errors import CheckpointError, JournalError, UnknownBatchSizeError, UnknownJobError
 from banditfleet._fastcall import entry_point
 from banditfleet.kernels.thompson import find_arm_slots, observe_one, thompson_predict
+from banditfleet.rows import Rows
 from banditfleet.store import FleetStore
 
 __all__ = ["ArmState", "JobsLike"]
 
 logger = logging.getLogger("banditfleet")
 
-JobsLike = Sequence[Hashable] | np.ndarray
+JobsLike = Rows | Sequence[Hashable] | np.ndarray
 
 
 class ArmState(NamedTuple):
@@ -34,10 +36,6 @@ class ArmState(NamedTuple):
     posterior_precision: float
     reward_precision: float
     observations: int
-
-
-def _describe(values: Any) -> str:
-    return type(values).__name__ if not isinstance(values, np.ndarray) else f"array of dtype {values.dtype}"
 
 
 class _FleetOptimizer(Journaled):
@@ -74,6 +72,7 @@ class _FleetOptimizer(Journaled):
             arrays = {**arrays, "job.seed": np.full(len(keys), self.seed, np.uint64)}
         return arrays
 
+    @B.declare(path=B.PATH)
     def save(self, path: str | os.PathLike) -> int:
         """Write the whole optimizer state to ``path`` atomically; returns the file size in bytes.
 
@@ -83,8 +82,10 @@ class _FleetOptimizer(Journaled):
         return write_checkpoint(path, type(self).__name__, self._settings(), self._store.keys(), self._export_arrays())
 
     @classmethod
+    @B.declare(path=B.PATH, verbose=B.VERBOSE)
     def load(cls, path: str | os.PathLike, verbose: bool = False):
         """Rebuild an optimizer saved with :meth:`save` (refuses other optimizers' files)."""
+        B.VERBOSE.check(verbose)
         header, keys, arrays = read_checkpoint(path, cls.__name__)
         try:
             opt = cls(**header["settings"], verbose=verbose)
@@ -149,13 +150,15 @@ class _FleetOptimizer(Journaled):
         else:
             self.register_jobs(keys, arm_lists)
 
+    # Records hold the int64 rows the call resolved; they go back through tagged rows of
+    # this store (a plain integer array would be read as job keys).
     def _replay_predict(self, arrays, extra) -> None:
         rows = arrays["rows"]
         if rows.shape[0] == 1:
             # A single event: the scalar path is several times cheaper than a batch call.
             self.predict(self._store.key_of(int(rows[0])))
         else:
-            self.predict_many(rows)
+            self.predict_many(self._store.internal_rows(rows))
 
     def _replay_observe(self, arrays, extra) -> None:
         rows = arrays["rows"]
@@ -164,7 +167,7 @@ class _FleetOptimizer(Journaled):
             flag = None if converged is None else bool(converged[0])
             self.observe(self._store.key_of(int(rows[0])), int(arrays["batch_sizes"][0]), float(arrays["costs"][0]), flag)
         else:
-            self.observe_many(rows, arrays["batch_sizes"], arrays["costs"], converged)
+            self.observe_many(self._store.internal_rows(rows), arrays["batch_sizes"], arrays["costs"], converged)
 
     def _journal_keys(self, keys: list[Hashable]) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """Encode keys for a register record before anything changes (refuses unsavable keys)."""
@@ -194,10 +197,8 @@ class _FleetOptimizer(Journaled):
 
     def _lifecycle_rows(self, jobs: Iterable[Hashable]) -> tuple[list[Hashable], np.ndarray]:
         """Keys (not rows) of live jobs, each at most once: their rows, or the named error."""
-        if isinstance(jobs, np.ndarray) and jobs.dtype.kind in "iu":
-            raise UnknownJobError("remove_jobs/reset_jobs take job keys, not a row array (pass integer keys as a list)")
-        keys = list(jobs)
-        rows = self._store.rows(keys)
+        keys = B.key_list(jobs)  # an integer array is keys; Rows are refused (not keys)
+        rows = self._store.key_rows(keys)
         if len(set(rows.tolist())) != rows.shape[0]:
             seen: set[int] = set()
             for key, row in zip(keys, rows.tolist()):
@@ -214,10 +215,12 @@ class _FleetOptimizer(Journaled):
             entry, key_arrays = encoded
             self._record(kind, key_arrays, {"keys": entry})
 
+    @B.declare(job=B.KEY)
     def remove_job(self, job: Hashable) -> None:
         """Forget ``job``: its key, arms, posteriors, history and stream (see :meth:`remove_jobs`)."""
         self.remove_jobs([job])
 
+    @B.declare(jobs=B.JOBS)
     def remove_jobs(self, jobs: Iterable[Hashable]) -> None:
         """Forget many jobs at once (keys; :class:`UnknownJobError` for one that is not
         registered, and then nothing changes).
@@ -238,10 +241,12 @@ class _FleetOptimizer(Journaled):
         self._record_keys("remove", encoded)
         s.maybe_compact()
 
+    @B.declare(job=B.KEY)
     def reset_job(self, job: Hashable) -> None:
         """Start ``job`` over (see :meth:`reset_jobs`)."""
         self.reset_jobs([job])
 
+    @B.declare(jobs=B.JOBS)
     def reset_jobs(self, jobs: Iterable[Hashable]) -> None:
         """Start jobs over, exactly as if each were registered now with the same batch sizes.
 
@@ -286,14 +291,26 @@ class _FleetOptimizer(Journaled):
         """Registered job keys, in row order."""
         return self._store.keys()
 
-    def rows(self, jobs: Iterable[Hashable]) -> np.ndarray:
-        """Resolve job keys to an int64 row array once; pass it to the ``*_many`` calls."""
+    @B.declare(jobs=B.JOBS)
+    def rows(self, jobs: JobsLike) -> Rows:
+        """Resolve job keys to tagged :class:`~banditfleet.rows.Rows` once; pass them to
+        this optimizer's ``*_many`` calls (other optimizers refuse them).
+
+        A plain integer array is job keys, never rows. Rows given back are checked
+        (same optimizer, taken since the last removal) and returned as they are.
+        """
         return self._store.rows(jobs)
 
+    def _resolve(self, jobs: JobsLike) -> np.ndarray:
+        """The int64 rows of a batch call's ``jobs`` (tagged Rows or keys)."""
+        return self._store.resolve(jobs)
+
+    @B.declare(job=B.KEY)
     def batch_sizes_of(self, job: Hashable) -> list[int]:
         """The job's batch sizes, in the order the optimizer keeps them."""
         return self._store.arms_of(self._store.row(job)).tolist()
 
+    @B.declare(job=B.KEY)
     def arm_state(self, job: Hashable) -> dict[int, ArmState]:
         """Posterior of every arm of ``job`` (mean and precision of the reward = -cost)."""
         s = self._store
@@ -352,66 +369,42 @@ class _FleetOptimizer(Journaled):
     def _job_name(self, row: int) -> str:
         return repr(self._store.key_of(int(row)))
 
-    def _batch_array(self, name: str, values: Any, n: int, kind: str) -> np.ndarray:
-        arr = np.asarray(values)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.ndim != 1 or arr.shape[0] != n:
-            raise InvalidObservationError(f"{name}: expected {n} values (one per job), got shape {arr.shape}")
-        if n and kind == "int":
-            if arr.dtype.kind in "iu":
-                return arr.astype(np.int64, copy=False)
-            if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-                return arr.astype(np.int64)
-            raise InvalidObservationError(f"{name} must be integers, got {_describe(values)}")
-        if n and kind == "float":
-            if arr.dtype.kind not in "iuf" or arr.dtype.kind == "b":
-                raise InvalidObservationError(f"{name} must be real numbers, got {_describe(values)}")
-            return arr.astype(np.float64, copy=False)
-        return arr.astype(np.int64 if kind == "int" else np.float64, copy=False)
+    def _who(self, rows: np.ndarray) -> Any:
+        """Names the job at each index of a batch, for the boundary's messages."""
+        return lambda i: f"job {self._job_name(rows[i])}"
 
     def _scalar_batch_size(self, row: int, value: Any) -> int:
-        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-            return int(value)
-        return int(self._batch_sizes(np.array([row], np.int64), [value])[0])
+        if type(value) is int and 0 < value <= B.INT64_MAX:
+            return value
+        return B.BATCH_SIZE.check(value, f"job {self._job_name(row)}")
 
     def _scalar_cost(self, row: int, value: Any) -> float:
-        if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, (bool, np.bool_)):
-            c = float(value)
-            if c - c == 0.0:  # finite
-                return c
-        return float(self._costs(np.array([row], np.int64), [value])[0])
+        t = type(value)
+        if t is float:
+            if value - value == 0.0:  # finite
+                return value
+        elif t is int:
+            try:
+                return float(value)  # finite whenever it fits
+            except OverflowError:
+                pass
+        return B.COST.check(value, f"job {self._job_name(row)}")
+
+    def _scalar_converged(self, row: int, value: Any) -> bool | None:
+        if value is None or value is True or value is False:
+            return value
+        return B.OPTIONAL_FLAG.check(value, f"job {self._job_name(row)}")
 
     def _costs(self, rows: np.ndarray, costs: Any) -> np.ndarray:
-        arr = self._batch_array("costs", costs, rows.shape[0], "float")
-        finite = np.isfinite(arr)
-        if not finite.all():
-            i = int(np.argmin(finite))
-            raise InvalidObservationError(
-                f"job {self._job_name(rows[i])}: cost {arr[i]!r} is not a finite energy-time cost"
-            )
-        return arr
+        return B.COST.check_many(costs, rows.shape[0], self._who(rows))
 
     def _batch_sizes(self, rows: np.ndarray, batch_sizes: Any) -> np.ndarray:
-        return self._batch_array("batch_sizes", batch_sizes, rows.shape[0], "int")
+        return B.BATCH_SIZE.check_many(batch_sizes, rows.shape[0], self._who(rows), "batch_sizes")
 
     def _converged(self, rows: np.ndarray, converged: Any) -> np.ndarray | None:
         if converged is None:
             return None
-        arr = np.asarray(converged, dtype=object if not isinstance(converged, np.ndarray) else None)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.shape != (rows.shape[0],):
-            raise InvalidObservationError(f"converged: expected {rows.shape[0]} flags, got shape {arr.shape}")
-        if arr.dtype == object:
-            for i, v in enumerate(arr):
-                if not isinstance(v, (bool, np.bool_)) and v not in (0, 1):
-                    raise InvalidObservationError(
-                        f"job {self._job_name(rows[i])}: converged must be True or False, got {v!r}"
-                    )
-        elif arr.dtype.kind not in "biu" or (arr.dtype.kind != "b" and not np.isin(arr, (0, 1)).all()):
-            raise InvalidObservationError(f"converged must be booleans, got {_describe(converged)}")
-        return arr.astype(np.uint8)
+        return B.FLAG.check_many(converged, rows.shape[0], self._who(rows))
 
     def _slots(self, rows: np.ndarray, batch_sizes: np.ndarray) -> np.ndarray:
         s = self._store

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from banditfleet import _boundary as B
 from banditfleet._threadsafe import Synchronized, defer_durable
 from banditfleet.errors import CheckpointError, JournalError
 from banditfleet.journal import FsyncPolicy, OptimizerFolder, encode_record, read_batches
@@ -72,11 +73,12 @@ def open_folder(
     ``settings.json`` last, so a folder whose creation a crash interrupted has
     no settings and is simply created again.
     """
+    B.VERBOSE.check(verbose)
     if checkpoint_bytes is not None and (
         isinstance(checkpoint_bytes, bool) or not isinstance(checkpoint_bytes, int) or checkpoint_bytes < 1
     ):
         raise JournalError(f"checkpoint_bytes must be a positive integer or None, got {checkpoint_bytes!r}")
-    f = OptimizerFolder(folder, fsync)
+    f = OptimizerFolder(folder, fsync)  # validates folder and fsync before touching the disk
     f.checkpoint_bytes = checkpoint_bytes
     try:
         stored = f.read_settings()
@@ -191,6 +193,7 @@ class Journaled(Synchronized):
 
     # ---------------------------------------------------------------- folder
     @classmethod
+    @B.declare(folder=B.FOLDER, fsync=B.FSYNC, verbose=B.VERBOSE)
     def open(
         cls,
         folder: str | os.PathLike,

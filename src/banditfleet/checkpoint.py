@@ -289,6 +289,9 @@ def write_checkpoint(
 ) -> int:
     """Write one checkpoint atomically; returns its size in bytes."""
     from banditfleet import __version__
+    from banditfleet._boundary import PATH
+
+    PATH.check(path)
 
     key_entry, key_arrays = encode_keys(keys)
     all_arrays = {**key_arrays, **{k: np.ascontiguousarray(v) for k, v in arrays.items()}}
@@ -368,7 +371,9 @@ def read_checkpoint(path: str | os.PathLike, expect_optimizer: str | None = None
     the fault for anything but a complete, intact checkpoint of the expected
     optimizer written by this or an older format version.
     """
-    path = Path(path)
+    from banditfleet._boundary import PATH
+
+    path = Path(PATH.check(path))
 
     def fail(what: str) -> CheckpointError:
         return CheckpointError(f"{path}: {what}")

@@ -16,6 +16,9 @@ __all__ = [
     "InvalidObservationError",
     "InvalidArmsError",
     "UnknownJobError",
+    "InvalidJobKeyError",
+    "ForeignRowsError",
+    "StaleRowsError",
     "UnknownBatchSizeError",
     "JobConflictError",
     "PruningOrderError",
@@ -52,12 +55,27 @@ class UnknownJobError(BanditFleetError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ForeignRowsError(UnknownJobError):
+    """Tagged rows (:class:`banditfleet.rows.Rows`) of another optimizer, or rows that
+    are not tagged where tagged rows are required."""
+
+
+class StaleRowsError(ForeignRowsError):
+    """Tagged rows taken before jobs were removed from their optimizer (a row may
+    now hold another job); resolve the keys again with ``rows()``."""
+
+
 class UnknownBatchSizeError(BanditFleetError, ValueError):
     """A batch size that is not one of the job's registered batch sizes."""
 
 
 class JobConflictError(BanditFleetError, ValueError):
     """A job registered again with a different batch-size list or default."""
+
+
+class InvalidJobKeyError(UnknownJobError, JobConflictError):
+    """A job key that cannot be one (it is not hashable). Both a ``KeyError`` (as a
+    lookup of it is) and a :class:`JobConflictError` (as registering it is)."""
 
 
 class PruningOrderError(BanditFleetError, ValueError):

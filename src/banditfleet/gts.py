@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numba
 import numpy as np
 
+from banditfleet import _boundary as B
 from banditfleet._base import JobsLike, _FleetOptimizer
 from banditfleet.errors import ConfigurationError
 from banditfleet.kernels.streams import allocate_streams, seed_streams
@@ -19,6 +19,7 @@ from banditfleet.kernels.thompson import (
     thompson_predict,
     thompson_predict_parallel,
 )
+from banditfleet.rows import Rows
 from banditfleet.store import HISTORY_NONE, HISTORY_UNBOUNDED, FleetStore
 
 __all__ = ["GTSBatchSizeOptimizer", "seed_template", "check_seed", "check_seeds"]
@@ -26,28 +27,12 @@ __all__ = ["GTSBatchSizeOptimizer", "seed_template", "check_seed", "check_seeds"
 
 def check_seed(seed: Any) -> int:
     """A seed numpy's ``default_rng`` accepts and the kernels can hold (0 <= seed < 2**64)."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise ConfigurationError(f"seed must be a non-negative integer, got {seed!r}")
-    if not 0 <= int(seed) < 2**64:
-        raise ConfigurationError(f"seed must be in [0, 2**64), got {seed!r}")
-    return int(seed)
+    return B.SEED.check(seed)
 
 
-def check_seeds(seeds: Any, n: int) -> np.ndarray | None:
+def check_seeds(seeds: Any, keys: list[Hashable]) -> np.ndarray | None:
     """Per-job seeds as uint64 (each 0 <= seed < 2**64), or None for the optimizer's seed."""
-    if seeds is None:
-        return None
-    if isinstance(seeds, np.ndarray) and seeds.dtype.kind in "iu":
-        arr = seeds
-        if arr.shape != (n,):
-            raise ConfigurationError(f"seeds: expected {n} seeds (one per job), got shape {arr.shape}")
-        if arr.dtype.kind == "i" and n and arr.min() < 0:
-            raise ConfigurationError(f"seeds must be non-negative, got {int(arr.min())}")
-        return arr.astype(np.uint64)
-    values = list(seeds)
-    if len(values) != n:
-        raise ConfigurationError(f"seeds: expected {n} seeds (one per job), got {len(values)}")
-    return np.array([check_seed(v) for v in values], np.uint64)
+    return B.SEEDS.check_many(seeds, len(keys), lambda i: f"job {keys[i]!r}")
 
 
 def seed_template(seed: int):
@@ -55,18 +40,6 @@ def seed_template(seed: int):
     template = allocate_streams(1)
     seed_streams(template, np.zeros(1, np.int64), np.array([seed], np.uint64))
     return template
-
-
-def _check_real(name: str, value: Any, *, allow_inf: bool = False, nonnegative: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a real number, got {value!r}") from None
-    if math.isnan(v) or (math.isinf(v) and not allow_inf):
-        raise ConfigurationError(f"{name} must be finite, got {value!r}")
-    if nonnegative and v < 0:
-        raise ConfigurationError(f"{name} must be >= 0, got {value!r}")
-    return v
 
 
 class GTSBatchSizeOptimizer(_FleetOptimizer):
@@ -89,6 +62,15 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         verbose: Log each scalar decision through the ``banditfleet`` logger.
     """
 
+    @B.declare(
+        learn_reward_precision=B.LEARN_REWARD_PRECISION,
+        reward_precision=B.REWARD_PRECISION,
+        prior_mean=B.PRIOR_MEAN,
+        prior_precision=B.PRIOR_PRECISION,
+        num_exploration=B.NUM_EXPLORATION,
+        seed=B.SEED,
+        verbose=B.VERBOSE,
+    )
     def __init__(
         self,
         learn_reward_precision: bool,
@@ -99,21 +81,20 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         seed: int = 123456,
         verbose: bool = True,
     ) -> None:
-        self.learn_reward_precision = bool(learn_reward_precision)
-        self.reward_precision = _check_real("reward_precision", reward_precision, allow_inf=True, nonnegative=True)
-        self.prior_mean = _check_real("prior_mean", prior_mean)
-        self.prior_precision = _check_real("prior_precision", prior_precision, nonnegative=True)
-        if isinstance(num_exploration, bool) or not isinstance(num_exploration, (int, np.integer)) or num_exploration < 0:
-            raise ConfigurationError(f"num_exploration must be a non-negative integer, got {num_exploration!r}")
-        self.num_exploration = int(num_exploration)
-        self.seed = check_seed(seed)
-        self.verbose = bool(verbose)
+        self.learn_reward_precision = B.LEARN_REWARD_PRECISION.check(learn_reward_precision)
+        self.reward_precision = B.REWARD_PRECISION.check(reward_precision)
+        self.prior_mean = B.PRIOR_MEAN.check(prior_mean)
+        self.prior_precision = B.PRIOR_PRECISION.check(prior_precision)
+        self.num_exploration = B.NUM_EXPLORATION.check(num_exploration)
+        self.seed = B.SEED.check(seed)
+        self.verbose = B.VERBOSE.check(verbose)
         if not self.learn_reward_precision and self.reward_precision == 0.0 and self.prior_precision == 0.0:
             raise ConfigurationError(
                 "learn_reward_precision=False with reward_precision=0 and prior_precision=0 gives every "
                 "posterior precision 0 and mean 0/0 = NaN; give a positive reward_precision or prior_precision"
             )
         self._store = FleetStore(HISTORY_UNBOUNDED if self.learn_reward_precision else HISTORY_NONE)
+        self._store.row_space.owner = f"{type(self).__name__}@{id(self):x}"
         # Each job's registration seed, so reset_jobs can seed it again.
         self._store.add_job_array("seed", np.uint64, self.seed)
         self._template = seed_template(self.seed)
@@ -137,6 +118,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         }
 
     # ----------------------------------------------------------- registration
+    @B.declare(job=B.KEY, batch_sizes=B.ARM)
     def register_job(self, job: Hashable, batch_sizes: Sequence[int]) -> None:
         """Register ``job`` with its batch sizes (their order fixes exploration order and ties).
 
@@ -145,13 +127,14 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         self.register_jobs([job], [batch_sizes])
         self._log(f"Registered {job}")
 
+    @B.declare(jobs=B.JOBS, batch_sizes=B.ARM, seeds=B.SEEDS)
     def register_jobs(
         self,
         jobs: Sequence[Hashable],
         batch_sizes: Sequence[Sequence[int]] | np.ndarray,
         seeds: Any = None,
-    ) -> np.ndarray:
-        """Register many jobs at once; returns their rows.
+    ) -> Rows:
+        """Register many jobs at once; returns their tagged :class:`~banditfleet.rows.Rows`.
 
         ``batch_sizes`` is one list per job, or a 2-D integer array when all
         jobs have the same number of batch sizes (fastest). ``seeds`` (one per
@@ -159,8 +142,8 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         reference optimizer with that seed; by default every job uses ``seed``.
         """
         s = self._store
-        jobs = list(jobs)
-        job_seeds = check_seeds(seeds, len(jobs))
+        jobs = B.key_list(jobs)
+        job_seeds = check_seeds(seeds, jobs)
         encoded = self._journal_keys(jobs)
         rows, new = s.register(jobs, batch_sizes)
         new_rows = rows[new]
@@ -177,7 +160,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
                 seed_streams(s.streams, new_rows, job_seeds[new])
                 s.seed[new_rows] = job_seeds[new]
         self._record_register(encoded, batch_sizes, arrays=None if job_seeds is None else {"seeds": job_seeds})
-        return rows
+        return s.row_space.tag(rows)
 
     def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:
         """Arms at the prior, no observations, streams seeded as at registration."""
@@ -190,6 +173,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         seed_streams(s.streams, rows, s.seed[rows])
 
     # ------------------------------------------------------------- decisions
+    @B.declare(job=B.KEY)
     def predict(self, job: Hashable) -> int:
         """The batch size to run ``job`` with next."""
         self._one_row[0] = self._store.row(job)
@@ -198,15 +182,18 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             self._log(f"{job} -> BS = {bs}")
         return bs
 
+    @B.declare(jobs=B.JOBS, parallel=B.PARALLEL)
     def predict_many(self, jobs: JobsLike, parallel: bool = False) -> np.ndarray:
-        """One decision per entry of ``jobs`` (keys, or rows from :meth:`rows`), as int64.
+        """One decision per entry of ``jobs`` (keys, or :class:`~banditfleet.rows.Rows` from
+        :meth:`rows`), as int64.
 
         Equal to calling :meth:`predict` for each entry in order. With
         ``parallel=True`` a batch whose jobs are all distinct is split over
         numba's threads (same results: every job owns its stream); a batch
         that repeats a job runs sequentially.
         """
-        rows = self.rows(jobs)
+        rows = self._resolve(jobs)
+        parallel = B.PARALLEL.check(parallel)
         s = self._store
         out = np.empty(rows.shape[0], np.int64)
         if parallel and rows.shape[0] > 1 and self._unique(rows):
@@ -251,12 +238,15 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         self._generation += 1
         return bool(rows_are_unique(rows, self._marks, self._generation))
 
+    @B.declare(job=B.KEY, batch_size=B.BATCH_SIZE, cost=B.COST, converged=B.OPTIONAL_FLAG)
     def observe(self, job: Hashable, batch_size: int, cost: float, converged: bool | None = None) -> None:
-        """Learn from one run: ``cost`` is its energy-time cost; ``converged`` is ignored."""
+        """Learn from one run: ``cost`` is its energy-time cost; ``converged`` (validated) is ignored."""
         s = self._store
         row = s.row(job)
         bs = self._scalar_batch_size(row, batch_size)
         c = self._scalar_cost(row, cost)
+        if converged is not None:
+            self._scalar_converged(row, converged)
         if self.learn_reward_precision:
             s.reserve_history_chunks(1)
         slot = self._observe_slot(row, bs, c, 1 if self.learn_reward_precision else 0, HISTORY_UNBOUNDED)
@@ -267,11 +257,14 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         if self.verbose:
             self._log(f"{job} @ {batch_size}: reward = {-c:.2f}")
 
+    @B.declare(jobs=B.JOBS, batch_sizes=B.BATCH_SIZE, costs=B.COST, converged=B.FLAG)
     def observe_many(self, jobs: JobsLike, batch_sizes: Any, costs: Any, converged: Any = None) -> None:
-        """Learn from many runs, applied in array order. Validated whole before any change."""
-        rows = self.rows(jobs)
+        """Learn from many runs, applied in array order. Validated whole before any change
+        (``converged``, one flag per job or None, is validated and ignored)."""
+        rows = self._resolve(jobs)
         bs = self._batch_sizes(rows, batch_sizes)
         c = self._costs(rows, costs)
+        self._converged(rows, converged)
         slots = self._slots(rows, bs)
         s = self._store
         if not self.learn_reward_precision:

@@ -373,10 +373,10 @@ class OptimizerFolder:
     """
 
     def __init__(self, folder: str | os.PathLike, fsync: FsyncPolicy = "batch") -> None:
-        self.path = Path(folder)
-        if fsync not in ("batch", "never") and not (isinstance(fsync, (int, float)) and not isinstance(fsync, bool) and fsync >= 0):
-            raise JournalError(f"fsync must be 'batch', 'never' or milliseconds >= 0, got {fsync!r}")
-        self.fsync = fsync
+        from banditfleet._boundary import FOLDER, FSYNC
+
+        self.path = Path(FOLDER.check(folder))
+        self.fsync = FSYNC.check(fsync)
         if self.path.exists() and not self.path.is_dir():
             raise JournalError(f"{self.path}: is a file, not an optimizer folder")
         try:

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from banditfleet import _boundary as B
 from banditfleet._base import _FleetOptimizer
 from banditfleet._journaled import FolderSpec, Journaled, open_folder
 from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, write_checkpoint
-from banditfleet.errors import CheckpointError, ConfigurationError, JournalError, UnknownJobError
+from banditfleet.errors import CheckpointError, JournalError, UnknownJobError
 from banditfleet.gts import GTSBatchSizeOptimizer
 from banditfleet.journal import FsyncPolicy, OptimizerFolder
 from banditfleet.power import JITPowerLimitOptimizer
@@ -51,19 +52,16 @@ def pair_name(bso_class: type) -> str:
 
 
 def _check_bso_class(bso_class: Any) -> type[_FleetOptimizer]:
-    if not (isinstance(bso_class, type) and issubclass(bso_class, _FleetOptimizer)):
-        raise ConfigurationError(f"bso_class must be a batch-size optimizer class, got {bso_class!r}")
-    return bso_class
+    return B.BSO_CLASS.check(bso_class)
 
 
 def _check_members(bso: Any, plo: Any) -> None:
-    if not isinstance(bso, _FleetOptimizer):
-        raise ConfigurationError(f"bso must be a batch-size optimizer, got {type(bso).__name__}")
-    if not isinstance(plo, JITPowerLimitOptimizer):
-        raise ConfigurationError(f"plo must be a JITPowerLimitOptimizer, got {type(plo).__name__}")
+    B.BSO.check(bso)
+    B.PLO.check(plo)
 
 
 # ------------------------------------------------------------------ files
+@B.declare(path=B.PATH, bso=B.BSO, plo=B.PLO)
 def save_pair(path: str | os.PathLike, bso: _FleetOptimizer, plo: JITPowerLimitOptimizer) -> int:
     """Write ``bso`` and ``plo`` to one checkpoint file atomically; returns its size in bytes.
 
@@ -80,6 +78,7 @@ def save_pair(path: str | os.PathLike, bso: _FleetOptimizer, plo: JITPowerLimitO
     return write_checkpoint(path, pair_name(type(bso)), bso._settings(), bso._store.keys(), arrays, extra)
 
 
+@B.declare(path=B.PATH, bso_class=B.OPTIONAL_BSO_CLASS, verbose=B.VERBOSE)
 def load_pair(path: str | os.PathLike, bso_class: type | None = None, verbose: bool = False) -> tuple[_FleetOptimizer, JITPowerLimitOptimizer]:
     """Read a file written by :func:`save_pair`: ``(bso, plo)``.
 
@@ -87,10 +86,11 @@ def load_pair(path: str | os.PathLike, bso_class: type | None = None, verbose: b
     hold (it may be a subclass of the built-in ones). Every fault raises
     :class:`~banditfleet.errors.CheckpointError` naming the file.
     """
+    bso_class = B.OPTIONAL_BSO_CLASS.check(bso_class)
+    B.VERBOSE.check(verbose)
     header, keys, arrays = read_checkpoint(path)
     name = header.get("optimizer")
     if bso_class is not None:
-        bso_class = _check_bso_class(bso_class)
         if name != pair_name(bso_class):
             raise CheckpointError(f"{path}: holds a {name} checkpoint, not a {pair_name(bso_class)} one")
     else:
@@ -147,6 +147,7 @@ class OptimizerPair(Journaled):
     journal as part of the pair.
     """
 
+    @B.declare(bso=B.BSO, plo=B.PLO)
     def __init__(self, bso: _FleetOptimizer, plo: JITPowerLimitOptimizer) -> None:
         _check_members(bso, plo)
         if bso._folder is not None or plo._folder is not None:
@@ -172,16 +173,19 @@ class OptimizerPair(Journaled):
         """The batch-size optimizer's settings (the power-limit optimizer has none)."""
         return self.bso._settings()
 
+    @B.declare(path=B.PATH)
     def save(self, path: str | os.PathLike) -> int:
         """Both optimizers to one checkpoint file (:func:`save_pair`)."""
         return save_pair(path, self.bso, self.plo)
 
     @classmethod
+    @B.declare(path=B.PATH, verbose=B.VERBOSE, bso_class=B.OPTIONAL_BSO_CLASS)
     def load(cls, path: str | os.PathLike, verbose: bool = False, bso_class: type | None = None) -> OptimizerPair:
         """A pair from a file written by :func:`save_pair` (not journaled)."""
         return cls(*load_pair(path, bso_class, verbose))
 
     @classmethod
+    @B.declare(folder=B.FOLDER, bso_class=B.BSO_CLASS, fsync=B.FSYNC, verbose=B.VERBOSE)
     def open(
         cls,
         folder: str | os.PathLike,
@@ -216,7 +220,7 @@ class OptimizerPair(Journaled):
     # -------------------------------------------------------- removal, reset
     def _split_keys(self, jobs: Iterable[Hashable]) -> tuple[list[Hashable], list[Hashable]]:
         """The keys each member knows, after checking that every key is known to one of them, once."""
-        keys = list(jobs)
+        keys = B.key_list(jobs)
         seen: set[Any] = set()
         bso_keys: list[Hashable] = []
         plo_keys: list[Hashable] = []
@@ -225,7 +229,7 @@ class OptimizerPair(Journaled):
                 in_bso, in_plo = key in self.bso, key in self.plo
                 duplicate = key in seen
             except TypeError:
-                raise UnknownJobError(f"job key {key!r} is not hashable") from None
+                raise B.unhashable([key]) from None
             if duplicate:
                 raise UnknownJobError(f"job {key!r} appears twice in one call; after the first it is no longer registered")
             if not (in_bso or in_plo):
@@ -237,10 +241,12 @@ class OptimizerPair(Journaled):
                 plo_keys.append(key)
         return bso_keys, plo_keys
 
+    @B.declare(job=B.KEY)
     def remove_job(self, job: Hashable) -> None:
         """Remove ``job`` from both optimizers (see :meth:`remove_jobs`)."""
         self.remove_jobs([job])
 
+    @B.declare(jobs=B.JOBS)
     def remove_jobs(self, jobs: Iterable[Hashable]) -> None:
         """Remove jobs from both optimizers: the batch-size optimizer's registration and every
         (job, batch size) entry of the power-limit optimizer.
@@ -254,10 +260,12 @@ class OptimizerPair(Journaled):
         if plo_keys:
             self.plo.remove_jobs(plo_keys)
 
+    @B.declare(job=B.KEY)
     def reset_job(self, job: Hashable) -> None:
         """Start ``job`` over in both optimizers (see :meth:`reset_jobs`)."""
         self.reset_jobs([job])
 
+    @B.declare(jobs=B.JOBS)
     def reset_jobs(self, jobs: Iterable[Hashable]) -> None:
         """Start jobs over: the batch-size optimizer resets them (same batch sizes, stream
         re-seeded) and the power-limit optimizer forgets their entries (profiling again)."""
@@ -283,6 +291,7 @@ class OptimizerPair(Journaled):
         super()._detach_folder()
 
 
+@B.declare(folder=B.FOLDER, bso_class=B.BSO_CLASS, fsync=B.FSYNC, verbose=B.VERBOSE)
 def open_pair(
     folder: str | os.PathLike,
     bso_class: type,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import os
 from collections.abc import Hashable, Iterable, Sequence
 from itertools import repeat
@@ -26,9 +25,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from banditfleet import _boundary as B
 from banditfleet._journaled import Journaled
 from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, write_checkpoint
-from banditfleet.errors import CheckpointError, InvalidObservationError, JournalError, UnknownJobError
+from banditfleet.errors import CheckpointError, JournalError, UnknownJobError
+from banditfleet.rows import Rows, RowSpace
 from banditfleet.kernels.power import (
     EMPTY,
     MAX_ENTRIES,
@@ -57,8 +58,8 @@ be mistaken for a real power limit; test with ``out == NEEDS_PROFILING``."""
 
 MISSING_ROW: int = -1
 """The row :meth:`JITPowerLimitOptimizer.rows` gives, with ``create=False``, to a job
-the optimizer has never seen. ``predict_many`` accepts it (the answer is
-:data:`NEEDS_PROFILING`); ``observe_many`` does not."""
+the optimizer has never seen (in ``Rows.array``). ``predict_many`` accepts such rows
+(the answer is :data:`NEEDS_PROFILING`); ``observe_many`` does not."""
 
 _INT64_MAX = np.iinfo(np.int64).max
 _MIN_CAPACITY = 16
@@ -79,7 +80,7 @@ class _Removed:
 
 _REMOVED = _Removed()
 
-JobsLike = Sequence[Hashable] | np.ndarray
+JobsLike = Rows | Sequence[Hashable] | np.ndarray
 
 
 class PowerLimitState(NamedTuple):
@@ -149,43 +150,6 @@ class PowerLimitTable:
         return {name: getattr(self, name)[:n] for name, _ in self._ENTRY_ARRAYS}
 
 
-# ---------------------------------------------------------------- validation
-def _describe(values: Any) -> str:
-    return f"array of dtype {values.dtype}" if isinstance(values, np.ndarray) else type(values).__name__
-
-
-def _scalar_int(name: str, value: Any, job: Hashable) -> int:
-    """A positive integer that fits int64 (integral floats such as 32.0 are accepted)."""
-    if type(value) is int and 0 < value <= _INT64_MAX:
-        return value
-    if isinstance(value, (bool, np.bool_)):
-        v = None
-    elif isinstance(value, (int, np.integer)):
-        v = int(value)
-    elif isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
-        v = int(value)
-    else:
-        v = None
-    if v is None or not 0 < v <= _INT64_MAX:
-        raise InvalidObservationError(f"job {job!r}: {name} {value!r} is not a positive integer (below 2**63)")
-    return v
-
-
-def _scalar_cost(value: Any, job: Hashable) -> float:
-    """A finite real cost."""
-    if type(value) is float and math.isfinite(value):
-        return value
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise InvalidObservationError(f"job {job!r}: cost {value!r} is not a real number")
-    try:
-        v = float(value)
-    except OverflowError:
-        v = math.inf
-    if not math.isfinite(v):
-        raise InvalidObservationError(f"job {job!r}: cost {value!r} is not a finite energy-time cost")
-    return v
-
-
 class JITPowerLimitOptimizer(Journaled):
     """The best power limit for each job and batch size, learned from observed costs.
 
@@ -195,12 +159,14 @@ class JITPowerLimitOptimizer(Journaled):
     :meth:`observe_many` handle whole batches in one kernel call each, with
     results equal to the scalar calls made in array order.
 
-    Rows: :meth:`rows` resolves job keys to int64 rows once, so hot loops can
-    skip hashing keys. By default it also gives unseen keys new rows (a row
-    alone is no state: every batch size of a new row still needs profiling);
-    with ``create=False`` unseen keys get :data:`MISSING_ROW` instead. Every
-    ``*_many`` call takes either keys or such a row array. **An integer numpy
-    array is always read as rows**; pass integer job keys as a list.
+    Rows: :meth:`rows` resolves job keys to tagged :class:`~banditfleet.rows.Rows`
+    once, so hot loops can skip hashing keys. By default it also gives unseen
+    keys new rows (a row alone is no state: every batch size of a new row still
+    needs profiling); with ``create=False`` unseen keys get :data:`MISSING_ROW`
+    instead. Every ``*_many`` call takes either keys or such Rows; a plain
+    integer array is always job keys, and Rows of another optimizer (the
+    batch-size optimizer of a pair numbers its jobs differently) are refused
+    with :class:`~banditfleet.errors.ForeignRowsError`.
 
     Durability: :meth:`save` / :meth:`load` write and read the whole state as
     one checkpoint file; :meth:`open` gives an optimizer that journals every
@@ -215,11 +181,21 @@ class JITPowerLimitOptimizer(Journaled):
     _n_dead = 0
     _dead_mask: np.ndarray | None = None
     _auto_compact = True
-    generation = 0
-    """Bumped whenever rows obtained before may have become stale (removal, compaction)."""
 
+    @property
+    def generation(self) -> int:
+        """Bumped whenever rows obtained before may have become stale (removal,
+        compaction): the generation of the row space tagged :class:`Rows` check."""
+        return self._row_space.generation
+
+    @generation.setter
+    def generation(self, value: int) -> None:
+        self._row_space.generation = int(value)
+
+    @B.declare(verbose=B.VERBOSE)
     def __init__(self, verbose: bool = True) -> None:
-        self.verbose = bool(verbose)
+        self.verbose = B.VERBOSE.check(verbose)
+        self._row_space = RowSpace(f"JITPowerLimitOptimizer@{id(self):x}")
         self._rows: dict[Hashable, int] = {}
         self._keys: list[Hashable] = []
         self._table = PowerLimitTable()
@@ -254,9 +230,13 @@ class JITPowerLimitOptimizer(Journaled):
             return [k for k in self._keys if k is not _REMOVED]
         return list(self._keys)
 
+    @B.declare(row=B.ROW)
     def key_of(self, row: int) -> Hashable:
-        """The job key of a row."""
-        return self._keys[row]
+        """The job key of a row (an element of ``Rows.array``)."""
+        r = B.ROW.check(row, "key_of")
+        if not 0 <= r < len(self._keys) or (self._n_dead and self._keys[r] is _REMOVED):
+            raise UnknownJobError(f"unknown job row {row!r}: rows run from 0 to {len(self._keys) - 1}")
+        return self._keys[r]
 
     @property
     def table(self) -> PowerLimitTable:
@@ -275,18 +255,23 @@ class JITPowerLimitOptimizer(Journaled):
         dead = mask[np.minimum(rows, mask.shape[0] - 1)].astype(bool) & (rows < mask.shape[0])
         return int(rows.shape[0] - dead.sum())
 
-    def rows(self, jobs: JobsLike, create: bool = True) -> np.ndarray:
-        """Resolve job keys to an int64 row array, once, for the ``*_many`` calls.
+    @B.declare(jobs=B.JOBS, create=B.CREATE)
+    def rows(self, jobs: JobsLike, create: bool = True) -> Rows:
+        """Resolve job keys to tagged :class:`~banditfleet.rows.Rows`, once, for the ``*_many`` calls.
 
         With ``create=True`` (the default) keys never seen get new rows, in
         order of first appearance; with ``create=False`` they get
-        :data:`MISSING_ROW` and nothing changes. An integer array is taken to
-        be rows already and is only bounds-checked (``MISSING_ROW`` allowed
-        only with ``create=False``).
+        :data:`MISSING_ROW` and nothing changes. A plain integer array is job
+        keys. Rows given back are checked and returned as they are (with
+        ``create=True`` they may not hold ``MISSING_ROW``).
         """
-        if _is_row_array(jobs):
-            return self._check_rows(jobs, allow_missing=not create)
-        keys = list(jobs)
+        create = B.CREATE.check(create)
+        if isinstance(jobs, Rows):
+            rows = self._row_space.check(jobs)
+            if create and rows.size and rows.min() < 0:
+                raise UnknownJobError("job row -1 (MISSING_ROW) has no job: resolve its key with rows(keys, create=True)")
+            return jobs
+        keys = B.key_list(jobs)
         rows = self._lookup(keys)
         if create:
             missing, new_keys = self._missing(keys, rows)
@@ -296,15 +281,24 @@ class JITPowerLimitOptimizer(Journaled):
                 if encoded is not None:
                     entry, key_arrays = encoded
                     self._record("register", key_arrays, {"keys": entry})
-        return rows
+        return self._row_space.tag(rows)
+
+    def _resolve(self, jobs: JobsLike, allow_missing: bool) -> tuple[np.ndarray, list[Hashable] | None]:
+        """Rows of a batch call's ``jobs`` (unseen keys: ``MISSING_ROW``) and the keys if given."""
+        if isinstance(jobs, Rows):
+            rows = self._row_space.check(jobs)
+            if not allow_missing and rows.size and rows.min() < 0:
+                raise UnknownJobError(f"job row -1 (MISSING_ROW) cannot be observed: rows run from 0 to {len(self) - 1}")
+            return rows, None
+        keys = B.key_list(jobs)
+        return self._lookup(keys), keys
 
     def _lookup(self, keys: list[Hashable]) -> np.ndarray:
         """Rows of ``keys``, ``MISSING_ROW`` for unseen ones; no change."""
         try:
             return np.fromiter(map(self._rows.get, keys, repeat(MISSING_ROW)), np.int64, len(keys))
         except TypeError:
-            bad = next(k for k in keys if _unhashable(k))
-            raise UnknownJobError(f"job key {bad!r} is not hashable") from None
+            raise B.unhashable(keys) from None
 
     @staticmethod
     def _missing(keys: list[Hashable], rows: np.ndarray) -> tuple[np.ndarray, list[Hashable]]:
@@ -324,26 +318,18 @@ class JITPowerLimitOptimizer(Journaled):
         get = self._rows.__getitem__
         rows[missing] = np.fromiter((get(keys[i]) for i in missing.tolist()), np.int64, missing.size)
 
-    def _check_rows(self, jobs: np.ndarray, allow_missing: bool) -> np.ndarray:
-        rows = np.asarray(jobs)
-        if rows.ndim != 1:
-            raise UnknownJobError(f"job rows must be a 1-D array, got shape {rows.shape}")
-        if rows.dtype.kind == "u" and rows.size and rows.max() > _INT64_MAX:
-            raise UnknownJobError(f"unknown job row {int(rows.max())}: rows run from 0 to {len(self) - 1}")
-        rows = rows.astype(np.int64, copy=False)
-        if rows.size:
-            low = MISSING_ROW if allow_missing else 0
-            n_rows = len(self._keys)
-            bad = (rows < low) | (rows >= n_rows)
-            if bad.any():
-                value = int(rows[np.argmax(bad)])
-                what = "job row -1 (MISSING_ROW) cannot be observed" if value == MISSING_ROW else f"unknown job row {value}"
-                raise UnknownJobError(f"{what}: rows run from 0 to {n_rows - 1}")
-            if self._n_dead:
-                self._refuse_dead_rows(rows)
-        return rows
+    def _internal_rows(self, rows: np.ndarray) -> Rows:
+        """Tag an int64 row array this optimizer wrote itself (journal records), after
+        checking that every row is in range and belongs to a live job."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= len(self._keys))):
+            raise UnknownJobError(f"job rows outside 0 .. {len(self._keys) - 1} (shape {rows.shape})")
+        if self._n_dead and rows.size:
+            self._refuse_dead_rows(rows)
+        return self._row_space.tag(rows)
 
     # ------------------------------------------------------------- decisions
+    @B.declare(job=B.KEY, batch_size=B.POSITIVE_BATCH_SIZE)
     def predict(self, job: Hashable, batch_size: int) -> int | None:
         """The best power limit for ``job`` at ``batch_size``, or None if it needs profiling.
 
@@ -354,33 +340,30 @@ class JITPowerLimitOptimizer(Journaled):
             self._log(f"{job} @ {batch_size} -> PL = {'needs profiling' if pred is None else f'{pred}W'}")
         return pred
 
+    @B.declare(jobs=B.JOBS, batch_sizes=B.POSITIVE_BATCH_SIZE)
     def predict_many(self, jobs: JobsLike, batch_sizes: Any) -> np.ndarray:
         """Best power limits as int64, :data:`NEEDS_PROFILING` where :meth:`predict` is None.
 
-        ``jobs`` are keys or rows (see :meth:`rows`); unseen keys and
-        ``MISSING_ROW`` need profiling. Never changes any state.
+        ``jobs`` are keys or :class:`~banditfleet.rows.Rows` of this optimizer (see
+        :meth:`rows`); unseen keys and ``MISSING_ROW`` need profiling. Never changes any state.
         """
-        if _is_row_array(jobs):
-            keys = None
-            rows = self._check_rows(jobs, allow_missing=True)
-        else:
-            keys = list(jobs)
-            rows = self._lookup(keys)
-        bs = self._positive_ints("batch_sizes", batch_sizes, rows, keys)
+        rows, keys = self._resolve(jobs, allow_missing=True)
+        bs = B.POSITIVE_BATCH_SIZE.check_many(batch_sizes, rows.shape[0], self._who(rows, keys), "batch_sizes")
         t = self._table
         out = np.empty(rows.shape[0], np.int64)
         predict_power_limits(rows, bs, t.table, t.entry_row, t.entry_batch_size, t.best_power_limit, NEEDS_PROFILING, out)
         return out
 
+    @B.declare(job=B.KEY, batch_size=B.POSITIVE_BATCH_SIZE, power_limit=B.POWER_LIMIT, cost=B.COST)
     def observe(self, job: Hashable, batch_size: int, power_limit: int, cost: float) -> None:
-        """Learn from one run of ``job`` at ``batch_size`` and ``power_limit`` costing ``cost``."""
-        bs = _scalar_int("batch_size", batch_size, job)
-        pl = _scalar_int("power_limit", power_limit, job)
-        c = _scalar_cost(cost, job)
+        """Learn from one run of ``job`` at ``batch_size`` and ``power_limit`` (watts) costing ``cost``."""
+        bs = batch_size if type(batch_size) is int and 0 < batch_size <= B.INT64_MAX else B.POSITIVE_BATCH_SIZE.check(batch_size, f"job {job!r}")
+        pl = power_limit if type(power_limit) is int and 0 < power_limit <= B.INT64_MAX else B.POWER_LIMIT.check(power_limit, f"job {job!r}")
+        c = cost if type(cost) is float and cost - cost == 0.0 else B.COST.check(cost, f"job {job!r}")  # ints: one call
         try:
             row = self._rows.get(job)
         except TypeError:
-            raise UnknownJobError(f"job key {job!r} is not hashable") from None
+            raise B.unhashable([job]) from None
         journal = self._folder is not None
         encoded = None
         if row is None:
@@ -413,21 +396,19 @@ class JITPowerLimitOptimizer(Journaled):
         if journal:
             self._record_observe(one[0:1], one[1:2], one[2:3], self._one_cost, encoded)
 
+    @B.declare(jobs=B.JOBS, batch_sizes=B.POSITIVE_BATCH_SIZE, power_limits=B.POWER_LIMIT, costs=B.COST)
     def observe_many(self, jobs: JobsLike, batch_sizes: Any, power_limits: Any, costs: Any) -> None:
         """Learn from many runs, applied in array order.
 
         Equal to calling :meth:`observe` for each index in order. The whole
         batch is validated before anything changes (new jobs included).
         """
-        if _is_row_array(jobs):
-            keys = None
-            rows = self._check_rows(jobs, allow_missing=False)
-        else:
-            keys = list(jobs)
-            rows = self._lookup(keys)
-        bs = self._positive_ints("batch_sizes", batch_sizes, rows, keys)
-        pl = self._positive_ints("power_limits", power_limits, rows, keys)
-        c = self._costs(costs, rows, keys)
+        rows, keys = self._resolve(jobs, allow_missing=False)
+        who = self._who(rows, keys)
+        n = rows.shape[0]
+        bs = B.POSITIVE_BATCH_SIZE.check_many(batch_sizes, n, who, "batch_sizes")
+        pl = B.POWER_LIMIT.check_many(power_limits, n, who, "power_limits")
+        c = B.COST.check_many(costs, n, who)
         encoded = None
         if keys is not None:
             missing, new_keys = self._missing(keys, rows)
@@ -514,6 +495,7 @@ class JITPowerLimitOptimizer(Journaled):
         self._keys = list(keys)
         self._rows = dict(zip(self._keys, range(n_jobs)))
 
+    @B.declare(path=B.PATH)
     def save(self, path: str | os.PathLike) -> int:
         """Write the whole state (job keys and entries) to ``path`` atomically; returns its size in bytes.
 
@@ -525,8 +507,10 @@ class JITPowerLimitOptimizer(Journaled):
         return write_checkpoint(path, type(self).__name__, self._settings(), self._keys, self._export_arrays())
 
     @classmethod
+    @B.declare(path=B.PATH, verbose=B.VERBOSE)
     def load(cls, path: str | os.PathLike, verbose: bool = False) -> JITPowerLimitOptimizer:
         """Rebuild an optimizer saved with :meth:`save` (refuses other optimizers' files)."""
+        B.VERBOSE.check(verbose)
         header, keys, arrays = read_checkpoint(path, cls.__name__)
         if header.get("settings") != {}:
             raise CheckpointError(f"{path}: the stored settings are not valid: {header.get('settings')!r}")
@@ -573,7 +557,10 @@ class JITPowerLimitOptimizer(Journaled):
         if "keys" in extra:
             self.rows(decode_keys(extra["keys"], arrays))
         if kind == "observe":
-            self.observe_many(arrays["rows"], arrays["batch_sizes"], arrays["power_limits"], arrays["costs"])
+            # The record's int64 rows go back as this optimizer's tagged rows (a plain
+            # integer array would be read as job keys).
+            rows = self._internal_rows(arrays["rows"])
+            self.observe_many(rows, arrays["batch_sizes"], arrays["power_limits"], arrays["costs"])
 
     # -------------------------------------------------------- removal, reset
     def _refuse_dead_rows(self, rows: np.ndarray) -> None:
@@ -583,10 +570,12 @@ class JITPowerLimitOptimizer(Journaled):
             bad = int(inside[mask[inside].astype(bool)][0])
             raise UnknownJobError(f"job row {bad} belongs to a removed job")
 
+    @B.declare(job=B.KEY)
     def remove_job(self, job: Hashable) -> None:
         """Forget ``job`` and every (job, batch size) entry of it (see :meth:`remove_jobs`)."""
         self.remove_jobs([job])
 
+    @B.declare(jobs=B.JOBS)
     def remove_jobs(self, jobs: Iterable[Hashable]) -> None:
         """Forget jobs (keys) and all their (job, batch size) entries.
 
@@ -600,9 +589,7 @@ class JITPowerLimitOptimizer(Journaled):
         self._forget(jobs, "remove")
 
     def _forget(self, jobs: Iterable[Hashable], kind: str) -> None:
-        if _is_row_array(jobs):
-            raise UnknownJobError("remove_jobs/reset_jobs take job keys, not a row array (pass integer keys as a list)")
-        keys = list(jobs)
+        keys = B.key_list(jobs)  # an integer array is keys; Rows are refused (not keys)
         rows = self._lookup(keys)
         if rows.size and rows.min() < 0:
             key = keys[int(np.argmin(rows))]
@@ -637,10 +624,12 @@ class JITPowerLimitOptimizer(Journaled):
             self._compact()
             self._record("compact", {})
 
+    @B.declare(job=B.KEY)
     def reset_job(self, job: Hashable) -> None:
         """Start ``job`` over (see :meth:`reset_jobs`)."""
         self.reset_jobs([job])
 
+    @B.declare(jobs=B.JOBS)
     def reset_jobs(self, jobs: Iterable[Hashable]) -> None:
         """Start jobs over as if never seen: every batch size needs profiling again.
 
@@ -691,11 +680,11 @@ class JITPowerLimitOptimizer(Journaled):
 
     # ---------------------------------------------------------- introspection
     def _entry(self, job: Hashable, batch_size: int) -> int:
-        bs = _scalar_int("batch_size", batch_size, job)
+        bs = batch_size if type(batch_size) is int and 0 < batch_size <= B.INT64_MAX else B.POSITIVE_BATCH_SIZE.check(batch_size, f"job {job!r}")
         try:
             row = self._rows.get(job, MISSING_ROW)
         except TypeError:
-            raise UnknownJobError(f"job key {job!r} is not hashable") from None
+            raise B.unhashable([job]) from None
         if row < 0:
             return EMPTY
         t = self._table
@@ -705,21 +694,24 @@ class JITPowerLimitOptimizer(Journaled):
         e = self._entry(job, batch_size)
         return None if e < 0 else int(self._table.best_power_limit[e])
 
+    @B.declare(job=B.KEY, batch_size=B.POSITIVE_BATCH_SIZE)
     def best_power_limit(self, job: Hashable, batch_size: int) -> int | None:
         """Like :meth:`predict`, without logging."""
         return self._best(job, batch_size)
 
+    @B.declare(job=B.KEY, batch_size=B.POSITIVE_BATCH_SIZE)
     def observations(self, job: Hashable, batch_size: int) -> int:
         """How many times (job, batch size) was observed (the reference's ``observe_count``)."""
         e = self._entry(job, batch_size)
         return 0 if e < 0 else int(self._table.observe_count[e])
 
+    @B.declare(job=B.KEY)
     def state(self, job: Hashable) -> dict[int, PowerLimitState]:
         """Every observed batch size of ``job``, in first-observation order ({} if none)."""
         try:
             row = self._rows.get(job, MISSING_ROW)
         except TypeError:
-            raise UnknownJobError(f"job key {job!r} is not hashable") from None
+            raise B.unhashable([job]) from None
         if row < 0:
             return {}
         a = self._table.arrays()
@@ -731,93 +723,10 @@ class JITPowerLimitOptimizer(Journaled):
         }
 
     # ------------------------------------------------------------ validation
-    def _job_at(self, i: int, rows: np.ndarray, keys: list[Hashable] | None) -> str:
-        return repr(keys[i] if keys is not None else self._keys[int(rows[i])])
-
-    def _array(self, name: str, values: Any, n: int) -> np.ndarray:
-        arr = np.asarray(values)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.ndim != 1 or arr.shape[0] != n:
-            raise InvalidObservationError(f"{name}: expected {n} values (one per job), got shape {arr.shape}")
-        return arr
-
-    def _positive_ints(self, name: str, values: Any, rows: np.ndarray, keys: list[Hashable] | None) -> np.ndarray:
-        singular = name[:-1]
-        arr = self._array(name, values, rows.shape[0])
-        if not arr.size:
-            return np.zeros(0, np.int64)
-        kind = arr.dtype.kind
-        if kind == "i":
-            out = arr.astype(np.int64, copy=False)
-        elif kind == "u":
-            over = arr > _INT64_MAX
-            if over.any():
-                i = int(np.argmax(over))
-                raise InvalidObservationError(
-                    f"job {self._job_at(i, rows, keys)}: {singular} {_show(arr[i])!r} is not a positive integer (below 2**63)"
-                )
-            out = arr.astype(np.int64)
-        elif kind == "f":
-            with np.errstate(invalid="ignore"):
-                ok = np.isfinite(arr) & (arr == np.round(arr)) & (np.abs(arr) < 2.0**63)
-            if not ok.all():
-                i = int(np.argmin(ok))
-                raise InvalidObservationError(
-                    f"job {self._job_at(i, rows, keys)}: {singular} {_show(arr[i])!r} is not a positive integer (below 2**63)"
-                )
-            out = arr.astype(np.int64)
-        elif kind == "O":
-            out = np.fromiter(
-                (_scalar_int(singular, v, keys[i] if keys is not None else self._keys[int(rows[i])]) for i, v in enumerate(arr.tolist())),
-                np.int64,
-                arr.shape[0],
-            )
-        else:
-            raise InvalidObservationError(f"{name} must be integers, got {_describe(values)}")
-        bad = out <= 0
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise InvalidObservationError(
-                f"job {self._job_at(i, rows, keys)}: {singular} {_show(arr[i])!r} is not a positive integer (below 2**63)"
-            )
-        return np.ascontiguousarray(out)
-
-    def _costs(self, costs: Any, rows: np.ndarray, keys: list[Hashable] | None) -> np.ndarray:
-        arr = self._array("costs", costs, rows.shape[0])
-        if not arr.size:
-            return np.zeros(0, np.float64)
-        kind = arr.dtype.kind
-        if kind in "iuf":
-            out = arr.astype(np.float64, copy=False)
-        elif kind == "O":
-            out = np.fromiter(
-                (_scalar_cost(v, keys[i] if keys is not None else self._keys[int(rows[i])]) for i, v in enumerate(arr.tolist())),
-                np.float64,
-                arr.shape[0],
-            )
-        else:
-            raise InvalidObservationError(f"costs must be real numbers, got {_describe(costs)}")
-        finite = np.isfinite(out)
-        if not finite.all():
-            i = int(np.argmin(finite))
-            raise InvalidObservationError(
-                f"job {self._job_at(i, rows, keys)}: cost {_show(arr[i])!r} is not a finite energy-time cost"
-            )
-        return np.ascontiguousarray(out)
+    def _who(self, rows: np.ndarray, keys: list[Hashable] | None) -> Any:
+        """Names the job at each index of a batch, for the boundary's messages."""
+        if keys is not None:
+            return lambda i: f"job {keys[i]!r}"
+        return lambda i: f"job {self._keys[int(rows[i])]!r}" if rows[i] >= 0 else f"job row {int(rows[i])}"
 
 
-def _show(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _is_row_array(jobs: Any) -> bool:
-    return isinstance(jobs, np.ndarray) and jobs.dtype.kind in "iu"
-
-
-def _unhashable(key: Any) -> bool:
-    try:
-        hash(key)
-    except TypeError:
-        return True
-    return False

@@ -31,14 +31,15 @@ from banditfleet._threadsafe import Synchronized
 from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.errors import (
     UnknownJobError,
-    ConfigurationError,
     InvalidArmsError,
     InvalidObservationError,
     JobConflictError,
     PruningExhaustedError,
     PruningOrderError,
 )
-from banditfleet.gts import _check_real, check_seed, check_seeds, seed_template
+from banditfleet import _boundary as B
+from banditfleet.gts import check_seeds, seed_template
+from banditfleet.rows import Rows
 from banditfleet.kernels.streams import seed_streams
 from banditfleet.kernels.pruning import (
     ADVANCE_FINAL,
@@ -106,29 +107,6 @@ def _pruning_arrays(store: FleetStore) -> PruningArrays:
 
 def _scratch_arrays(store: FleetStore) -> ScratchArrays:
     return ScratchArrays._make(_get_scratch(store))
-
-
-def _as_batch_size(value: Any, what: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
-        raise InvalidArmsError(f"{what} must be an integer batch size, got {value!r}")
-    if isinstance(value, (float, np.floating)) and not float(value).is_integer():
-        raise InvalidArmsError(f"{what} must be an integer batch size, got {value!r}")
-    return int(value)
-
-
-def _check_flag(value: Any, what: str) -> bool:
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
-        return bool(value)
-    raise InvalidObservationError(f"{what} must be True or False, got {value!r}")
-
-
-def _check_cost(value: Any, what: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidObservationError(f"{what}: cost must be a real number, got {value!r}")
-    v = float(value)
-    if not np.isfinite(v):
-        raise InvalidObservationError(f"{what}: cost {value!r} is not a finite energy-time cost")
-    return v
 
 
 class _PruningCore(Synchronized):
@@ -222,6 +200,14 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         verbose: Log each scalar decision through the ``banditfleet`` logger.
     """
 
+    @B.declare(
+        prior_mean=B.PRIOR_MEAN,
+        prior_precision=B.PRIOR_PRECISION,
+        window_size=B.WINDOW_SIZE,
+        concurrency=B.CONCURRENCY,
+        seed=B.SEED,
+        verbose=B.VERBOSE,
+    )
     def __init__(
         self,
         prior_mean: float = 0.0,
@@ -231,25 +217,15 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         seed: int = 123456,
         verbose: bool = True,
     ) -> None:
-        self.prior_mean = _check_real("prior_mean", prior_mean)
-        self.prior_precision = _check_real("prior_precision", prior_precision, nonnegative=True)
-        if isinstance(window_size, (bool, np.bool_)) or not isinstance(window_size, (int, np.integer)):
-            raise ConfigurationError(f"window_size must be a non-negative integer, got {window_size!r}")
-        if window_size < 0:
-            raise ConfigurationError(f"window_size must be >= 0 (0 keeps every reward), got {window_size!r}")
-        if window_size == 1:
-            raise ConfigurationError(
-                "window_size=1 cannot work: the survivors' reward precision is 1/var of at least two "
-                "windowed rewards; use 0 (unbounded) or >= 2"
-            )
-        self.window_size = int(window_size)
-        if not isinstance(concurrency, (bool, np.bool_)):
-            raise ConfigurationError(f"concurrency must be True or False, got {concurrency!r}")
-        self.concurrency = bool(concurrency)
-        self.seed = check_seed(seed)
-        self.verbose = bool(verbose)
+        self.prior_mean = B.PRIOR_MEAN.check(prior_mean)
+        self.prior_precision = B.PRIOR_PRECISION.check(prior_precision)
+        self.window_size = B.WINDOW_SIZE.check(window_size)
+        self.concurrency = B.CONCURRENCY.check(concurrency)
+        self.seed = B.SEED.check(seed)
+        self.verbose = B.VERBOSE.check(verbose)
         self.num_pruning_rounds = NUM_PRUNING_ROUNDS
         self._store = FleetStore(self.window_size)
+        self._store.row_space.owner = f"{type(self).__name__}@{id(self):x}"
         _add_pruning_arrays(self._store)
         self._store.add_job_array(_PREFIX + "registered_default", np.int64, 0)
         # Each job's registration seed, so reset_jobs can seed it again.
@@ -292,6 +268,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         return self._generation
 
     # ----------------------------------------------------------- registration
+    @B.declare(job=B.KEY, batch_sizes=B.ARM, default_bs=B.ARM)
     def register_job(self, job: Hashable, batch_sizes: Sequence[int], default_bs: int | None = None) -> None:
         """Register ``job`` with its batch sizes and default batch size.
 
@@ -303,14 +280,15 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self.register_jobs([job], [batch_sizes], [default_bs])
         self._log(f"Registered {job}")
 
+    @B.declare(jobs=B.JOBS, batch_sizes=B.ARM, default_bs=B.ARM, seeds=B.SEEDS)
     def register_jobs(
         self,
         jobs: Sequence[Hashable],
         batch_sizes: Sequence[Sequence[int]] | np.ndarray,
         default_bs: Any = None,
         seeds: Any = None,
-    ) -> np.ndarray:
-        """Register many jobs at once; returns their rows.
+    ) -> Rows:
+        """Register many jobs at once; returns their tagged :class:`~banditfleet.rows.Rows`.
 
         ``batch_sizes`` is one list per job, or a 2-D integer array (fastest).
         ``default_bs`` is None (take ``job.default_bs``), one batch size for
@@ -320,9 +298,9 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         Nothing is registered unless the whole batch is valid.
         """
         s = self._store
-        keys = list(jobs)
+        keys = B.key_list(jobs)
         n = len(keys)
-        job_seeds = check_seeds(seeds, n)
+        job_seeds = check_seeds(seeds, keys)
         encoded = self._journal_keys(keys)
         flat, counts = _flatten_arms(keys, batch_sizes)
         defaults = self._resolve_defaults(keys, default_bs)
@@ -366,7 +344,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             init_rows(new_rows, defaults[new], s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
         extra_arrays = {"defaults": defaults} if job_seeds is None else {"defaults": defaults, "seeds": job_seeds}
         self._record_register(encoded, batch_sizes, arrays=extra_arrays)
-        return rows
+        return s.row_space.tag(rows)
 
     def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:
         """Arms at the prior, no observations, pruning from the registered default, streams
@@ -383,28 +361,30 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
     def _resolve_defaults(self, keys: list[Hashable], default_bs: Any) -> np.ndarray:
         n = len(keys)
         attrs = [getattr(key, "default_bs", None) for key in keys]
-        scalar = default_bs is None or isinstance(default_bs, (int, np.integer, float, np.floating))
+        scalar = default_bs is None or isinstance(default_bs, (int, np.integer, float, np.floating, np.bool_))
+        if not scalar and (isinstance(default_bs, (str, bytes)) or not hasattr(default_bs, "__len__")):
+            raise B.ARM.refuse(default_bs, "default_bs", "is not a batch size or one per job")
         if not scalar and len(default_bs) != n:
             raise InvalidArmsError(f"{n} jobs but {len(default_bs)} default batch sizes")
         if n and attrs.count(None) == n:
             # Fast paths: no key carries a default, one given for all or an integer array.
             if isinstance(default_bs, (int, np.integer)) and not isinstance(default_bs, (bool, np.bool_)):
-                return np.full(n, int(default_bs), np.int64)
+                return np.full(n, B.ARM.check(default_bs, "default_bs"), np.int64)
             if isinstance(default_bs, np.ndarray) and default_bs.dtype.kind in "iu" and default_bs.ndim == 1:
-                return default_bs.astype(np.int64)
+                return B.ARM.check_many(default_bs, n, lambda i: f"job {keys[i]!r}: default_bs", "default_bs")
         given: list[Any] = [default_bs] * n if scalar else (default_bs.tolist() if isinstance(default_bs, np.ndarray) else list(default_bs))
         out = np.empty(n, np.int64)
         for i, (key, attr, arg) in enumerate(zip(keys, attrs, given)):
             if attr is not None:
-                value = _as_batch_size(attr, f"job {key!r}: default_bs")
-                if arg is not None and _as_batch_size(arg, f"job {key!r}: default_bs argument") != value:
+                value = B.ARM.check(attr, f"job {key!r}: default_bs")
+                if arg is not None and B.ARM.check(arg, f"job {key!r}: default_bs argument") != value:
                     raise InvalidArmsError(
                         f"job {key!r}: default_bs argument {arg!r} disagrees with the job's default_bs {attr!r}"
                     )
             elif arg is not None:
-                value = _as_batch_size(arg, f"job {key!r}: default_bs")
+                value = B.ARM.check(arg, f"job {key!r}: default_bs")
             else:
-                raise InvalidArmsError(f"job {key!r}: no default batch size (give default_bs or a key with .default_bs)")
+                raise InvalidArmsError(f"job {key!r}: default_bs None and the key has no .default_bs: no default batch size")
             out[i] = value
         return out
 
@@ -436,6 +416,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             self._tuples_version = s.layout_version
         return self._tuples
 
+    @B.declare(job=B.KEY)
     def predict(self, job: Hashable) -> int:
         """The batch size to run ``job`` with next."""
         # The scalar fast path: one kernel call through its compiled entry point,
@@ -467,13 +448,15 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             self._log(f"{job} -> BS = {bs}")
         return bs
 
+    @B.declare(jobs=B.JOBS)
     def predict_many(self, jobs: JobsLike) -> np.ndarray:
-        """One decision per entry of ``jobs`` (keys, or rows from :meth:`rows`), as int64.
+        """One decision per entry of ``jobs`` (keys, or :class:`~banditfleet.rows.Rows` from
+        :meth:`rows`), as int64.
 
         Equal to calling :meth:`predict` for each entry in order; refused whole
         (:class:`PruningOrderError`, :class:`PruningExhaustedError`) before any change.
         """
-        rows = self.rows(jobs)
+        rows = self._resolve(jobs)
         s = self._store
         out = np.empty(rows.shape[0], np.int64)
         index, code = predict_batch(
@@ -507,6 +490,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self._record("predict", {"rows": rows})
         return out
 
+    @B.declare(job=B.KEY, batch_size=B.BATCH_SIZE, cost=B.COST, converged=B.OPTIONAL_FLAG)
     def observe(self, job: Hashable, batch_size: int, cost: float, converged: bool | None = None) -> None:
         """Learn from one run of ``job``: its batch size, energy-time cost and whether it
         reached the target metric (required while the job is pruning)."""
@@ -514,11 +498,12 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         row = s.row(job)
         bs = self._scalar_batch_size(row, batch_size)
         c = self._scalar_cost(row, cost)
+        flag = self._scalar_converged(row, converged)
         one, one_bs, one_slot, one_cost, one_flag = self._one_row, self._one_bs, self._one_slot, self._one_cost, self._one_flag
         one[0] = row
         one_bs[0] = bs
         one_cost[0] = c
-        one_flag[0] = 0 if converged is None else _check_flag(converged, f"job {self._job_name(row)}: converged")
+        one_flag[0] = 0 if flag is None else flag
         if self._fast("find_arm_slots", find_arm_slots, (one, one_bs, s.arm_start, s.arm_count, s.arm_value, one_slot)) >= 0:
             self._slots(one, one_bs)  # raises the named error
         s.reserve_history_chunks(1)
@@ -545,9 +530,10 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         if self.verbose:
             self._log(f"{job} @ {batch_size}: cost = {c:.2f}, converged = {converged}")
 
+    @B.declare(jobs=B.JOBS, batch_sizes=B.BATCH_SIZE, costs=B.COST, converged=B.FLAG)
     def observe_many(self, jobs: JobsLike, batch_sizes: Any, costs: Any, converged: Any = None) -> None:
         """Learn from many runs, applied in array order. Validated whole before any change."""
-        rows = self.rows(jobs)
+        rows = self._resolve(jobs)
         bs = self._batch_sizes(rows, batch_sizes)
         c = self._costs(rows, costs)
         flags = self._converged(rows, converged)
@@ -597,6 +583,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self._record("observe", record)
 
     # ------------------------------------------------------------ inspection
+    @B.declare(job=B.KEY)
     def pruning_state(self, job: Hashable) -> PruningState:
         """Where ``job`` is in pruning (or that pruning is over)."""
         s = self._store
@@ -614,16 +601,18 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             best_known=int(best_known(st, row, s.arm_value)),
         )
 
+    @B.declare(jobs=B.JOBS)
     def exhausted_many(self, jobs: JobsLike) -> np.ndarray:
         """Boolean mask: whose next predict would raise :class:`PruningExhaustedError`.
 
         Lets a fleet drop those jobs before a batch predict (which is refused whole).
         """
-        rows = self.rows(jobs)
+        rows = self._resolve(jobs)
         out = np.zeros(rows.shape[0], np.uint8)
         exhausted_rows(rows, _pruning_arrays(self._store), self.num_pruning_rounds, out)
         return out.astype(bool)
 
+    @B.declare(job=B.KEY)
     def survivors(self, job: Hashable) -> list[int] | None:
         """The arms of ``job``'s bandit (sorted), or None while it is still pruning."""
         s = self._store
@@ -653,19 +642,18 @@ class PruningExploreManager(_PruningCore):
         num_pruning_rounds: How many rounds pruning runs.
     """
 
+    @B.declare(batch_sizes=B.ARM, default=B.ARM, num_pruning_rounds=B.NUM_PRUNING_ROUNDS)
     def __init__(self, batch_sizes: list[int], default: int, num_pruning_rounds: int = 2) -> None:
-        if isinstance(num_pruning_rounds, (bool, np.bool_)) or not isinstance(num_pruning_rounds, (int, np.integer)):
-            raise ConfigurationError(f"num_pruning_rounds must be a positive integer, got {num_pruning_rounds!r}")
-        if num_pruning_rounds < 1:
-            raise ConfigurationError(f"num_pruning_rounds must be >= 1, got {num_pruning_rounds!r}")
-        self.num_pruning_rounds = int(num_pruning_rounds)
-        default_value = _as_batch_size(default, "default")
+        self.num_pruning_rounds = B.NUM_PRUNING_ROUNDS.check(num_pruning_rounds)
+        default_value = B.ARM.check(default, "PruningExploreManager: default")
+        flat, counts = _flatten_arms(["PruningExploreManager"], [batch_sizes])
+        arms = flat.tolist()
+        _validate_arms(["PruningExploreManager"], flat, counts, np.zeros(1, np.int64))
+        if default_value not in arms:
+            raise InvalidArmsError(f"Default batch size {default!r} not in {arms}.")
         store = FleetStore(HISTORY_NONE)
         _add_pruning_arrays(store)
         store.add_job_array(_PREFIX + "registered_default", np.int64, default_value)
-        arms = batch_sizes.tolist() if isinstance(batch_sizes, np.ndarray) else list(batch_sizes)
-        if default_value not in arms:
-            raise InvalidArmsError(f"Default batch size {default!r} not in {arms}.")
         store.register([0], [arms])
         self._store = store
         self._row = np.zeros(1, np.int64)
@@ -687,7 +675,7 @@ class PruningExploreManager(_PruningCore):
 
     # -------------------------------------------------------- removal, reset
     def _check_manager_keys(self, jobs: Any) -> int:
-        keys = list(jobs)
+        keys = B.key_list(jobs)
         if self._removed or any(k != 0 or isinstance(k, bool) for k in keys) or len(keys) > 1:
             bad = next((k for k in keys if k != 0 or isinstance(k, bool)), 0)
             why = "it was removed" if self._removed else "its one job has key 0"
@@ -698,10 +686,12 @@ class PruningExploreManager(_PruningCore):
         """Start pruning over from round 1 with the batch sizes and default given at construction."""
         self.reset_jobs([0])
 
+    @B.declare(job=B.KEY)
     def reset_job(self, job: Hashable = 0) -> None:
         """Same as :meth:`reset` (the manager's one job has key 0)."""
         self.reset_jobs([job])
 
+    @B.declare(jobs=B.JOBS)
     def reset_jobs(self, jobs: Sequence[Hashable]) -> None:
         """Reset the manager's job (``jobs`` is ``[0]`` or empty); as if newly constructed."""
         if not self._check_manager_keys(jobs):
@@ -710,10 +700,12 @@ class PruningExploreManager(_PruningCore):
         default = getattr(s, _PREFIX + "registered_default")[:1].copy()
         init_rows(self._row, default, s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
 
+    @B.declare(job=B.KEY)
     def remove_job(self, job: Hashable = 0) -> None:
         """Remove the manager's one job (see :meth:`remove_jobs`)."""
         self.remove_jobs([job])
 
+    @B.declare(jobs=B.JOBS)
     def remove_jobs(self, jobs: Sequence[Hashable]) -> None:
         """Remove the manager's job (``jobs`` is ``[0]`` or empty): its state is freed and
         every later call raises :class:`UnknownJobError`."""
@@ -769,17 +761,14 @@ class PruningExploreManager(_PruningCore):
             raise StopIteration(self.batch_sizes)
         return int(out[0])
 
+    @B.declare(batch_size=B.BATCH_SIZE, cost=B.COST, reached=B.REACHED)
     def report_batch_size_result(self, batch_size: int, cost: float, reached: bool) -> None:
         """Report the cost of the batch size handed out last and whether it reached the target."""
         self._require_job()
         s = self._store
-        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer, float, np.floating)) or (
-            isinstance(batch_size, (float, np.floating)) and not float(batch_size).is_integer()
-        ):
-            raise InvalidObservationError(f"PruningExploreManager: batch size {batch_size!r} is not an integer")
-        value = int(batch_size)
-        c = _check_cost(cost, f"PruningExploreManager @ {value}")
-        flag = _check_flag(reached, "reached")
+        value = B.BATCH_SIZE.check(batch_size, "PruningExploreManager")
+        c = B.COST.check(cost, f"PruningExploreManager @ {value}")
+        flag = B.REACHED.check(reached, f"PruningExploreManager @ {value}")
         if self._done():
             raise PruningOrderError(f"PruningExploreManager: pruning is over; got a result for batch size {value}")
         st = _pruning_arrays(s)
@@ -798,6 +787,7 @@ class PruningExploreManager(_PruningCore):
         return int(np.flatnonzero(s.arm_value[: s.n_arms] == value)[0])
 
     # ----------------------------------------------------------- checkpoints
+    @B.declare(path=B.PATH)
     def save(self, path: Any) -> int:
         """Write the manager to ``path`` atomically (docs/checkpoints.md); returns the file size in bytes.
 
@@ -812,6 +802,7 @@ class PruningExploreManager(_PruningCore):
         return write_checkpoint(path, type(self).__name__, settings, [0], self._store.export_arrays())
 
     @classmethod
+    @B.declare(path=B.PATH)
     def load(cls, path: Any) -> PruningExploreManager:
         """Rebuild a manager saved with :meth:`save` (refuses other files with ``CheckpointError``)."""
         from banditfleet.checkpoint import read_checkpoint

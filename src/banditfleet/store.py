@@ -13,7 +13,6 @@ See docs/architecture.md for the table of arrays and dtypes.
 
 from __future__ import annotations
 
-import itertools
 import math
 import operator
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -21,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from banditfleet.errors import InvalidArmsError, JobConflictError, UnknownJobError
+from banditfleet._boundary import flatten_arms as _flatten_arms, key_list, unhashable, validate_arms as _validate_arms
+from banditfleet.errors import JobConflictError, UnknownJobError
+from banditfleet.rows import Rows, RowSpace
 from banditfleet.kernels.distributions import FLOYD_MAX_POPULATION
 from banditfleet.kernels.lifecycle import compact_chunk_pool
 from banditfleet.kernels.streams import Streams, allocate_streams
@@ -100,6 +101,9 @@ class FleetStore:
         self.history_window = int(history_window)
         self._rows: dict[Hashable, int] = {}
         self._keys: list[Hashable] = []
+        # The identity of this row numbering and its generation (tagged Rows check both).
+        # ``generation`` below is this space's counter: removal and compaction bump it.
+        self.row_space = RowSpace(f"FleetStore@{id(self):x}")
         # Bumped whenever an array is replaced (growth), so callers may cache
         # tuples of the arrays and rebuild them only when this changes.
         self.layout_version = 0
@@ -245,26 +249,20 @@ class FleetStore:
         """Row of one job key (:class:`UnknownJobError` when never registered)."""
         try:
             return self._rows[key]
-        except (KeyError, TypeError):
+        except KeyError:
             raise UnknownJobError(f"unknown job {key!r}: register it first") from None
+        except TypeError:
+            raise unhashable([key]) from None
 
-    def rows(self, keys: Iterable[Hashable] | np.ndarray) -> np.ndarray:
-        """Resolve many job keys to an int64 array of rows, once, for the hot path.
+    def resolve(self, jobs: Rows | Iterable[Hashable] | np.ndarray) -> np.ndarray:
+        """The int64 rows of a batch call's ``jobs``: tagged :class:`Rows` of this store
+        (checked, not copied) or job keys. A plain integer array is job keys."""
+        if isinstance(jobs, Rows):
+            return self.row_space.check(jobs)
+        return self.key_rows(key_list(jobs))
 
-        An int64 array is taken to be rows already and is only bounds-checked.
-        """
-        if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
-            rows = keys.astype(np.int64, copy=False)
-            if rows.ndim != 1:
-                raise UnknownJobError(f"job rows must be a 1-D array, got shape {rows.shape}")
-            if rows.size and (rows.min() < 0 or rows.max() >= self.n_jobs):
-                bad = rows[(rows < 0) | (rows >= self.n_jobs)][0]
-                raise UnknownJobError(f"unknown job row {int(bad)}: rows run from 0 to {self.n_jobs - 1}")
-            if self.n_dead_jobs and rows.size and not self.alive[rows].all():
-                bad = rows[self.alive[rows] == 0][0]
-                raise UnknownJobError(f"job row {int(bad)} belongs to a removed job")
-            return rows
-        keys = list(keys)
+    def key_rows(self, keys: list[Hashable]) -> np.ndarray:
+        """Rows of a list of job keys (:class:`UnknownJobError` naming the first unknown one)."""
         if not keys:
             return np.zeros(0, np.int64)
         try:
@@ -275,6 +273,34 @@ class FleetStore:
             for key in keys:
                 self.row(key)
             raise
+
+    def rows(self, keys: Rows | Iterable[Hashable] | np.ndarray) -> Rows:
+        """Resolve many job keys to tagged :class:`Rows`, once, for the hot path."""
+        if isinstance(keys, Rows):
+            self.row_space.check(keys)
+            return keys
+        return self.row_space.tag(self.key_rows(key_list(keys)))
+
+    def internal_rows(self, rows: np.ndarray) -> Rows:
+        """Tag an int64 row array this store wrote itself (journal records), after checking
+        that every row is in range and belongs to a live job."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= self.n_jobs)):
+            raise UnknownJobError(f"job rows outside 0 .. {self.n_jobs - 1} (shape {rows.shape})")
+        if self.n_dead_jobs and rows.size and not self.alive[rows].all():
+            raise UnknownJobError(f"job row {int(rows[self.alive[rows] == 0][0])} belongs to a removed job")
+        return self.row_space.tag(rows)
+
+    @property
+    def generation(self) -> int:
+        """Counts the changes that make rows held by callers stale (removal, compaction,
+        a checkpoint import): the generation of :attr:`row_space`, which tagged
+        :class:`~banditfleet.rows.Rows` compare with theirs."""
+        return self.row_space.generation
+
+    @generation.setter
+    def generation(self, value: int) -> None:
+        self.row_space.generation = int(value)
 
     def arms_of(self, row: int) -> np.ndarray:
         """A copy of the job's arm values, in registration order."""
@@ -303,8 +329,7 @@ class FleetStore:
         try:
             fresh = len(set(keys)) == len(keys) and self._rows.keys().isdisjoint(keys)
         except TypeError:
-            bad = next(k for k in keys if not isinstance(k, Hashable) or _unhashable(k))
-            raise JobConflictError(f"job key {bad!r} is not hashable") from None
+            raise unhashable(keys) from None
         first_index: dict[Hashable, int] = {}
         if fresh and self.auto_compact and self.n_dead_jobs and (
             self.n_jobs + len(keys) > self.job_capacity or self.n_arms + flat.shape[0] > self.arm_capacity
@@ -611,6 +636,7 @@ class FleetStore:
             self.pool_used[0] = used
         self._keys = list(keys)
         self._rows = dict(zip(self._keys, range(n_jobs)))
+        self.row_space.invalidate()
         self.n_jobs = n_jobs
         self.n_arms = n_arms
 
@@ -625,61 +651,6 @@ class FleetStore:
             "per_job": per_job,
             "unbounded_per_arm": 16 if self.history_window == HISTORY_UNBOUNDED else 0,
         }
-
-
-def _unhashable(key: Any) -> bool:
-    try:
-        hash(key)
-    except TypeError:
-        return True
-    return False
-
-
-def _flatten_arms(keys: list[Hashable], arm_lists: Sequence[Sequence[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(arm_lists, np.ndarray) and arm_lists.ndim == 2:
-        if arm_lists.shape[0] != len(keys):
-            raise InvalidArmsError(f"{len(keys)} jobs but {arm_lists.shape[0]} batch-size rows")
-        if arm_lists.dtype.kind not in "iu":
-            raise InvalidArmsError(f"batch sizes must be integers, got dtype {arm_lists.dtype}")
-        counts = np.full(len(keys), arm_lists.shape[1], np.int64)
-        return np.ascontiguousarray(arm_lists, dtype=np.int64).reshape(-1), counts
-    if len(arm_lists) != len(keys):
-        raise InvalidArmsError(f"{len(keys)} jobs but {len(arm_lists)} batch-size lists")
-    lists = [list(a) if not isinstance(a, np.ndarray) else a.tolist() for a in arm_lists]
-    counts = np.fromiter(map(len, lists), np.int64, len(lists))
-    flat_items = list(itertools.chain.from_iterable(lists))
-    for i, a in enumerate(lists):
-        for v in a:
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-                if isinstance(v, (float, np.floating)) and float(v).is_integer():
-                    continue
-                raise InvalidArmsError(f"job {keys[i]!r}: batch size {v!r} is not an integer")
-    try:
-        flat = np.array(flat_items, dtype=np.int64) if flat_items else np.zeros(0, np.int64)
-    except OverflowError:
-        raise InvalidArmsError("batch sizes must fit in a signed 64-bit integer") from None
-    return flat, counts
-
-
-def _validate_arms(keys: list[Hashable], flat: np.ndarray, counts: np.ndarray, starts: np.ndarray) -> None:
-    if counts.size and counts.min() == 0:
-        i = int(np.argmin(counts))
-        raise InvalidArmsError(f"job {keys[i]!r}: the batch-size list is empty")
-    if counts.size and counts.max() > MAX_ARMS_PER_JOB:
-        i = int(np.argmax(counts))
-        raise InvalidArmsError(f"job {keys[i]!r}: {int(counts[i])} batch sizes, at most {MAX_ARMS_PER_JOB} are supported")
-    if flat.size and flat.min() <= 0:
-        pos = int(np.argmin(flat))
-        i = int(np.searchsorted(starts, pos, side="right") - 1)
-        raise InvalidArmsError(f"job {keys[i]!r}: batch size {int(flat[pos])} is not positive")
-    if flat.size:
-        job_of = np.repeat(np.arange(len(keys)), counts)
-        order = np.lexsort((flat, job_of))
-        sf, sj = flat[order], job_of[order]
-        dup = np.flatnonzero((sf[1:] == sf[:-1]) & (sj[1:] == sj[:-1]))
-        if dup.size:
-            i = int(sj[dup[0]])
-            raise InvalidArmsError(f"job {keys[i]!r}: batch size {int(sf[dup[0]])} appears more than once")
 
 
 def _check_chunks(slot_chunks: np.ndarray, chunk_next: np.ndarray, history_count: np.ndarray) -> None:

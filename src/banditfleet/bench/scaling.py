@@ -103,9 +103,9 @@ def fleet_for_scaling(n: int, arms: int, learn: bool) -> tuple[Any, np.ndarray, 
         )
         rows = opt.register_jobs(range(n), np.tile(values, (n, 1)))
         rng = np.random.default_rng(0)
-        obs_rows = np.repeat(rows, 2 * arms)
+        obs_rows = rows[np.repeat(np.arange(n), 2 * arms)]
         obs_bs = np.tile(np.concatenate([values, values]), n)
-        opt.observe_many(obs_rows, obs_bs, rng.gamma(4.0, 250.0, obs_rows.shape[0]))
+        opt.observe_many(obs_rows, obs_bs, rng.gamma(4.0, 250.0, len(obs_rows)))
         del obs_rows, obs_bs
         gc.collect()
         traced = tracemalloc.get_traced_memory()[0] - base
@@ -187,7 +187,7 @@ def gts():
         o = GTSBatchSizeOptimizer(learn_reward_precision=learn, reward_precision=0.0 if learn else 1.0, verbose=False)
         rows = o.register_jobs(range(4), np.tile(np.array([8, 16, 32]), (4, 1)))
         for _ in range(4):
-            o.observe_many(rows, o.predict_many(rows), np.ones(4) + rows)
+            o.observe_many(rows, o.predict_many(rows), np.ones(4) + rows.array)
         o.predict_many(rows, parallel=True)
         o.observe(0, o.predict(0), 2.0)
 
@@ -196,7 +196,7 @@ def pruning():
     rows = o.register_jobs(range(4), np.tile(np.array([8, 16, 32]), (4, 1)), default_bs=16)
     for k in range(12):
         bs = o.predict_many(rows)
-        o.observe_many(rows, bs, np.ones(4) + rows + k, bs <= 16)
+        o.observe_many(rows, bs, np.ones(4) + rows.array + k, bs <= 16)
     o.observe(0, o.predict(0), 3.0, True)
 
 def power():

@@ -55,6 +55,8 @@ from banditfleet.kernels.replay import (
 from banditfleet.kernels.streams import allocate_streams, seed_streams
 from banditfleet.power import NEEDS_PROFILING
 
+from banditfleet.rows import Rows
+
 __all__ = ["Partition", "UnitsResult", "make_units", "run_units"]
 
 logger = logging.getLogger("banditfleet")
@@ -69,8 +71,8 @@ class Partition:
     bso: Any  # a batch-size optimizer with predict_many / observe_many
     plo: Any  # a JITPowerLimitOptimizer
     units: np.ndarray  # int64 unit indices
-    bso_rows: np.ndarray  # int64 per unit of ``units``
-    plo_rows: np.ndarray  # int64 per unit of ``units``
+    bso_rows: Rows  # the bso's tagged rows, one per unit of ``units``
+    plo_rows: Rows  # the plo's tagged rows, one per unit of ``units``
 
 
 @dataclass
@@ -228,8 +230,10 @@ class _Driver:
             if (self.part_of[u] >= 0).any():
                 raise ValueError("a unit belongs to two partitions")
             self.part_of[u] = p
-            self.bso_row[u] = np.asarray(part.bso_rows, np.int64)
-            self.plo_row[u] = np.asarray(part.plo_rows, np.int64)
+            if not isinstance(part.bso_rows, Rows) or not isinstance(part.plo_rows, Rows):
+                raise ValueError("a partition's rows must be the optimizers' own Rows (from rows() or register_jobs())")
+            self.bso_row[u] = part.bso_rows.array
+            self.plo_row[u] = part.plo_rows.array
         if (self.part_of < 0).any():
             raise ValueError("every unit needs a partition")
 
@@ -242,12 +246,14 @@ class _Driver:
         cost = o.q_cost[:n]
         reached = o.q_reached[:n].astype(bool)
         if len(self.parts) == 1:
-            self.parts[0].bso.observe_many(self.bso_row[unit], bs, cost, reached)
+            part = self.parts[0]
+            part.bso.observe_many(part.bso_rows._retag(self.bso_row[unit]), bs, cost, reached)
         else:
             part = self.part_of[unit]
             for p in np.unique(part).tolist():
                 m = part == p
-                self.parts[p].bso.observe_many(self.bso_row[unit[m]], bs[m], cost[m], reached[m])
+                pp = self.parts[p]
+                pp.bso.observe_many(pp.bso_rows._retag(self.bso_row[unit[m]]), bs[m], cost[m], reached[m])
         o.q_n[0] = 0
 
     def _fail(self, units: np.ndarray, code: int) -> None:
@@ -266,7 +272,7 @@ class _Driver:
         for p in (np.unique(part).tolist() if len(self.parts) > 1 else ([0] if bso_units.size else [])):
             pu = bso_units if len(self.parts) == 1 else bso_units[part == p]
             bso = self.parts[p].bso
-            rows = self.bso_row[pu]
+            rows = self.parts[p].bso_rows._retag(self.bso_row[pu])
             exhausted_many = getattr(bso, "exhausted_many", None)
             if exhausted_many is not None:
                 ex = exhausted_many(rows)
@@ -308,10 +314,11 @@ class _Driver:
     def _ask_power_limits(self, p: int, units: np.ndarray, slots: np.ndarray, pl: np.ndarray, where: np.ndarray) -> None:
         s, t, un = self.s, self.t, self.un
         plo = self.parts[p].plo
+        tagged = self.parts[p].plo_rows
         rows = self.plo_row[units]
         arms = s.dec_arm[units]
         bs = t.arm_bs[arms]
-        answer = plo.predict_many(rows, bs)
+        answer = plo.predict_many(tagged._retag(rows), bs)
         prof = answer == NEEDS_PROFILING
         if prof.any():
             fixed = prof & (s.need[units] == NEED_PL)
@@ -328,8 +335,8 @@ class _Driver:
                 obs_cost = np.empty(total, np.float64)
                 profile_requests(pu, pa, un.eta, t, pos, obs_pl, obs_cost)
                 if total:
-                    plo.observe_many(np.repeat(rows[prof], counts), np.repeat(bs[prof], counts), obs_pl, obs_cost)
-                again = plo.predict_many(rows[prof], bs[prof])
+                    plo.observe_many(tagged._retag(np.repeat(rows[prof], counts)), np.repeat(bs[prof], counts), obs_pl, obs_cost)
+                again = plo.predict_many(tagged._retag(rows[prof]), bs[prof])
                 answer[prof] = again
                 s.dec_prof[pu] = 1
                 empty = again == NEEDS_PROFILING

@@ -280,16 +280,13 @@ def replay_fleet(
         )
         plo = JITPowerLimitOptimizer(verbose=False)
         us = np.concatenate([np.arange(si * G, (si + 1) * G, dtype=np.int64) for si in members])
-        rows = np.empty(us.shape[0], np.int64)
         # One registration per workload: its units share one batch-size list (a 2-D array).
         for w in range(len(arm_lists)):
             idx = np.flatnonzero(wl[us] == w)
             if idx.size:
                 mine = us[idx]
-                rows[idx] = bso.register_jobs(
-                    mine.tolist(), np.tile(arm_lists[w], (idx.size, 1)), default_bs=defaults[mine], seeds=seeds[mine]
-                )
-        partitions.append(Partition(bso, plo, us, rows, plo.rows(us.tolist())))
+                bso.register_jobs(mine.tolist(), np.tile(arm_lists[w], (idx.size, 1)), default_bs=defaults[mine], seeds=seeds[mine])
+        partitions.append(Partition(bso, plo, us, bso.rows(us), plo.rows(us)))
     logger.info("replaying %d groups x %d settings (%d submissions each pass)", G, S, fleet.n_submissions)
     result = run_units(t, units, seeds, partitions, progress=progress)
     return FleetResult(fleet, settings, result)
