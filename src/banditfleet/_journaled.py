@@ -74,10 +74,7 @@ def open_folder(
     no settings and is simply created again.
     """
     B.VERBOSE.check(verbose)
-    if checkpoint_bytes is not None and (
-        isinstance(checkpoint_bytes, bool) or not isinstance(checkpoint_bytes, int) or checkpoint_bytes < 1
-    ):
-        raise JournalError(f"checkpoint_bytes must be a positive integer or None, got {checkpoint_bytes!r}")
+    checkpoint_bytes = B.CHECKPOINT_BYTES.check(checkpoint_bytes)
     f = OptimizerFolder(folder, fsync)  # validates folder and fsync before touching the disk
     f.checkpoint_bytes = checkpoint_bytes
     try:
@@ -193,7 +190,7 @@ class Journaled(Synchronized):
 
     # ---------------------------------------------------------------- folder
     @classmethod
-    @B.declare(folder=B.FOLDER, fsync=B.FSYNC, verbose=B.VERBOSE)
+    @B.declare(folder=B.FOLDER, fsync=B.FSYNC, verbose=B.VERBOSE, checkpoint_bytes=B.CHECKPOINT_BYTES)
     def open(
         cls,
         folder: str | os.PathLike,

@@ -185,7 +185,7 @@ class OptimizerPair(Journaled):
         return cls(*load_pair(path, bso_class, verbose))
 
     @classmethod
-    @B.declare(folder=B.FOLDER, bso_class=B.BSO_CLASS, fsync=B.FSYNC, verbose=B.VERBOSE)
+    @B.declare(folder=B.FOLDER, bso_class=B.BSO_CLASS, fsync=B.FSYNC, verbose=B.VERBOSE, checkpoint_bytes=B.CHECKPOINT_BYTES)
     def open(
         cls,
         folder: str | os.PathLike,
@@ -291,7 +291,7 @@ class OptimizerPair(Journaled):
         super()._detach_folder()
 
 
-@B.declare(folder=B.FOLDER, bso_class=B.BSO_CLASS, fsync=B.FSYNC, verbose=B.VERBOSE)
+@B.declare(folder=B.FOLDER, bso_class=B.BSO_CLASS, fsync=B.FSYNC, verbose=B.VERBOSE, checkpoint_bytes=B.CHECKPOINT_BYTES)
 def open_pair(
     folder: str | os.PathLike,
     bso_class: type,
