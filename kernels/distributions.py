@@ -36,9 +36,7 @@ __all__ = [
     "FLOYD_MAX_POPULATION",
 ]
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
-# The state-tuple draws are inlined into their callers (see kernels/streams.py).
-_INLINE = dict(_JIT, inline="always")
+from ._config import INLINE as _INLINE, JIT as _JIT
 _U64 = np.uint64
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MAX64 = np.uint64(0xFFFFFFFFFFFFFFFF)

@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = ["compact_chunk_pool"]
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
+from ._config import JIT as _JIT
 
 
 @numba.njit(**_JIT)

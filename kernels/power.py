@@ -41,10 +41,7 @@ __all__ = [
     "rebuild_table",
 ]
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
-# Small read-only helpers are inlined at the numba IR level (a call between
-# separately compiled functions costs far more than the probe itself).
-_INLINE = dict(_JIT, inline="always")
+from ._config import INLINE as _INLINE, JIT as _JIT
 
 # An empty table position; also what lookups return for a missing key.
 EMPTY = -1

@@ -45,6 +45,7 @@ without writing any state, so a bad batch is refused whole.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import NamedTuple
 
 import numba
@@ -63,7 +64,10 @@ __all__ = [
     "ADVANCE_NEXT",
     "ADVANCE_FINAL",
     "ADVANCE_EXHAUSTED",
+    "PruningCode",
     "ERR_NONE",
+    "ERR_UNKNOWN_BATCH_SIZE",
+    "ERR_NEEDS_POOL",
     "ERR_AWAITING",
     "ERR_EXHAUSTED",
     "ERR_UNEXPECTED",
@@ -80,18 +84,7 @@ __all__ = [
     "exhausted_rows",
 ]
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
-# Per-row helpers neither allocate nor keep references, so they are compiled
-# without NRT reference counting (numba does the same for its own helpers):
-# otherwise each call increfs/decrefs every array of the state tuple, which
-# numba's refcount pruning cannot remove across branches, costing ~0.5 us a row.
-_JIT_HELPER = dict(_JIT, _nrt=False)
-# The helpers called only from other per-row helpers are inlined into them
-# at numba's IR level: a compiled call passes the whole state tuple (16
-# arrays, 7 words each) by value, and _on_down_side was called once per arm
-# slot. Their callers are NRT-free, so inlining adds no reference counting.
-# A pruning-stage predict_many takes ~12% less time; compile time is unchanged.
-_INLINE_HELPER = dict(_JIT_HELPER, inline="always")
+from ._config import INLINE_HELPER as _INLINE_HELPER, JIT as _JIT, JIT_HELPER as _JIT_HELPER
 
 STAGE_PRUNING = 0
 STAGE_THOMPSON = 1
@@ -100,11 +93,33 @@ ADVANCE_NEXT = 0  # an arm was handed out
 ADVANCE_FINAL = 1  # pruning is over; the members are the survivors
 ADVANCE_EXHAUSTED = 2  # the round ended with no arm reaching the target
 
-ERR_NONE = 0
-ERR_AWAITING = 1  # predict while a result is awaited (no concurrency)
-ERR_EXHAUSTED = 2  # predict that needs a round after one where nothing reached
-ERR_UNEXPECTED = 3  # a pruning-stage result for a batch size that was not asked for
-ERR_NO_CONVERGED = 4  # a pruning-stage result without its converged flag
+
+
+class PruningCode(IntEnum):
+    """What the pruning kernels return as ``code`` (the family's one namespace).
+
+    Python turns them into errors in one place, :mod:`banditfleet._codes`. The
+    kernels compare and return the plain-int aliases ``ERR_*`` below (numba also
+    types the members themselves, as ``IntEnumMember``, but returning one makes
+    every scalar call box an enum member in Python).
+    """
+
+    NONE = 0
+    AWAITING = 1  # predict while a result is awaited (no concurrency)
+    EXHAUSTED = 2  # predict that needs a round after one where nothing reached
+    UNEXPECTED = 3  # a pruning-stage result for a batch size that was not asked for
+    NO_CONVERGED = 4  # a pruning-stage result without its converged flag
+    UNKNOWN_BATCH_SIZE = 5  # scalar entry points: not one of the job's batch sizes (nothing changed)
+    NEEDS_POOL = 6  # scalar entry points: the history pool is full; grow it and call again (nothing changed)
+
+
+ERR_NONE = int(PruningCode.NONE)
+ERR_AWAITING = int(PruningCode.AWAITING)
+ERR_EXHAUSTED = int(PruningCode.EXHAUSTED)
+ERR_UNEXPECTED = int(PruningCode.UNEXPECTED)
+ERR_NO_CONVERGED = int(PruningCode.NO_CONVERGED)
+ERR_UNKNOWN_BATCH_SIZE = int(PruningCode.UNKNOWN_BATCH_SIZE)
+ERR_NEEDS_POOL = int(PruningCode.NEEDS_POOL)
 
 # The survivors' bandit explores each arm this often before sampling (the reference's 2).
 TS_NUM_EXPLORATION = 2

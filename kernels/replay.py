@@ -32,6 +32,7 @@ times and costs are bit-identical to ``zeus._legacy.simulate``:
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import NamedTuple
 
 import numba
@@ -40,6 +41,7 @@ import numpy as np
 from .distributions import bounded_uint64_s
 
 __all__ = [
+    "ReplayCode",
     "ReplayTables",
     "ReplayUnits",
     "ReplayState",
@@ -69,7 +71,7 @@ __all__ = [
     "profile_requests",
 ]
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
+from ._config import JIT as _JIT
 
 MODE_SEQUENTIAL = 0
 MODE_GROUP = 1
@@ -82,15 +84,35 @@ STATUS_ERROR = 3
 NEED_BSO = 1
 NEED_PL = 2
 
-ERR_NONE = 0
-ERR_DEFAULT_FAILED = 1  # sequential: the first recurrence's run did not reach the target
-ERR_TRIES = 2  # sequential: no run reached the target in MAX_TRIES tries
-ERR_NOT_PROFILED = 3  # concurrent launch with a batch size never profiled
-ERR_NO_PATHS = 4  # a (batch size, power limit) with no training path at the target metric
-ERR_UNKNOWN_PL = 5  # the power-limit optimizer answered a limit the trace does not have
-ERR_RETRY_LIMIT = 6  # group: more retries than the safety cap
-ERR_EXHAUSTED = 7  # pruning left no batch size (set by the driver)
-ERR_UNKNOWN_BS = 8  # the batch-size optimizer answered a batch size the trace does not have
+
+
+class ReplayCode(IntEnum):
+    """Why a replay unit stopped (``ReplayOut.error``): the family's one namespace.
+
+    Python turns them into errors in one place, :mod:`banditfleet._codes`; the
+    kernels use the plain-int aliases ``ERR_*`` below.
+    """
+
+    NONE = 0
+    DEFAULT_FAILED = 1  # sequential: the first recurrence's run did not reach the target
+    TRIES = 2  # sequential: no run reached the target in MAX_TRIES tries
+    NOT_PROFILED = 3  # concurrent launch with a batch size never profiled
+    NO_PATHS = 4  # a (batch size, power limit) with no training path at the target metric
+    UNKNOWN_PL = 5  # the power-limit optimizer answered a limit the trace does not have
+    RETRY_LIMIT = 6  # group: more retries than the safety cap
+    EXHAUSTED = 7  # pruning left no batch size (set by the driver)
+    UNKNOWN_BS = 8  # the batch-size optimizer answered a batch size the trace does not have
+
+
+ERR_NONE = int(ReplayCode.NONE)
+ERR_DEFAULT_FAILED = int(ReplayCode.DEFAULT_FAILED)
+ERR_TRIES = int(ReplayCode.TRIES)
+ERR_NOT_PROFILED = int(ReplayCode.NOT_PROFILED)
+ERR_NO_PATHS = int(ReplayCode.NO_PATHS)
+ERR_UNKNOWN_PL = int(ReplayCode.UNKNOWN_PL)
+ERR_RETRY_LIMIT = int(ReplayCode.RETRY_LIMIT)
+ERR_EXHAUSTED = int(ReplayCode.EXHAUSTED)
+ERR_UNKNOWN_BS = int(ReplayCode.UNKNOWN_BS)
 
 MAX_TRIES = 20
 

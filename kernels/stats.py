@@ -28,17 +28,8 @@ __all__ = [
     "fit_increment",
 ]
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
-# Helpers that neither allocate nor keep references compile without NRT
-# reference counting, so calling them per reward window does not incref and
-# decref every array argument.
-_JIT_HELPER = dict(_JIT, _nrt=False)
-# The small per-window helpers are inlined into their callers at numba's IR
-# level: numba does not inline one compiled function into another, and the
-# chain of compiled calls behind one np.var (mean, sum, leaf, twice) cost
-# ~100 ns per refit, more than the arithmetic. Their hot callers are
-# NRT-free helpers (thompson.refit_slot), so inlining adds no refcounting.
-_INLINE = dict(_JIT, inline="always")
+from ._config import INLINE as _INLINE, JIT as _JIT, JIT_HELPER as _JIT_HELPER
+
 _BLOCK = 128
 
 

@@ -82,12 +82,7 @@ def _umulh(typingctx, a, b):
     return sig, codegen
 
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
-# The state-tuple steps are inlined into their callers at numba's IR level
-# (``inline="always"``). numba does not inline one compiled function into
-# another, and a compiled call per draw, with the state tuple passed through
-# memory, cost more than the draw itself (bounded integers ~2.5x slower).
-_INLINE = dict(_JIT, inline="always")
+from ._config import INLINE as _INLINE, JIT as _JIT
 
 
 # A stream's state as a value: (state_hi, state_lo, inc_hi, inc_lo, has_uint32,

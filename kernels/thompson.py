@@ -15,6 +15,7 @@ is the number of rewards ever appended.
 from __future__ import annotations
 
 import math
+from enum import IntEnum
 
 import numba
 import numpy as np
@@ -24,6 +25,7 @@ from .streams import load_stream, store_stream
 from .stats import SUM_STACK_DEPTH, fit_increment, fit_reset_with, precision_from_variance, variance_with
 
 __all__ = [
+    "ThompsonCode",
     "CHUNK",
     "thompson_predict",
     "thompson_predict_parallel",
@@ -36,11 +38,16 @@ __all__ = [
     "refit_slot",
 ]
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
-# Per-slot helpers neither allocate nor keep references: compiled without NRT
-# reference counting, a call does not incref/decref every array it is given
-# (numba prunes those only within one function), which cost ~0.5 us per call.
-_JIT_HELPER = dict(_JIT, _nrt=False)
+from ._config import JIT as _JIT, JIT_HELPER as _JIT_HELPER, JIT_PARALLEL as _JIT_PARALLEL
+
+
+
+class ThompsonCode(IntEnum):
+    """Negative results of the scalar observe kernels (non-negative results are arm slots)."""
+
+    UNKNOWN_BATCH_SIZE = -1  # not one of the job's batch sizes; nothing changed
+    NEEDS_POOL = -2  # unbounded history has no free chunk: grow the pool, call again; nothing changed
+
 
 # Rewards per chunk of unbounded history.
 CHUNK = 16
@@ -254,7 +261,7 @@ def observe_refit(
             refit_slot(slot, rewards, n, scratch, frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision, observation_count)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+@numba.njit(**_JIT_PARALLEL)
 def thompson_predict_parallel(
     rows,
     arm_start,

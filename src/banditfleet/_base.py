@@ -11,6 +11,7 @@ import os
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 
 from banditfleet import _boundary as B
@@ -18,7 +19,11 @@ from banditfleet._journaled import Journaled
 from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, write_checkpoint
 from banditfleet.errors import CheckpointError, JournalError, UnknownBatchSizeError, UnknownJobError
 from banditfleet._fastcall import entry_point
-from banditfleet.kernels.thompson import find_arm_slots, observe_one, thompson_predict
+from banditfleet.kernels.fleet import NEEDS_POOL, observe_one_h, predict_one
+from banditfleet.kernels.handle import STORE_FIELDS, new_handle
+from banditfleet.kernels.stats import allocate_sum_stack
+from banditfleet.kernels.pruning import PRUNING_FIELDS, SCRATCH_FIELDS, PruningArrays, ScratchArrays
+from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.rows import Rows
 from banditfleet.store import FleetStore
 
@@ -36,6 +41,16 @@ class ArmState(NamedTuple):
     posterior_precision: float
     reward_precision: float
     observations: int
+
+
+# Plain GTS has no pruning state: its handle holds empty arrays of the same
+# dtypes, so every optimizer's handle has one numba type (one compilation).
+_EMPTY_PRUNING = PruningArrays(*(np.zeros(0, f[1]) for f in PRUNING_FIELDS))
+_EMPTY_SCRATCH = ScratchArrays(*(np.zeros(0, f[1]) for f in SCRATCH_FIELDS))
+
+
+# Per-optimizer handle state that copies and pickles leave out (see __getstate__).
+_HANDLE_STATE = ("_h", "_handle_version", "_handle_type", "_entry_points", "_handle_ones")
 
 
 class _FleetOptimizer(Journaled):
@@ -326,13 +341,69 @@ class _FleetOptimizer(Journaled):
             for slot in range(start, start + count)
         }
 
+    # ------------------------------------------------------------ fleet handle
+    def _handle_extra(self) -> tuple[Any, Any]:
+        """The pruning and scratch tuples of the handle (empty ones for plain GTS)."""
+        return _EMPTY_PRUNING, _EMPTY_SCRATCH
+
+    # Set on the first _handle() call: the handle, the store layout it was built
+    # for, its numba type, and the compiled entry points resolved for that type.
+    _h: Any = None
+    _handle_version: int = -1
+    _handle_type: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy (copy.deepcopy, pickle) gets its own arrays: it must build its own
+        # handle over them, never share (or try to copy) this one.
+        state = super().__getstate__()  # without the lock (a copy gets its own)
+        for name in _HANDLE_STATE:
+            state.pop(name, None)
+        return state
+
+    def _handle_config(self) -> tuple[np.ndarray, np.ndarray]:
+        """The handle's settings: float64 (prior mean, prior precision) and int64 (refit, window)."""
+        refit, window = self._observe_settings()
+        return np.array([self.prior_mean, self.prior_precision], np.float64), np.array([refit, window], np.int64)
+
+    def _observe_settings(self) -> tuple[int, int]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _handle(self) -> Any:
+        """The fleet handle over the store's current arrays (see :mod:`banditfleet.kernels.handle`).
+
+        Rebuilt only when the store's ``layout_version`` changes (an array was
+        replaced); its one-element buffers live as long as the optimizer.
+        """
+        s = self._store
+        if self._handle_version == s.layout_version:
+            return self._h
+        d = self.__dict__
+        ones = d.get("_handle_ones")
+        if ones is None:
+            ones = d["_handle_ones"] = (
+                np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64),
+                np.zeros(1, np.float64), np.zeros(1, np.uint8), np.zeros(1, np.int64), *allocate_sum_stack(),
+                *self._handle_config(),
+            )
+        pruning, scratch = self._handle_extra()
+        h = new_handle(*(getattr(s, name) for name in STORE_FIELDS), s.streams, pruning, scratch, *ones)
+        htype = numba.typeof(h)
+        if self._handle_type != htype:
+            # Other array types (e.g. adopted from a checkpoint): resolve the entry points again.
+            self._entry_points = {}
+            self._handle_type = htype
+        self._h = h
+        self._handle_version = s.layout_version
+        return h
+
     # ------------------------------------------------------ scalar fast path
     def _fast(self, name: str, dispatcher: Any, args: tuple[Any, ...]) -> Any:
         """Call ``dispatcher`` through its compiled entry point, resolved once per optimizer.
 
-        The scalar paths always pass the store's arrays (fixed dtypes and
-        layouts) and Python scalars, so one entry point per call site serves
-        for good (see :mod:`banditfleet._fastcall`).
+        The scalar paths always pass the fleet handle (of one numba type while
+        the optimizer lives, see :meth:`_handle`) or the store's arrays, and
+        Python scalars, so one entry point per call site serves for good (see
+        :mod:`banditfleet._fastcall`).
         """
         cache = self.__dict__.setdefault("_entry_points", {})
         fn = cache.get(name)
@@ -340,30 +411,30 @@ class _FleetOptimizer(Journaled):
             fn = cache[name] = entry_point(dispatcher, args)
         return fn(*args)
 
-    def _sample_one(self, one: np.ndarray, out: np.ndarray, num_exploration: int) -> int:
-        """Thompson-sample the job in ``one[0]``; journal the predict; return the batch size."""
-        s = self._store
-        self._fast(
-            "thompson_predict",
-            thompson_predict,
-            (one, s.arm_start, s.arm_count, s.arm_active, s.arm_value, s.observation_count,
-             s.posterior_mean, s.posterior_precision, num_exploration, s.streams, out),
-        )
+    def _sample_one(self, row: int, num_exploration: int) -> int:
+        """Thompson-sample job ``row``; journal the predict; return the batch size."""
+        h = self._h if self._handle_version == self._store.layout_version else self._handle()
+        fn = self._entry_points.get("predict_one")
+        if fn is None:
+            bs = self._fast("predict_one", predict_one, (h, row, num_exploration))
+        else:
+            bs = fn(h, row, num_exploration)
         if self._folder is not None:
-            self._record("predict", {"rows": one.copy()})
-        return int(out[0])
+            self._record("predict", {"rows": np.array([row], np.int64)})
+        return bs
 
     def _observe_slot(self, row: int, bs: int, cost: float, refit: int, window: int) -> int:
         """One observation through ``observe_one``; returns its slot, or -1 (nothing changed)
-        when ``bs`` is not one of the row's batch sizes."""
-        s = self._store
-        return self._fast(
-            "observe_one",
-            observe_one,
-            (row, bs, cost, refit, window, self.prior_mean, self.prior_precision, s.arm_start, s.arm_count,
-             s.arm_value, s.history_count, s.history_values, s.chunk_values, s.chunk_next, s.slot_chunks,
-             s.pool_used, s.reward_precision, s.posterior_mean, s.posterior_precision, s.observation_count),
-        )
+        when ``bs`` is not one of the row's batch sizes. Grows the history pool when
+        the kernel asks for it (-2, nothing changed)."""
+        h = self._h if self._handle_version == self._store.layout_version else self._handle()
+        args = (h, row, bs, cost, refit, window, self.prior_mean, self.prior_precision)
+        fn = self._entry_points.get("observe_one")
+        slot = self._fast("observe_one", observe_one_h, args) if fn is None else fn(*args)
+        if slot == NEEDS_POOL:
+            self._store.reserve_history_chunks(1)
+            slot = self._fast("observe_one", observe_one_h, (self._handle(), *args[1:]))
+        return slot
 
     # ------------------------------------------------------------ validation
     def _job_name(self, row: int) -> str:

@@ -12,13 +12,8 @@ from banditfleet import _boundary as B
 from banditfleet._base import JobsLike, _FleetOptimizer
 from banditfleet.errors import ConfigurationError
 from banditfleet.kernels.streams import allocate_streams, seed_streams
-from banditfleet.kernels.thompson import (
-    observe_incremental,
-    observe_refit,
-    rows_are_unique,
-    thompson_predict,
-    thompson_predict_parallel,
-)
+from banditfleet.kernels.fleet import NEEDS_POOL, observe_one_c, observe_rows_incremental, observe_rows_refit, predict_rows
+from banditfleet.kernels.thompson import rows_are_unique, thompson_predict_parallel
 from banditfleet.rows import Rows
 from banditfleet.store import HISTORY_NONE, HISTORY_UNBOUNDED, FleetStore
 
@@ -82,6 +77,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         verbose: bool = True,
     ) -> None:
         self.learn_reward_precision = B.LEARN_REWARD_PRECISION.check(learn_reward_precision)
+        self._refit = 1 if self.learn_reward_precision else 0  # observe_one_c: refit from a kept history
         self.reward_precision = B.REWARD_PRECISION.check(reward_precision)
         self.prior_mean = B.PRIOR_MEAN.check(prior_mean)
         self.prior_precision = B.PRIOR_PRECISION.check(prior_precision)
@@ -99,8 +95,6 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         self._store.add_job_array("seed", np.uint64, self.seed)
         self._template = seed_template(self.seed)
         # Reused one-element buffers of the scalar fast path (safe: every public call holds the optimizer's lock).
-        self._one_row = np.zeros(1, np.int64)
-        self._one_out = np.zeros(1, np.int64)
 
     @property
     def name(self) -> str:
@@ -173,11 +167,17 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         seed_streams(s.streams, rows, s.seed[rows])
 
     # ------------------------------------------------------------- decisions
+    def _observe_settings(self) -> tuple[int, int]:
+        return self._refit, HISTORY_UNBOUNDED
+
     @B.declare(job=B.KEY)
     def predict(self, job: Hashable) -> int:
         """The batch size to run ``job`` with next."""
-        self._one_row[0] = self._store.row(job)
-        bs = self._sample_one(self._one_row, self._one_out, self.num_exploration)
+        try:
+            row = self._store._rows[job]
+        except (KeyError, TypeError):
+            row = self._store.row(job)  # raises the named error
+        bs = self._sample_one(row, self.num_exploration)
         if self.verbose:
             self._log(f"{job} -> BS = {bs}")
         return bs
@@ -214,19 +214,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             )
             self._record("predict", {"rows": rows})
             return out
-        thompson_predict(
-            rows,
-            s.arm_start,
-            s.arm_count,
-            s.arm_active,
-            s.arm_value,
-            s.observation_count,
-            s.posterior_mean,
-            s.posterior_precision,
-            self.num_exploration,
-            s.streams,
-            out,
-        )
+        predict_rows(self._handle(), rows, self.num_exploration, out)
         self._record("predict", {"rows": rows})
         return out
 
@@ -242,14 +230,20 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
     def observe(self, job: Hashable, batch_size: int, cost: float, converged: bool | None = None) -> None:
         """Learn from one run: ``cost`` is its energy-time cost; ``converged`` (validated) is ignored."""
         s = self._store
-        row = s.row(job)
+        try:
+            row = s._rows[job]
+        except (KeyError, TypeError):
+            row = s.row(job)  # raises the named error
         bs = self._scalar_batch_size(row, batch_size)
         c = self._scalar_cost(row, cost)
         if converged is not None:
             self._scalar_converged(row, converged)
-        if self.learn_reward_precision:
-            s.reserve_history_chunks(1)
-        slot = self._observe_slot(row, bs, c, 1 if self.learn_reward_precision else 0, HISTORY_UNBOUNDED)
+        # One kernel call with the settings in the handle: the scalar call is mostly Python overhead.
+        h = self._h if self._handle_version == s.layout_version else self._handle()
+        fn = self._entry_points.get("observe_one_c")
+        slot = self._fast("observe_one_c", observe_one_c, (h, row, bs, c)) if fn is None else fn(h, row, bs, c)
+        if slot == NEEDS_POOL:
+            slot = self._observe_slot(row, bs, c, self._refit, HISTORY_UNBOUNDED)
         if slot < 0:
             self._slots(np.array([row], np.int64), np.array([bs], np.int64))  # raises the named error
         if self._folder is not None:
@@ -268,26 +262,11 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         slots = self._slots(rows, bs)
         s = self._store
         if not self.learn_reward_precision:
-            observe_incremental(slots, c, s.reward_precision, s.posterior_mean, s.posterior_precision, s.observation_count)
+            observe_rows_incremental(self._handle(), slots, c)
             self._record("observe", {"rows": rows, "batch_sizes": bs, "costs": c})
             return
         s.reserve_history_chunks(slots.shape[0])
-        observe_refit(
-            slots,
-            c,
-            np.ones(slots.shape[0], np.uint8),
-            HISTORY_UNBOUNDED,
-            self.prior_mean,
-            self.prior_precision,
-            s.history_count,
-            s.history_values,
-            s.chunk_values,
-            s.chunk_next,
-            s.slot_chunks,
-            s.pool_used,
-            s.reward_precision,
-            s.posterior_mean,
-            s.posterior_precision,
-            s.observation_count,
+        observe_rows_refit(
+            self._handle(), slots, c, np.ones(slots.shape[0], np.uint8), HISTORY_UNBOUNDED, self.prior_mean, self.prior_precision
         )
         self._record("observe", {"rows": rows, "batch_sizes": bs, "costs": c})

@@ -23,10 +23,14 @@ from collections.abc import Hashable, Iterable, Sequence
 from itertools import repeat
 from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 
 from banditfleet import _boundary as B
+from banditfleet._fastcall import entry_point
 from banditfleet._journaled import Journaled
+from banditfleet.kernels.fleet import power_best_one, power_observe_one
+from banditfleet.kernels.handle import new_power_handle
 from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, write_checkpoint
 from banditfleet.errors import CheckpointError, JournalError, UnknownJobError
 from banditfleet.rows import Rows, RowSpace
@@ -118,6 +122,42 @@ class PowerLimitTable:
         for name, dtype in self._ENTRY_ARRAYS:
             setattr(self, name, np.zeros(capacity, dtype))
         self.table = np.full(_table_size(capacity), EMPTY, np.int64)
+        # Bumped whenever an array is replaced: the cached handle is rebuilt then.
+        self.layout_version = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy holds its own arrays: it builds its own handle (see handle()).
+        state = self.__dict__.copy()
+        for name in ("_h", "_h_version", "_h_type", "_entry_points", "_one_int", "_one_cost"):
+            state.pop(name, None)
+        return state
+
+    def handle(self) -> Any:
+        """The :class:`~banditfleet.kernels.handle.PowerHandle` over the current arrays."""
+        d = self.__dict__
+        if d.get("_h_version") == self.layout_version:
+            return d["_h"]
+        if "_one_int" not in d:
+            d["_one_int"] = np.zeros(3, np.int64)
+            d["_one_cost"] = np.zeros(1, np.float64)
+        h = new_power_handle(
+            self.table, self.entry_row, self.entry_batch_size, self.best_power_limit, self.best_cost,
+            self.observe_count, self.n_entries, d["_one_int"], d["_one_cost"],
+        )
+        if numba.typeof(h) != d.get("_h_type"):
+            d["_entry_points"] = {}
+            d["_h_type"] = numba.typeof(h)
+        d["_h"] = h
+        d["_h_version"] = self.layout_version
+        return h
+
+    def call(self, name: str, dispatcher: Any, *args: Any) -> Any:
+        """``dispatcher(handle, *args)`` through its compiled entry point (Python scalars only)."""
+        h = self.handle()
+        fn = self._entry_points.get(name)
+        if fn is None:
+            fn = self._entry_points[name] = entry_point(dispatcher, (h, *args))
+        return fn(h, *args)
 
     def __len__(self) -> int:
         return int(self.n_entries[0])
@@ -143,6 +183,7 @@ class PowerLimitTable:
         table = np.empty(_table_size(capacity), np.int64)
         rebuild_table(table, n, self.entry_row, self.entry_batch_size)
         self.table = table
+        self.layout_version += 1
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Views of the live entries (first ``len(self)``), by array name."""
@@ -200,8 +241,6 @@ class JITPowerLimitOptimizer(Journaled):
         self._keys: list[Hashable] = []
         self._table = PowerLimitTable()
         # One-observation scratch for the scalar observe (the batch kernel is the only writer).
-        self._one_int = np.zeros(3, np.int64)
-        self._one_cost = np.zeros(1, np.float64)
 
     @property
     def name(self) -> str:
@@ -375,26 +414,11 @@ class JITPowerLimitOptimizer(Journaled):
         t = self._table
         if t.n_entries[0] >= t.entry_row.shape[0]:
             t.reserve(1)
-        one = self._one_int
-        one[0] = row
-        one[1] = bs
-        one[2] = pl
-        self._one_cost[0] = c
-        observe_entries(
-            one[0:1],
-            one[1:2],
-            one[2:3],
-            self._one_cost,
-            t.table,
-            t.entry_row,
-            t.entry_batch_size,
-            t.best_power_limit,
-            t.best_cost,
-            t.observe_count,
-            t.n_entries,
-        )
+        t.call("power_observe_one", power_observe_one, row, bs, pl, c)
         if journal:
-            self._record_observe(one[0:1], one[1:2], one[2:3], self._one_cost, encoded)
+            self._record_observe(
+                np.array([row], np.int64), np.array([bs], np.int64), np.array([pl], np.int64), np.array([c]), encoded
+            )
 
     @B.declare(jobs=B.JOBS, batch_sizes=B.POSITIVE_BATCH_SIZE, power_limits=B.POWER_LIMIT, costs=B.COST)
     def observe_many(self, jobs: JobsLike, batch_sizes: Any, power_limits: Any, costs: Any) -> None:
@@ -691,8 +715,16 @@ class JITPowerLimitOptimizer(Journaled):
         return find_entry(row, bs, t.table, t.entry_row, t.entry_batch_size)
 
     def _best(self, job: Hashable, batch_size: int) -> int | None:
-        e = self._entry(job, batch_size)
-        return None if e < 0 else int(self._table.best_power_limit[e])
+        # _entry's validation (the boundary's), then one kernel call through the table's handle.
+        bs = batch_size if type(batch_size) is int and 0 < batch_size <= B.INT64_MAX else B.POSITIVE_BATCH_SIZE.check(batch_size, f"job {job!r}")
+        try:
+            row = self._rows.get(job, MISSING_ROW)
+        except TypeError:
+            raise B.unhashable([job]) from None
+        if row < 0:
+            return None
+        pl = self._table.call("power_best_one", power_best_one, row, bs, NEEDS_PROFILING)
+        return None if pl == NEEDS_PROFILING else pl
 
     @B.declare(job=B.KEY, batch_size=B.POSITIVE_BATCH_SIZE)
     def best_power_limit(self, job: Hashable, batch_size: int) -> int | None:

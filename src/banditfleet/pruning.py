@@ -28,7 +28,14 @@ import numpy as np
 
 from banditfleet._base import JobsLike, _FleetOptimizer
 from banditfleet._threadsafe import Synchronized
-from banditfleet.kernels.thompson import find_arm_slots
+from banditfleet._codes import pruning_error
+from banditfleet.kernels.fleet import (
+    find_slot_one,
+    pruning_observe_one,
+    pruning_observe_rows,
+    pruning_predict_one,
+    pruning_predict_rows,
+)
 from banditfleet.errors import (
     UnknownJobError,
     InvalidArmsError,
@@ -46,7 +53,10 @@ from banditfleet.kernels.pruning import (
     ERR_AWAITING,
     ERR_EXHAUSTED,
     ERR_NO_CONVERGED,
+    ERR_UNEXPECTED,
+    ERR_NEEDS_POOL,
     ERR_NONE,
+    ERR_UNKNOWN_BATCH_SIZE,
     PRUNING_FIELDS,
     SCRATCH_FIELDS,
     STAGE_PRUNING,
@@ -132,44 +142,21 @@ class _PruningCore(Synchronized):
         return sorted(values[members].tolist())
 
     def _predict_error(self, row: int, code: int) -> Exception:
-        s = self._store
-        st = _pruning_arrays(s)
-        who = self._describe_row(row)
-        rnd = int(st.round[row]) + 1
+        st = _pruning_arrays(self._store)
+        fields = {"who": self._describe_row(row), "round": int(st.round[row]) + 1}
         if code == ERR_AWAITING:
-            hint = "" if isinstance(self, PruningExploreManager) else " (or use concurrency=True)"
             awaited = int(st.expecting[row])
-            if not awaited:
-                return PruningOrderError(
-                    f"{who}: appears twice in one predict batch in pruning round {rnd}; the second entry "
-                    f"would ask again before the result for the first one's batch size arrives{hint}"
-                )
-            return PruningOrderError(
-                f"{who}: asked for the next batch size in pruning round {rnd} while the result for batch "
-                f"size {awaited} is still awaited; report it first{hint}"
-            )
-        return PruningExhaustedError(
-            f"{who}: no batch size of pruning round {rnd} ({self._round_members(row)}) reached the "
-            f"target metric, so no batch size survives pruning"
-        )
+            hint = "" if isinstance(self, PruningExploreManager) else " (or use concurrency=True)"
+            return pruning_error(code, "awaited" if awaited else "twice", awaited=awaited, hint=hint, **fields)
+        return pruning_error(ERR_EXHAUSTED, members=self._round_members(row), **fields)
 
     def _observe_error(self, row: int, value: int, code: int, awaited: int) -> Exception:
-        who = self._describe_row(row)
+        fields = {"who": self._describe_row(row), "value": value, "awaited": awaited}
         if code == ERR_NO_CONVERGED:
-            return InvalidObservationError(
-                f"{who}: converged=None for batch size {value} during pruning; pruning needs to know "
-                f"whether the run reached the target metric"
-            )
+            return pruning_error(code, **fields)
         if awaited:
-            return PruningOrderError(
-                f"{who}: pruning asked for batch size {awaited}, got a result for batch size {value}"
-            )
-        if isinstance(self, PruningExploreManager):
-            return PruningOrderError(f"{who}: got a result for batch size {value} but no result is awaited (call next_batch_size first)")
-        return PruningOrderError(
-            f"{who}: got a result for batch size {value} but pruning awaits no result "
-            f"(call predict first, or use concurrency=True to record runs pruning did not ask for)"
-        )
+            return pruning_error(ERR_UNEXPECTED, "awaited", **fields)
+        return pruning_error(ERR_UNEXPECTED, "manager" if isinstance(self, PruningExploreManager) else "optimizer", **fields)
 
 
 class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
@@ -232,14 +219,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self._store.add_job_array("seed", np.uint64, self.seed)
         self._template = seed_template(self.seed)
         self._generation = 0
-        # Scalar fast path: reused one-element buffers and cached state tuples
-        # (safe: every public call holds the optimizer's lock).
-        self._one_row = np.zeros(1, np.int64)
-        self._one_out = np.zeros(1, np.int64)
-        self._one_bs = np.zeros(1, np.int64)
-        self._one_slot = np.zeros(1, np.int64)
-        self._one_cost = np.zeros(1, np.float64)
-        self._one_flag = np.zeros(1, np.uint8)
+        # Cached state tuples (the fleet handle is cached on the base class).
         self._tuples_version = -1
         self._tuples = None
 
@@ -409,6 +389,12 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
                 raise JobConflictError(f"job {key!r} is already registered with default batch size {known}; got {d}")
 
     # ------------------------------------------------------------- decisions
+    def _observe_settings(self) -> tuple[int, int]:
+        return 1, self.window_size
+
+    def _handle_extra(self) -> tuple[PruningArrays, ScratchArrays]:
+        return self._cached_tuples()
+
     def _cached_tuples(self) -> tuple[PruningArrays, ScratchArrays]:
         s = self._store
         if self._tuples_version != s.layout_version:
@@ -420,30 +406,23 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
     def predict(self, job: Hashable) -> int:
         """The batch size to run ``job`` with next."""
         # The scalar fast path: one kernel call through its compiled entry point,
-        # with cached state tuples and reused one-element buffers.
+        # with the fleet handle and Python scalars.
         s = self._store
-        one, out = self._one_row, self._one_out
-        one[0] = row = s.row(job)
-        st, scratch = self._cached_tuples()
-        if st.stage[row] != STAGE_PRUNING:
-            # Thompson-sampling stage: nothing to validate or advance, just sample.
-            bs = self._sample_one(one, out, TS_NUM_EXPLORATION)
-            if self.verbose:
-                self._log(f"{job} -> BS = {bs}")
-            return bs
+        try:
+            row = s._rows[job]
+        except (KeyError, TypeError):
+            row = s.row(job)  # raises the named error
+        h = self._h if self._handle_version == s.layout_version else self._handle()
         args = (
-            one, st, self.num_pruning_rounds, self.concurrency, scratch, self._next_generation(),
-            s.arm_start, s.arm_count, s.arm_value, s.arm_active, self.window_size, self.prior_mean,
-            self.prior_precision, s.history_count, s.history_values, s.chunk_values, s.chunk_next,
-            s.slot_chunks, s.reward_precision, s.posterior_mean, s.posterior_precision,
-            s.observation_count, s.streams, out,
+            h, row, self.num_pruning_rounds, self.concurrency, self._next_generation(),
+            self.window_size, self.prior_mean, self.prior_precision,
         )
-        index, code = self._fast("predict_batch", predict_batch, args)
+        fn = self._entry_points.get("pruning_predict_one")
+        bs, code = self._fast("pruning_predict_one", pruning_predict_one, args) if fn is None else fn(*args)
         if code != ERR_NONE:
             raise self._predict_error(row, code)
         if self._folder is not None:
-            self._record("predict", {"rows": one.copy()})
-        bs = int(out[0])
+            self._record("predict", {"rows": np.array([row], np.int64)})
         if self.verbose:
             self._log(f"{job} -> BS = {bs}")
         return bs
@@ -459,31 +438,9 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         rows = self._resolve(jobs)
         s = self._store
         out = np.empty(rows.shape[0], np.int64)
-        index, code = predict_batch(
-            rows,
-            _pruning_arrays(s),
-            self.num_pruning_rounds,
-            self.concurrency,
-            _scratch_arrays(s),
-            self._next_generation(),
-            s.arm_start,
-            s.arm_count,
-            s.arm_value,
-            s.arm_active,
-            self.window_size,
-            self.prior_mean,
-            self.prior_precision,
-            s.history_count,
-            s.history_values,
-            s.chunk_values,
-            s.chunk_next,
-            s.slot_chunks,
-            s.reward_precision,
-            s.posterior_mean,
-            s.posterior_precision,
-            s.observation_count,
-            s.streams,
-            out,
+        index, code = pruning_predict_rows(
+            self._handle(), rows, self.num_pruning_rounds, self.concurrency, self._next_generation(),
+            self.window_size, self.prior_mean, self.prior_precision, out,
         )
         if code != ERR_NONE:
             raise self._predict_error(int(rows[index]), code)
@@ -495,37 +452,32 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         """Learn from one run of ``job``: its batch size, energy-time cost and whether it
         reached the target metric (required while the job is pruning)."""
         s = self._store
-        row = s.row(job)
+        try:
+            row = s._rows[job]
+        except (KeyError, TypeError):
+            row = s.row(job)  # raises the named error
         bs = self._scalar_batch_size(row, batch_size)
         c = self._scalar_cost(row, cost)
         flag = self._scalar_converged(row, converged)
-        one, one_bs, one_slot, one_cost, one_flag = self._one_row, self._one_bs, self._one_slot, self._one_cost, self._one_flag
-        one[0] = row
-        one_bs[0] = bs
-        one_cost[0] = c
-        one_flag[0] = 0 if flag is None else flag
-        if self._fast("find_arm_slots", find_arm_slots, (one, one_bs, s.arm_start, s.arm_count, s.arm_value, one_slot)) >= 0:
-            self._slots(one, one_bs)  # raises the named error
-        s.reserve_history_chunks(1)
-        st, scratch = self._cached_tuples()
-        if st.stage[row] != STAGE_PRUNING:
-            # Thompson-sampling stage: record the reward and refit its arm, nothing else.
-            self._observe_slot(row, bs, c, 1, self.window_size)
-        else:
-            args = (
-                one, one_slot, one_bs, s.arm_value, one_cost, one_flag, converged is not None, st,
-                self.concurrency, scratch, self._next_generation(), self.window_size, self.prior_mean,
-                self.prior_precision, s.history_count, s.history_values, s.chunk_values, s.chunk_next,
-                s.slot_chunks, s.pool_used, s.reward_precision, s.posterior_mean, s.posterior_precision,
-                s.observation_count,
-            )
-            index, code = self._fast("observe_batch", observe_batch, args)
-            if code != ERR_NONE:
-                raise self._observe_error(row, bs, code, int(scratch.expecting[row]))
+        h = self._h if self._handle_version == s.layout_version else self._handle()
+        args = [
+            h, row, bs, c, 0 if flag is None else int(flag), converged is not None, self.concurrency,
+            self._next_generation(), self.window_size, self.prior_mean, self.prior_precision,
+        ]
+        fn = self._entry_points.get("pruning_observe_one")
+        code = self._fast("pruning_observe_one", pruning_observe_one, tuple(args)) if fn is None else fn(*args)
+        if code == ERR_NEEDS_POOL:
+            s.reserve_history_chunks(1)
+            args[0] = self._handle()
+            code = self._fast("pruning_observe_one", pruning_observe_one, tuple(args))
+        if code == ERR_UNKNOWN_BATCH_SIZE:
+            self._slots(np.array([row], np.int64), np.array([bs], np.int64))  # raises the named error
+        if code != ERR_NONE:
+            raise self._observe_error(row, bs, code, int(_scratch_arrays(s).expecting[row]))
         if self._folder is not None:
-            record = {"rows": one.copy(), "batch_sizes": one_bs.copy(), "costs": one_cost.copy()}
+            record = {"rows": np.array([row], np.int64), "batch_sizes": np.array([bs], np.int64), "costs": np.array([c])}
             if converged is not None:
-                record["converged"] = one_flag.copy()
+                record["converged"] = np.array([flag], np.uint8)
             self._record("observe", record)
         if self.verbose:
             self._log(f"{job} @ {batch_size}: cost = {c:.2f}, converged = {converged}")
@@ -548,31 +500,9 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
                 row = int(rows[index])
                 raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
             s.reserve_history_chunks(n)
-        index, code = observe_batch(
-            rows,
-            slots,
-            bs,
-            s.arm_value,
-            c,
-            np.zeros(n, np.uint8) if flags is None else flags,
-            flags is not None,
-            _pruning_arrays(s),
-            self.concurrency,
-            scratch,
-            self._next_generation(),
-            self.window_size,
-            self.prior_mean,
-            self.prior_precision,
-            s.history_count,
-            s.history_values,
-            s.chunk_values,
-            s.chunk_next,
-            s.slot_chunks,
-            s.pool_used,
-            s.reward_precision,
-            s.posterior_mean,
-            s.posterior_precision,
-            s.observation_count,
+        index, code = pruning_observe_rows(
+            self._handle(), rows, slots, bs, c, np.zeros(n, np.uint8) if flags is None else flags, flags is not None,
+            self.concurrency, self._next_generation(), self.window_size, self.prior_mean, self.prior_precision,
         )
         if code != ERR_NONE:
             row = int(rows[index])

@@ -19,17 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from banditfleet._codes import replay_error
 from banditfleet.errors import ReplayError, TraceError
 from banditfleet.kernels.replay import (
-    ERR_DEFAULT_FAILED,
     ERR_EXHAUSTED,
-    ERR_NO_PATHS,
     ERR_NONE,
-    ERR_NOT_PROFILED,
-    ERR_RETRY_LIMIT,
-    ERR_TRIES,
-    ERR_UNKNOWN_BS,
-    ERR_UNKNOWN_PL,
     MAX_TRIES,
     MODE_GROUP,
     MODE_SEQUENTIAL,
@@ -80,27 +74,9 @@ def raise_unit_error(result: UnitsResult, u: int, job: Any, bso: Any, key: Any) 
     code = int(result.error[u])
     if code == ERR_NONE:
         return
-    if code == ERR_DEFAULT_FAILED:
-        raise ReplayError(f"The default batch size {job.default_bs} did not converge.")
-    if code == ERR_TRIES:
-        raise ReplayError(f"Job did not reach the target metric in {MAX_TRIES} tries.")
     if code == ERR_EXHAUSTED:
         bso.predict_many(bso.rows([key]))  # raises the optimizer's own PruningExhaustedError
-        raise ReplayError(f"{job}: no batch size survived pruning")
-    if code == ERR_NOT_PROFILED:
-        raise ReplayError(f"{job}: a concurrent submission uses the best known batch size, whose power limits were never profiled")
-    if code == ERR_NO_PATHS:
-        raise TraceError(f"{job}: a batch size chosen has no training path at target metric {job.target_metric!r} in the trace")
-    if code == ERR_UNKNOWN_PL:
-        raise TraceError(f"{job}: the power-limit optimizer chose a power limit the trace does not have")
-    if code == ERR_UNKNOWN_BS:
-        raise ReplayError(f"{job}: the batch-size optimizer chose a batch size the trace does not have")
-    if code == ERR_RETRY_LIMIT:
-        raise ReplayError(
-            f"{job}: failed runs were retried more than 100 x submissions + 1000 times, so the group stops here "
-            f"(a run that never starts is observed at cost 0 and may be chosen again and again; the reference retries forever)"
-        )
-    raise ReplayError(f"{job}: replay stopped with error code {code}")
+    raise replay_error(code, job=job, default_bs=job.default_bs, max_tries=MAX_TRIES, target_metric=job.target_metric)
 
 
 class Simulator:

@@ -1,0 +1,244 @@
+"""Top-level kernels over a fleet handle (:mod:`.handle`).
+
+Each reads the handle's fields once and calls the array kernels and NRT-free
+helpers of :mod:`.thompson` and :mod:`.pruning`, whose loops compile as they
+do when called with arrays. The ``*_one`` kernels are the scalar API's entry
+points: a job's row and Python scalars in, Python scalars out, so a call
+unboxes one pointer and a few scalars.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ._config import JIT as _JIT
+from .pruning import (
+    ERR_NEEDS_POOL,
+    ERR_NONE,
+    ERR_UNKNOWN_BATCH_SIZE,
+    STAGE_PRUNING,
+    TS_NUM_EXPLORATION,
+    observe_batch,
+    predict_batch,
+)
+from .power import find_entry, observe_entries
+from .stats import fit_increment
+from .thompson import ThompsonCode, _thompson_row, append_history, gather_history, refit_slot, find_arm_slots, observe_incremental, observe_refit, thompson_predict
+
+__all__ = [
+    "NEEDS_POOL",
+    "predict_rows",
+    "predict_one",
+    "find_slots",
+    "observe_rows_incremental",
+    "observe_rows_refit",
+    "observe_one_h",
+    "observe_one_c",
+    "find_slot_one",
+    "pruning_predict_rows",
+    "pruning_predict_one",
+    "pruning_observe_rows",
+    "pruning_observe_one",
+    "power_best_one",
+    "power_observe_one",
+]
+
+# observe_one_h: the unbounded-history pool is full (the caller grows it and calls again).
+NEEDS_POOL = int(ThompsonCode.NEEDS_POOL)
+UNKNOWN_BATCH_SIZE = int(ThompsonCode.UNKNOWN_BATCH_SIZE)
+
+
+@numba.njit(**_JIT)
+def predict_rows(h, rows, num_exploration, out):
+    """:func:`~.thompson.thompson_predict` over the handle's fleet."""
+    thompson_predict(
+        rows, h.arm_start, h.arm_count, h.arm_active, h.arm_value, h.observation_count,
+        h.posterior_mean, h.posterior_precision, num_exploration, h.streams, out,
+    )
+
+
+@numba.njit(**_JIT)
+def predict_one(h, row, num_exploration):
+    """One Thompson-sampling decision for ``row``; returns the arm value."""
+    count = h.arm_count[row]
+    active = np.empty(count, np.int64)
+    order = np.empty(count, np.int64)
+    taken = np.zeros(count, np.uint8)
+    return _thompson_row(
+        row, h.arm_start[row], count, h.arm_active, h.arm_value, h.observation_count,
+        h.posterior_mean, h.posterior_precision, num_exploration, h.streams, active, order, taken,
+    )
+
+
+@numba.njit(**_JIT)
+def find_slots(h, rows, values, out):
+    """:func:`~.thompson.find_arm_slots` over the handle's fleet."""
+    return find_arm_slots(rows, values, h.arm_start, h.arm_count, h.arm_value, out)
+
+
+@numba.njit(**_JIT)
+def find_slot_one(h, row, value):
+    """Arm slot of ``value`` among ``row``'s arms, or -1."""
+    start = h.arm_start[row]
+    for a in range(h.arm_count[row]):
+        if h.arm_value[start + a] == value:
+            return start + a
+    return -1
+
+
+@numba.njit(**_JIT)
+def observe_rows_incremental(h, slots, costs):
+    """:func:`~.thompson.observe_incremental` over the handle's fleet."""
+    observe_incremental(slots, costs, h.reward_precision, h.posterior_mean, h.posterior_precision, h.observation_count)
+
+
+@numba.njit(**_JIT)
+def observe_rows_refit(h, slots, costs, refit, window, prior_mean, prior_precision):
+    """:func:`~.thompson.observe_refit` over the handle's fleet."""
+    observe_refit(
+        slots, costs, refit, window, prior_mean, prior_precision, h.history_count, h.history_values,
+        h.chunk_values, h.chunk_next, h.slot_chunks, h.pool_used, h.reward_precision, h.posterior_mean,
+        h.posterior_precision, h.observation_count,
+    )
+
+
+@numba.njit(**_JIT)
+def observe_one_h(h, row, value, cost, refit, window, prior_mean, prior_precision):
+    """:func:`~.thompson.observe_one` over the handle's fleet: the slot, or -1 (nothing
+    changed) when ``value`` is not an arm of ``row``, or :data:`NEEDS_POOL` (nothing
+    changed) when unbounded history has no free chunk left: grow the pool and call again."""
+    # Each field read of a structref is a new reference (incref, decref): read each once.
+    arm_value = h.arm_value
+    start = h.arm_start[row]
+    slot = -1
+    for a in range(h.arm_count[row]):
+        if arm_value[start + a] == value:
+            slot = start + a
+            break
+    if slot < 0:
+        return UNKNOWN_BATCH_SIZE
+    posterior_mean = h.posterior_mean
+    posterior_precision = h.posterior_precision
+    reward_precision = h.reward_precision
+    observation_count = h.observation_count
+    if refit == 0:
+        mean, prec = fit_increment(posterior_mean[slot], posterior_precision[slot], -cost, reward_precision[slot])
+        posterior_mean[slot] = mean
+        posterior_precision[slot] = prec
+        observation_count[slot] += 1
+        return slot
+    history_count = h.history_count
+    history_values = h.history_values
+    chunk_values = h.chunk_values
+    chunk_next = h.chunk_next
+    slot_chunks = h.slot_chunks
+    pool_used = h.pool_used
+    if window == 0 and pool_used[0] >= chunk_next.shape[0]:
+        return NEEDS_POOL
+    append_history(slot, -cost, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
+    count = history_count[slot]
+    n = count if window == 0 or count < window else window
+    # One allocation: the window's rewards, then the variance's scratch.
+    work = np.empty(2 * n, np.float64)
+    rewards = work[:n]
+    n = gather_history(slot, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+    refit_slot(
+        slot, rewards, n, work[n:], h.sum_frames, h.sum_partial, prior_mean, prior_precision, reward_precision,
+        posterior_mean, posterior_precision, observation_count,
+    )
+    return slot
+
+
+@numba.njit(**_JIT)
+def observe_one_c(h, row, value, cost):
+    """:func:`observe_one_h` with the optimizer's settings from the handle (``config_f``:
+    prior mean and precision; ``config_i``: refit, window): four arguments fewer to unbox."""
+    config_f = h.config_f
+    config_i = h.config_i
+    return observe_one_h(h, row, value, cost, config_i[0], config_i[1], config_f[0], config_f[1])
+
+
+@numba.njit(**_JIT)
+def pruning_predict_rows(h, rows, num_rounds, concurrency, generation, window, prior_mean, prior_precision, out):
+    """:func:`~.pruning.predict_batch` over the handle's fleet: ``(index, code)``."""
+    return predict_batch(
+        rows, h.pruning, num_rounds, concurrency, h.scratch, generation, h.arm_start, h.arm_count, h.arm_value,
+        h.arm_active, window, prior_mean, prior_precision, h.history_count, h.history_values, h.chunk_values,
+        h.chunk_next, h.slot_chunks, h.reward_precision, h.posterior_mean, h.posterior_precision,
+        h.observation_count, h.streams, out,
+    )
+
+
+@numba.njit(**_JIT)
+def pruning_predict_one(h, row, num_rounds, concurrency, generation, window, prior_mean, prior_precision):
+    """One pruning-optimizer decision for ``row``: ``(arm value, code)``; nothing
+    changes unless the code is ``PruningCode.NONE``."""
+    if h.pruning.stage[row] != STAGE_PRUNING:
+        # Thompson-sampling stage: nothing to validate or advance, just sample.
+        return predict_one(h, row, TS_NUM_EXPLORATION), ERR_NONE
+    h.one_row[0] = row
+    index, code = pruning_predict_rows(
+        h, h.one_row, num_rounds, concurrency, generation, window, prior_mean, prior_precision, h.one_out
+    )
+    return h.one_out[0], code
+
+
+@numba.njit(**_JIT)
+def pruning_observe_rows(h, rows, slots, values, costs, converged, has_converged, concurrency, generation, window, prior_mean, prior_precision):
+    """:func:`~.pruning.observe_batch` over the handle's fleet: ``(index, code)``."""
+    return observe_batch(
+        rows, slots, values, h.arm_value, costs, converged, has_converged, h.pruning, concurrency, h.scratch,
+        generation, window, prior_mean, prior_precision, h.history_count, h.history_values, h.chunk_values,
+        h.chunk_next, h.slot_chunks, h.pool_used, h.reward_precision, h.posterior_mean, h.posterior_precision,
+        h.observation_count,
+    )
+
+
+@numba.njit(**_JIT)
+def pruning_observe_one(h, row, value, cost, flag, has_converged, concurrency, generation, window, prior_mean, prior_precision):
+    """One observation of a pruning optimizer: its ``PruningCode``. Nothing changes unless
+    it is ``NONE``; ``UNKNOWN_BATCH_SIZE`` and ``NEEDS_POOL`` (grow the history pool,
+    then call again) are checked first."""
+    slot = find_slot_one(h, row, value)
+    if slot < 0:
+        return ERR_UNKNOWN_BATCH_SIZE
+    if window == 0 and h.pool_used[0] >= h.chunk_next.shape[0]:
+        return ERR_NEEDS_POOL
+    if h.pruning.stage[row] != STAGE_PRUNING:
+        # Thompson-sampling stage: record the reward and refit its arm, nothing else.
+        observe_one_h(h, row, value, cost, 1, window, prior_mean, prior_precision)
+        return ERR_NONE
+    h.one_row[0] = row
+    h.one_slot[0] = slot
+    h.one_value[0] = value
+    h.one_cost[0] = cost
+    h.one_flag[0] = flag
+    index, code = pruning_observe_rows(
+        h, h.one_row, h.one_slot, h.one_value, h.one_cost, h.one_flag, has_converged, concurrency, generation,
+        window, prior_mean, prior_precision,
+    )
+    return code
+
+
+@numba.njit(**_JIT)
+def power_best_one(h, row, batch_size, missing):
+    """Best power limit of (row, batch size) in a power handle's table, or ``missing``."""
+    e = find_entry(row, batch_size, h.table, h.entry_row, h.entry_batch_size)
+    if e < 0:
+        return missing
+    return h.best_power_limit[e]
+
+
+@numba.njit(**_JIT)
+def power_observe_one(h, row, batch_size, power_limit, cost):
+    """One observation into a power handle's table (room for one new entry reserved)."""
+    one = h.one_int
+    one[0] = row
+    one[1] = batch_size
+    one[2] = power_limit
+    h.one_cost[0] = cost
+    observe_entries(
+        one[0:1], one[1:2], one[2:3], h.one_cost, h.table, h.entry_row, h.entry_batch_size, h.best_power_limit,
+        h.best_cost, h.observe_count, h.n_entries,
+    )
