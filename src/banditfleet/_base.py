@@ -115,17 +115,20 @@ class _FleetOptimizer(Journaled):
     # --------------------------------------------------------------- journal
     # open(), checkpoint(), close() and _record() come from Journaled.
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
-        """Apply one journal record again (recovery runs before the folder is attached).
+        """Apply one journal record (or a regrouped run of them) again; recovery
+        runs before the folder is attached, and logs nothing.
 
         The store compacts during a replay only where the journal says it did
         (``compact`` records), never on its own.
         """
         store = self._store
         store.auto_compact = False
+        verbose, self.verbose = self.verbose, False
         try:
             self._replay_record(kind, arrays, extra)
         finally:
             store.auto_compact = True
+            self.verbose = verbose
 
     def _replay_record(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         if kind in ("remove", "reset"):
@@ -147,6 +150,15 @@ class _FleetOptimizer(Journaled):
         else:
             raise JournalError(f"unknown journal record kind {kind!r}")
 
+    # Recovery may regroup these (Journaled._reorder_class): a predict reads and
+    # advances only its job; an observe changes only its job's arms and appends
+    # to the history pool in observe order. Every other kind (register, remove,
+    # reset, compact) is a barrier.
+    _REORDER = {"predict": ("", 0), "observe": ("", 1)}
+
+    def _reorder_class(self, kind: str):
+        return self._REORDER.get(kind)
+
     def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
         if "seeds" in arrays:
             self.register_jobs(keys, arm_lists, seeds=arrays["seeds"])
@@ -156,11 +168,21 @@ class _FleetOptimizer(Journaled):
     # Records hold the int64 rows the call resolved; they go back through tagged rows of
     # this store (a plain integer array would be read as job keys).
     def _replay_predict(self, arrays, extra) -> None:
-        self.predict_many(self._store.internal_rows(arrays["rows"]))
+        rows = arrays["rows"]
+        if rows.shape[0] == 1:
+            # A single event: the scalar path is several times cheaper than a batch call.
+            self.predict(self._store.key_of(int(rows[0])))
+        else:
+            self.predict_many(self._store.internal_rows(rows))
 
     def _replay_observe(self, arrays, extra) -> None:
-        rows = self._store.internal_rows(arrays["rows"])
-        self.observe_many(rows, arrays["batch_sizes"], arrays["costs"], arrays.get("converged"))
+        rows = arrays["rows"]
+        converged = arrays.get("converged")
+        if rows.shape[0] == 1:
+            flag = None if converged is None else bool(converged[0])
+            self.observe(self._store.key_of(int(rows[0])), int(arrays["batch_sizes"][0]), float(arrays["costs"][0]), flag)
+        else:
+            self.observe_many(self._store.internal_rows(rows), arrays["batch_sizes"], arrays["costs"], converged)
 
     def _journal_keys(self, keys: list[Hashable]) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """Encode keys for a register record before anything changes (refuses unsavable keys)."""
@@ -333,7 +355,7 @@ class _FleetOptimizer(Journaled):
     def __getstate__(self) -> dict[str, Any]:
         # A copy (copy.deepcopy, pickle) gets its own arrays: it must build its own
         # handle over them, never share (or try to copy) this one.
-        state = self.__dict__.copy()
+        state = super().__getstate__()  # without the lock (a copy gets its own)
         for name in _HANDLE_STATE:
             state.pop(name, None)
         return state

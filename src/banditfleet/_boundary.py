@@ -71,6 +71,7 @@ __all__ = [
     "PATH",
     "FOLDER",
     "FSYNC",
+    "CHECKPOINT_BYTES",
 ]
 
 INT64_MAX = (1 << 63) - 1
@@ -708,6 +709,25 @@ class Fsync(Constraint):
         return ["always", -1, math.nan] + _not_numbers()
 
 
+class OptionalByteCount(Constraint):
+    """None, or a positive whole number of bytes (``open(..., checkpoint_bytes=)``)."""
+
+    noun = "checkpoint_bytes"
+    what = "None or a positive integer number of bytes"
+    error = JournalError
+
+    def check(self, value: Any, who: str = "") -> Any:
+        if value is None:
+            return None
+        if _is_int(value) and int(value) >= 1:
+            return int(value)
+        raise self.refuse(value, who)
+
+    def invalid_examples(self) -> list[Any]:
+        return [0, -1, 1.5, math.nan] + [v for v in _not_numbers() if v is not None]
+
+
 PATH = FilePath("path", CheckpointError)
 FOLDER = FilePath("folder", JournalError)
 FSYNC = Fsync()
+CHECKPOINT_BYTES = OptionalByteCount()

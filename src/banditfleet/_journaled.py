@@ -8,10 +8,13 @@ optimizers, :class:`~banditfleet.power.JITPowerLimitOptimizer`,
 * ``_settings()``: the constructor arguments that rebuild an empty twin;
 * ``save(path)``: write the whole state as one checkpoint file;
 * ``load(path, verbose)`` (classmethod): read it back;
-* ``_replay(kind, arrays, extra)``: apply one journal record again.
+* ``_replay(kind, arrays, extra)``: apply one journal record again (or a
+  batch that recovery regrouped from several, see ``_reorder_class``).
 
 and calls ``self._record(kind, arrays, extra)`` after every call that changed
-state, before it returns. :func:`open_folder` creates or recovers a folder for
+state, under the object's lock, before it returns. With ``fsync="batch"``
+the call then waits for an fsync covering its record after releasing the
+lock (group commit; :mod:`banditfleet._threadsafe`). :func:`open_folder` creates or recovers a folder for
 a :class:`FolderSpec` (name, constructor, loader); the mixin's ``open`` is
 that for ``cls``. Folder files and record framing are in
 :mod:`banditfleet.journal`; docs/checkpoints.md describes both.
@@ -33,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from banditfleet import _boundary as B
+from banditfleet._threadsafe import Synchronized, defer_durable
 from banditfleet.errors import CheckpointError, JournalError
-from banditfleet.journal import FsyncPolicy, OptimizerFolder, decode_record, encode_record, scan_journal
+from banditfleet.journal import FsyncPolicy, OptimizerFolder, encode_record, read_batches
 
 __all__ = ["Journaled", "FolderSpec", "open_folder"]
 
@@ -52,15 +56,27 @@ class FolderSpec:
         self.load = load
 
 
-def open_folder(spec: FolderSpec, folder: str | os.PathLike, fsync: FsyncPolicy, verbose: bool, settings: dict[str, Any]):
+def open_folder(
+    spec: FolderSpec,
+    folder: str | os.PathLike,
+    fsync: FsyncPolicy,
+    verbose: bool,
+    settings: dict[str, Any],
+    checkpoint_bytes: int | None = None,
+):
     """Create (with ``settings``) or recover the journaled folder of a ``spec`` object.
+
+    ``checkpoint_bytes``: when a journaled call makes the journal reach this
+    many bytes, the object checkpoints before the call returns (None: never).
 
     Creation writes ``checkpoint-000000`` and ``journal-000000`` first and
     ``settings.json`` last, so a folder whose creation a crash interrupted has
     no settings and is simply created again.
     """
     B.VERBOSE.check(verbose)
+    checkpoint_bytes = B.CHECKPOINT_BYTES.check(checkpoint_bytes)
     f = OptimizerFolder(folder, fsync)  # validates folder and fsync before touching the disk
+    f.checkpoint_bytes = checkpoint_bytes
     try:
         stored = f.read_settings()
         if stored is None:
@@ -108,24 +124,33 @@ def _recover(spec: FolderSpec, f: OptimizerFolder, stored: dict[str, Any], setti
             errors.append(str(exc))
             logger.warning("skipping unreadable checkpoint: %s", exc)
             continue
-        payloads, good, discarded = scan_journal(f.journal_path(seq))
+        batches, n_records, good, discarded = read_batches(f.journal_path(seq), obj._reorder_class if MERGE_RECORDS else None)
         if discarded:
             logger.warning(
                 "%s: dropped a torn or corrupted journal tail of %d bytes after %d intact records",
-                f.journal_path(seq), discarded, len(payloads),
+                f.journal_path(seq), discarded, n_records,
             )
             f.truncate_journal(seq, good)
         # The object has no folder yet, so replayed calls journal nothing.
-        for payload in payloads:
-            kind, arrays, extra = decode_record(payload)
+        # Single-event records come regrouped into few batch calls (see
+        # Journaled._reorder_class).
+        for kind, arrays, extra in batches:
             obj._replay(kind, arrays, extra)
         f.start_generation(seq)
         return obj
     raise JournalError(f"{f.path}: no loadable checkpoint ({'; '.join(errors) or 'none present'})")
 
 
-class Journaled:
-    """Mixin: ``open``/``checkpoint``/``close`` and journaling for a class with the four hooks."""
+# Recovery merges runs of consecutive records of one mergeable kind into one
+# batch; tests switch it off to compare with record-by-record recovery.
+MERGE_RECORDS = True
+
+
+class Journaled(Synchronized):
+    """Mixin: ``open``/``checkpoint``/``close`` and journaling for a class with the four hooks.
+
+    Every public method holds the object's lock (:mod:`banditfleet._threadsafe`).
+    """
 
     _folder: OptimizerFolder | None = None
     # Set on the members of a shared folder: a weak reference to the owner, and a record tag.
@@ -143,14 +168,37 @@ class Journaled:
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def _reorder_class(self, kind: str) -> tuple[Any, int] | None:
+        """``(stream, position)`` of a journal record kind recovery may regroup, or None.
+
+        Recovery (:func:`banditfleet.journal.read_batches`) replays a segment of
+        records as one batch call per position, position 0 (predict) before 1
+        (observe), each in record order, per stream (a pair's two optimizers
+        are two streams: they share no state). That equals the records in
+        their order because a batch call equals the same calls in sequence, a
+        predict reads and advances only its own job (its arms, its random
+        stream, its pruning state), and an observe changes only its own job's
+        arms and appends to the shared history in observe order (kept). The
+        one dependency a predict can have, an earlier observe of the same job,
+        ends the segment. A class without such calls regroups nothing.
+        """
+        return None
+
     @classmethod
     def _folder_spec(cls) -> FolderSpec:
         return FolderSpec(cls.__name__, lambda settings, verbose: cls(**settings, verbose=verbose), cls.load)
 
     # ---------------------------------------------------------------- folder
     @classmethod
-    @B.declare(folder=B.FOLDER, fsync=B.FSYNC, verbose=B.VERBOSE)
-    def open(cls, folder: str | os.PathLike, fsync: FsyncPolicy = "batch", verbose: bool = False, **settings: Any):
+    @B.declare(folder=B.FOLDER, fsync=B.FSYNC, verbose=B.VERBOSE, checkpoint_bytes=B.CHECKPOINT_BYTES)
+    def open(
+        cls,
+        folder: str | os.PathLike,
+        fsync: FsyncPolicy = "batch",
+        verbose: bool = False,
+        checkpoint_bytes: int | None = None,
+        **settings: Any,
+    ):
         """An optimizer that journals every state-changing call to ``folder``.
 
         A new folder is created with ``settings``. An existing one is recovered:
@@ -158,9 +206,12 @@ class Journaled:
         state at the last acknowledged call (a torn tail from a crash is dropped
         with a warning). Settings given for an existing folder must agree with
         the stored ones. ``fsync``: ``"batch"`` (every call), ``"never"``, or
-        milliseconds between fsyncs. Only one process may have a folder open.
+        milliseconds between fsyncs; concurrent calls share fsyncs (group
+        commit). ``checkpoint_bytes``: checkpoint automatically once the journal
+        reaches that many bytes (None: only when :meth:`checkpoint` is called).
+        Only one process may have a folder open.
         """
-        return open_folder(cls._folder_spec(), folder, fsync, verbose, settings)
+        return open_folder(cls._folder_spec(), folder, fsync, verbose, settings, checkpoint_bytes)
 
     def _attach_folder(self, folder: OptimizerFolder) -> None:
         self._folder = folder
@@ -181,13 +232,21 @@ class Journaled:
         if folder is None:
             return
         try:
-            folder.append(encode_record(self._journal_tag + kind, arrays, extra))
+            durable_at = folder.append(encode_record(self._journal_tag + kind, arrays, extra))
         except OSError as exc:
             # The call is applied in memory but not journaled: refuse to go on
             # silently diverging from the folder.
             owner = self._journal_owner() if self._is_member() else None
             (self if owner is None else owner)._detach_folder()
             raise JournalError(f"{folder.path}: could not journal a {kind} call ({exc}); the folder is closed, reopen it to recover") from exc
+        if durable_at is not None:
+            # Waited for once the call has released the optimizer's lock (group commit).
+            defer_durable(folder, durable_at, self._lock)
+        limit = folder.checkpoint_bytes
+        if limit is not None and folder.journal_bytes >= limit:
+            owner = self._journal_owner() if self._is_member() else self
+            logger.info("%s: journal passed %d bytes, checkpointing", folder.path, limit)
+            owner.checkpoint()
 
     def checkpoint(self) -> int:
         """Write a new checkpoint to the folder, start a new journal, then drop the old ones.

@@ -94,7 +94,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         # Each job's registration seed, so reset_jobs can seed it again.
         self._store.add_job_array("seed", np.uint64, self.seed)
         self._template = seed_template(self.seed)
-        # Reused one-element buffers of the scalar fast path (optimizers are not thread-safe).
+        # Reused one-element buffers of the scalar fast path (safe: every public call holds the optimizer's lock).
 
     @property
     def name(self) -> str:

@@ -154,6 +154,10 @@ class OptimizerPair(Journaled):
             raise JournalError("a pair's optimizers must not journal into folders of their own; use open_pair")
         self.bso = bso
         self.plo = plo
+        # One lock for the pair and both members: calls on either are ordered
+        # by it, so the shared journal's order is the apply order, and no
+        # two-lock deadlock exists. Build a pair before sharing its members.
+        bso._lock = plo._lock = self._lock
 
     @property
     def name(self) -> str:
@@ -181,10 +185,28 @@ class OptimizerPair(Journaled):
         return cls(*load_pair(path, bso_class, verbose))
 
     @classmethod
-    @B.declare(folder=B.FOLDER, bso_class=B.BSO_CLASS, fsync=B.FSYNC, verbose=B.VERBOSE)
-    def open(cls, folder: str | os.PathLike, bso_class: type, fsync: FsyncPolicy = "batch", verbose: bool = False, **bso_settings: Any) -> OptimizerPair:
+    @B.declare(folder=B.FOLDER, bso_class=B.BSO_CLASS, fsync=B.FSYNC, verbose=B.VERBOSE, checkpoint_bytes=B.CHECKPOINT_BYTES)
+    def open(
+        cls,
+        folder: str | os.PathLike,
+        bso_class: type,
+        fsync: FsyncPolicy = "batch",
+        verbose: bool = False,
+        checkpoint_bytes: int | None = None,
+        **bso_settings: Any,
+    ) -> OptimizerPair:
         """Same as :func:`open_pair`."""
-        return open_pair(folder, bso_class, fsync, verbose, **bso_settings)
+        return open_pair(folder, bso_class, fsync, verbose, checkpoint_bytes, **bso_settings)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.bso._lock = self.plo._lock = self._lock
+
+    def _reorder_class(self, kind: str):
+        # The two optimizers share no state: each is its own stream.
+        member, _, rest = kind.partition(".")
+        where = self.bso._reorder_class(rest) if member == "bso" else self.plo._reorder_class(rest) if member == "plo" else None
+        return None if where is None else (member, where[1])
 
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         member, _, rest = kind.partition(".")
@@ -269,12 +291,13 @@ class OptimizerPair(Journaled):
         super()._detach_folder()
 
 
-@B.declare(folder=B.FOLDER, bso_class=B.BSO_CLASS, fsync=B.FSYNC, verbose=B.VERBOSE)
+@B.declare(folder=B.FOLDER, bso_class=B.BSO_CLASS, fsync=B.FSYNC, verbose=B.VERBOSE, checkpoint_bytes=B.CHECKPOINT_BYTES)
 def open_pair(
     folder: str | os.PathLike,
     bso_class: type,
     fsync: FsyncPolicy = "batch",
     verbose: bool = False,
+    checkpoint_bytes: int | None = None,
     **bso_settings: Any,
 ) -> OptimizerPair:
     """An :class:`OptimizerPair` of a new ``bso_class(**bso_settings)`` and a new
@@ -292,4 +315,4 @@ def open_pair(
         lambda settings, v: OptimizerPair(bso_class(**settings, verbose=v), JITPowerLimitOptimizer(verbose=v)),
         lambda path, v: OptimizerPair.load(path, v, bso_class),
     )
-    return open_folder(spec, folder, fsync, verbose, bso_settings)
+    return open_folder(spec, folder, fsync, verbose, bso_settings, checkpoint_bytes)

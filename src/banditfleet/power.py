@@ -560,6 +560,9 @@ class JITPowerLimitOptimizer(Journaled):
             extra = {"keys": entry}
         self._record("observe", arrays, extra)
 
+    def _reorder_class(self, kind: str):
+        return ("", 1) if kind == "observe" else None
+
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         """Apply one journal record again (recovery runs before the folder is attached)."""
         if kind in ("remove", "reset", "compact"):

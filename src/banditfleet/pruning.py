@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from banditfleet._base import JobsLike, _FleetOptimizer
+from banditfleet._threadsafe import Synchronized
 from banditfleet._codes import pruning_error
 from banditfleet.kernels.fleet import (
     find_slot_one,
@@ -118,8 +119,11 @@ def _scratch_arrays(store: FleetStore) -> ScratchArrays:
     return ScratchArrays._make(_get_scratch(store))
 
 
-class _PruningCore:
-    """Messages shared by the optimizer and the manager (``_store`` holds the arrays)."""
+class _PruningCore(Synchronized):
+    """Messages shared by the optimizer and the manager (``_store`` holds the arrays).
+
+    Every public method of both holds the object's lock (:mod:`banditfleet._threadsafe`).
+    """
 
     _store: FleetStore
     num_pruning_rounds: int

@@ -666,6 +666,10 @@ CASES: list[Case] = [
          target=1000, needs_reference=True),
 ]
 
+from banditfleet.bench.concurrency import CASES as _CONCURRENCY_CASES  # noqa: E402 (needs Case, Config, Prepared)
+
+CASES += _CONCURRENCY_CASES
+
 GROUPS: list[str] = list(dict.fromkeys(c.group for c in CASES))
 
 
