@@ -36,6 +36,22 @@ class ArmState(NamedTuple):
     observations: int
 
 
+def _replayed_settings(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-job settings a register record carries, as ``register_jobs`` keywords.
+
+    Records hold the settings that were given, as ``setting.<name>`` arrays
+    (journals written before per-job settings hold at most ``seeds``).
+    """
+    out: dict[str, np.ndarray] = {}
+    if "seeds" in arrays:
+        out["seeds"] = arrays["seeds"]
+    for name, values in arrays.items():
+        if name.startswith("setting."):
+            setting = name[len("setting.") :]
+            out["seeds" if setting == "seed" else setting] = values
+    return out
+
+
 def _describe(values: Any) -> str:
     return type(values).__name__ if not isinstance(values, np.ndarray) else f"array of dtype {values.dtype}"
 
@@ -107,10 +123,7 @@ class _FleetOptimizer(Journaled):
             raise JournalError(f"unknown journal record kind {kind!r}")
 
     def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
-        if "seeds" in arrays:
-            self.register_jobs(keys, arm_lists, seeds=arrays["seeds"])
-        else:
-            self.register_jobs(keys, arm_lists)
+        self.register_jobs(keys, arm_lists, **_replayed_settings(arrays))
 
     def _replay_predict(self, arrays, extra) -> None:
         self.predict_many(arrays["rows"])
@@ -186,8 +199,9 @@ class _FleetOptimizer(Journaled):
             fn = cache[name] = entry_point(dispatcher, args)
         return fn(*args)
 
-    def _sample_one(self, one: np.ndarray, out: np.ndarray, num_exploration: int) -> int:
-        """Thompson-sample the job in ``one[0]``; journal the predict; return the batch size."""
+    def _sample_one(self, one: np.ndarray, out: np.ndarray, num_exploration: np.ndarray) -> int:
+        """Thompson-sample the job in ``one[0]`` (explorations per arm: ``num_exploration[row]``);
+        journal the predict; return the batch size."""
         s = self._store
         self._fast(
             "thompson_predict",
@@ -199,14 +213,14 @@ class _FleetOptimizer(Journaled):
             self._record("predict", {"rows": one.copy()})
         return int(out[0])
 
-    def _observe_slot(self, row: int, bs: int, cost: float, refit: int, window: int) -> int:
-        """One observation through ``observe_one``; returns its slot, or -1 (nothing changed)
-        when ``bs`` is not one of the row's batch sizes."""
+    def _observe_slot(self, row: int, bs: int, cost: float, refit: int) -> int:
+        """One observation through ``observe_one`` (the job's own window and prior); returns its
+        slot, or -1 (nothing changed) when ``bs`` is not one of the row's batch sizes."""
         s = self._store
         return self._fast(
             "observe_one",
             observe_one,
-            (row, bs, cost, refit, window, self.prior_mean, self.prior_precision, s.arm_start, s.arm_count,
+            (row, bs, cost, refit, s.slot_window, s.slot_offset, s.prior_mean, s.prior_precision, s.arm_start, s.arm_count,
              s.arm_value, s.history_count, s.history_values, s.chunk_values, s.chunk_next, s.slot_chunks,
              s.pool_used, s.reward_precision, s.posterior_mean, s.posterior_precision, s.observation_count),
         )

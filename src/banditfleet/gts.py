@@ -10,6 +10,7 @@ import numba
 import numpy as np
 
 from banditfleet._base import JobsLike, _FleetOptimizer
+from banditfleet._settings import job_settings
 from banditfleet.errors import ConfigurationError
 from banditfleet.kernels.streams import allocate_streams, seed_streams
 from banditfleet.kernels.thompson import (
@@ -57,6 +58,14 @@ def seed_template(seed: int):
     return template
 
 
+def _add_setting_arrays(store: FleetStore, prior_mean: float, prior_precision: float, num_exploration: int, seed: int) -> None:
+    """Per-job settings arrays (filled with the optimizer's values, also for checkpoints from before them)."""
+    store.add_job_array("prior_mean", np.float64, prior_mean, optional=True)
+    store.add_job_array("prior_precision", np.float64, prior_precision, optional=True)
+    store.add_job_array("num_exploration", np.int64, num_exploration, optional=True)
+    store.add_job_array("seed", np.uint64, seed, optional=True)
+
+
 def _check_real(name: str, value: Any, *, allow_inf: bool = False, nonnegative: bool = False) -> float:
     try:
         v = float(value)
@@ -87,6 +96,14 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             Thompson sampling starts.
         seed: Seed of every job's random stream.
         verbose: Log each scalar decision through the ``banditfleet`` logger.
+        window_size: With learned reward precision, fit each arm on its last
+            ``window_size`` rewards (0: all of them, the reference). Must be 0
+            when the precision is known. 1 is refused (one reward has no variance).
+
+    ``window_size``, ``prior_mean``, ``prior_precision``, ``num_exploration``
+    and ``seed`` are defaults: each job may be registered with its own
+    (:meth:`register_jobs`), and then decides exactly as a reference
+    optimizer constructed with those values would.
     """
 
     def __init__(
@@ -98,6 +115,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         num_exploration: int = 1,
         seed: int = 123456,
         verbose: bool = True,
+        window_size: int = 0,
     ) -> None:
         self.learn_reward_precision = bool(learn_reward_precision)
         self.reward_precision = _check_real("reward_precision", reward_precision, allow_inf=True, nonnegative=True)
@@ -108,12 +126,22 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         self.num_exploration = int(num_exploration)
         self.seed = check_seed(seed)
         self.verbose = bool(verbose)
+        if isinstance(window_size, (bool, np.bool_)) or not isinstance(window_size, (int, np.integer)) or window_size < 0:
+            raise ConfigurationError(f"window_size must be a non-negative integer, got {window_size!r}")
+        if window_size == 1:
+            raise ConfigurationError("window_size=1 cannot work (one reward has no variance); use 0 (unbounded) or >= 2")
+        if window_size and not self.learn_reward_precision:
+            raise ConfigurationError(
+                f"window_size={window_size!r} needs learn_reward_precision=True (a known precision keeps no history)"
+            )
+        self.window_size = int(window_size)
         if not self.learn_reward_precision and self.reward_precision == 0.0 and self.prior_precision == 0.0:
             raise ConfigurationError(
                 "learn_reward_precision=False with reward_precision=0 and prior_precision=0 gives every "
                 "posterior precision 0 and mean 0/0 = NaN; give a positive reward_precision or prior_precision"
             )
-        self._store = FleetStore(HISTORY_UNBOUNDED if self.learn_reward_precision else HISTORY_NONE)
+        self._store = FleetStore(self.window_size if self.learn_reward_precision else HISTORY_NONE)
+        _add_setting_arrays(self._store, self.prior_mean, self.prior_precision, self.num_exploration, self.seed)
         self._template = seed_template(self.seed)
         # Reused one-element buffers of the scalar fast path (optimizers are not thread-safe).
         self._one_row = np.zeros(1, np.int64)
@@ -132,15 +160,32 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             "prior_precision": self.prior_precision,
             "num_exploration": self.num_exploration,
             "seed": self.seed,
+            "window_size": self.window_size,
         }
 
     # ----------------------------------------------------------- registration
-    def register_job(self, job: Hashable, batch_sizes: Sequence[int]) -> None:
+    def register_job(
+        self,
+        job: Hashable,
+        batch_sizes: Sequence[int],
+        *,
+        window_size: int | None = None,
+        prior_mean: float | None = None,
+        prior_precision: float | None = None,
+        num_exploration: int | None = None,
+        seed: int | None = None,
+    ) -> None:
         """Register ``job`` with its batch sizes (their order fixes exploration order and ties).
 
-        Registering a job again with the same batch sizes changes nothing.
+        The keyword settings override the optimizer's for this job (see
+        :meth:`register_jobs`). Registering a job again with the same batch
+        sizes and settings changes nothing; different ones are a
+        :class:`JobConflictError`.
         """
-        self.register_jobs([job], [batch_sizes])
+        self.register_jobs(
+            [job], [batch_sizes], seeds=None if seed is None else [seed], window_size=window_size,
+            prior_mean=prior_mean, prior_precision=prior_precision, num_exploration=num_exploration,
+        )
         self._log(f"Registered {job}")
 
     def register_jobs(
@@ -148,39 +193,90 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         jobs: Sequence[Hashable],
         batch_sizes: Sequence[Sequence[int]] | np.ndarray,
         seeds: Any = None,
+        *,
+        window_size: Any = None,
+        prior_mean: Any = None,
+        prior_precision: Any = None,
+        num_exploration: Any = None,
     ) -> np.ndarray:
         """Register many jobs at once; returns their rows.
 
         ``batch_sizes`` is one list per job, or a 2-D integer array when all
-        jobs have the same number of batch sizes (fastest). ``seeds`` (one per
-        job) gives each new job its own stream, as if each had its own
-        reference optimizer with that seed; by default every job uses ``seed``.
+        jobs have the same number of batch sizes (fastest). ``seeds`` gives
+        each new job its own stream, as if each had its own reference
+        optimizer with that seed; by default every job uses ``seed``.
+
+        Per-job settings -- ``seeds``, ``window_size`` (rewards the learned
+        precision is fitted on, 0: all), ``prior_mean``, ``prior_precision``
+        (of the Gaussian prior on an arm's reward = -cost) and
+        ``num_exploration`` -- are each one value for every job of the batch
+        or one per job; None takes the optimizer's value. A job decides as a
+        reference optimizer constructed with its settings would. Invalid
+        values raise :class:`ConfigurationError` naming the job; a job
+        registered again must bring the same batch sizes and settings
+        (:class:`JobConflictError`). Nothing is registered unless the whole
+        batch is valid.
         """
         s = self._store
         jobs = list(jobs)
-        job_seeds = check_seeds(seeds, len(jobs))
+        given = job_settings(
+            {"window_size": window_size, "prior_mean": prior_mean, "prior_precision": prior_precision,
+             "num_exploration": num_exploration, "seed": seeds},
+            jobs,
+        )
+        settings = self._resolve_settings(jobs, given)
+        windows = settings.pop("window_size", None)
         encoded = self._journal_keys(jobs)
-        rows, new = s.register(jobs, batch_sizes)
+        rows, new = s.register(jobs, batch_sizes, settings, windows)
         new_rows = rows[new]
         if new_rows.size:
             slots = s.job_slots(new_rows)
-            s.posterior_mean[slots] = self.prior_mean
-            s.posterior_precision[slots] = self.prior_precision
+            counts = s.arm_count[new_rows]
+            s.posterior_mean[slots] = np.repeat(s.prior_mean[new_rows], counts)
+            s.posterior_precision[slots] = np.repeat(s.prior_precision[new_rows], counts)
             s.reward_precision[slots] = self.reward_precision
             s.observation_count[slots] = 0
-            if job_seeds is None:
+            if "seed" not in given:
                 for dst, src in zip(s.streams, self._template):
                     dst[new_rows] = src[0]
             else:
-                seed_streams(s.streams, new_rows, job_seeds[new])
-        self._record_register(encoded, batch_sizes, arrays=None if job_seeds is None else {"seeds": job_seeds})
+                seed_streams(s.streams, new_rows, s.seed[new_rows])
+        self._record_register(encoded, batch_sizes, arrays={f"setting.{k}": v for k, v in given.items()})
         return rows
+
+    def _resolve_settings(self, jobs: list[Hashable], given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every per-job setting for ``jobs`` (given, else the optimizer's), checked together."""
+        n = len(jobs)
+        defaults = {"prior_mean": (self.prior_mean, np.float64), "prior_precision": (self.prior_precision, np.float64),
+                    "num_exploration": (self.num_exploration, np.int64), "seed": (self.seed, np.uint64)}
+        out = {name: given[name] if name in given else np.full(n, value, dtype) for name, (value, dtype) in defaults.items()}
+        if "window_size" in given:
+            windows = given["window_size"]
+            if not self.learn_reward_precision:
+                bad = np.flatnonzero(windows != 0)
+                if bad.size:
+                    i = int(bad[0])
+                    raise ConfigurationError(
+                        f"job {jobs[i]!r}: window_size={int(windows[i])} needs learn_reward_precision=True "
+                        f"(a known precision keeps no history)"
+                    )
+            else:
+                out["window_size"] = windows
+        if not self.learn_reward_precision and self.reward_precision == 0.0 and "prior_precision" in given:
+            zero = np.flatnonzero(out["prior_precision"] == 0.0)
+            if zero.size:
+                i = int(zero[0])
+                raise ConfigurationError(
+                    f"job {jobs[i]!r}: prior_precision=0.0 with the known reward_precision=0 gives every posterior "
+                    f"precision 0 and mean 0/0 = NaN; give it a positive prior_precision"
+                )
+        return out
 
     # ------------------------------------------------------------- decisions
     def predict(self, job: Hashable) -> int:
         """The batch size to run ``job`` with next."""
         self._one_row[0] = self._store.row(job)
-        bs = self._sample_one(self._one_row, self._one_out, self.num_exploration)
+        bs = self._sample_one(self._one_row, self._one_out, self._store.num_exploration)
         if self.verbose:
             self._log(f"{job} -> BS = {bs}")
         return bs
@@ -206,7 +302,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
                 s.observation_count,
                 s.posterior_mean,
                 s.posterior_precision,
-                self.num_exploration,
+                s.num_exploration,
                 s.streams,
                 out,
                 int(s.arm_count[: s.n_jobs].max()),
@@ -223,7 +319,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             s.observation_count,
             s.posterior_mean,
             s.posterior_precision,
-            self.num_exploration,
+            s.num_exploration,
             s.streams,
             out,
         )
@@ -246,7 +342,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         c = self._scalar_cost(row, cost)
         if self.learn_reward_precision:
             s.reserve_history_chunks(1)
-        slot = self._observe_slot(row, bs, c, 1 if self.learn_reward_precision else 0, HISTORY_UNBOUNDED)
+        slot = self._observe_slot(row, bs, c, 1 if self.learn_reward_precision else 0)
         if slot < 0:
             self._slots(np.array([row], np.int64), np.array([bs], np.int64))  # raises the named error
         if self._folder is not None:
@@ -265,14 +361,16 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             observe_incremental(slots, c, s.reward_precision, s.posterior_mean, s.posterior_precision, s.observation_count)
             self._record("observe", {"rows": rows, "batch_sizes": bs, "costs": c})
             return
-        s.reserve_history_chunks(slots.shape[0])
+        s.reserve_history_for(slots)
         observe_refit(
+            rows,
             slots,
             c,
             np.ones(slots.shape[0], np.uint8),
-            HISTORY_UNBOUNDED,
-            self.prior_mean,
-            self.prior_precision,
+            s.slot_window,
+            s.slot_offset,
+            s.prior_mean,
+            s.prior_precision,
             s.history_count,
             s.history_values,
             s.chunk_values,

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from banditfleet._base import JobsLike, _FleetOptimizer
+from banditfleet._base import JobsLike, _FleetOptimizer, _replayed_settings
 from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.errors import (
     ConfigurationError,
@@ -36,7 +36,8 @@ from banditfleet.errors import (
     PruningExhaustedError,
     PruningOrderError,
 )
-from banditfleet.gts import _check_real, check_seed, check_seeds, seed_template
+from banditfleet._settings import job_settings
+from banditfleet.gts import _add_setting_arrays, _check_real, check_seed, seed_template
 from banditfleet.kernels.streams import seed_streams
 from banditfleet.kernels.pruning import (
     ADVANCE_FINAL,
@@ -215,6 +216,14 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             pruning result is awaited.
         seed: Seed of every job's random stream.
         verbose: Log each scalar decision through the ``banditfleet`` logger.
+        num_exploration: Explorations of each survivor before Thompson
+            sampling (the reference's fixed 2; Zeus's server's ``mab_num_explorations``).
+        num_pruning_rounds: Rounds of pruning (the reference's fixed 2).
+
+    ``window_size``, ``prior_mean``, ``prior_precision``, ``num_exploration``,
+    ``num_pruning_rounds`` and ``seed`` are defaults: each job may be
+    registered with its own (:meth:`register_jobs`), as Zeus's
+    batch-size-optimizer server takes them per job.
     """
 
     def __init__(
@@ -225,6 +234,8 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         concurrency: bool = False,
         seed: int = 123456,
         verbose: bool = True,
+        num_exploration: int = TS_NUM_EXPLORATION,
+        num_pruning_rounds: int = NUM_PRUNING_ROUNDS,
     ) -> None:
         self.prior_mean = _check_real("prior_mean", prior_mean)
         self.prior_precision = _check_real("prior_precision", prior_precision, nonnegative=True)
@@ -243,8 +254,15 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self.concurrency = bool(concurrency)
         self.seed = check_seed(seed)
         self.verbose = bool(verbose)
-        self.num_pruning_rounds = NUM_PRUNING_ROUNDS
+        if isinstance(num_exploration, (bool, np.bool_)) or not isinstance(num_exploration, (int, np.integer)) or num_exploration < 0:
+            raise ConfigurationError(f"num_exploration must be a non-negative integer, got {num_exploration!r}")
+        self.num_exploration = int(num_exploration)
+        if isinstance(num_pruning_rounds, (bool, np.bool_)) or not isinstance(num_pruning_rounds, (int, np.integer)) or num_pruning_rounds < 1:
+            raise ConfigurationError(f"num_pruning_rounds must be an integer >= 1, got {num_pruning_rounds!r}")
+        self.num_pruning_rounds = int(num_pruning_rounds)
         self._store = FleetStore(self.window_size)
+        _add_setting_arrays(self._store, self.prior_mean, self.prior_precision, self.num_exploration, self.seed)
+        self._store.add_job_array("num_pruning_rounds", np.int64, self.num_pruning_rounds, optional=True)
         _add_pruning_arrays(self._store)
         self._store.add_job_array(_PREFIX + "registered_default", np.int64, 0)
         self._template = seed_template(self.seed)
@@ -272,10 +290,12 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             "window_size": self.window_size,
             "concurrency": self.concurrency,
             "seed": self.seed,
+            "num_exploration": self.num_exploration,
+            "num_pruning_rounds": self.num_pruning_rounds,
         }
 
     def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
-        self.register_jobs(keys, arm_lists, default_bs=arrays["defaults"], seeds=arrays.get("seeds"))
+        self.register_jobs(keys, arm_lists, default_bs=arrays["defaults"], **_replayed_settings(arrays))
 
     def _describe_row(self, row: int) -> str:
         return f"job {self._job_name(row)}"
@@ -285,15 +305,32 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         return self._generation
 
     # ----------------------------------------------------------- registration
-    def register_job(self, job: Hashable, batch_sizes: Sequence[int], default_bs: int | None = None) -> None:
+    def register_job(
+        self,
+        job: Hashable,
+        batch_sizes: Sequence[int],
+        default_bs: int | None = None,
+        *,
+        window_size: int | None = None,
+        prior_mean: float | None = None,
+        prior_precision: float | None = None,
+        num_exploration: int | None = None,
+        num_pruning_rounds: int | None = None,
+        seed: int | None = None,
+    ) -> None:
         """Register ``job`` with its batch sizes and default batch size.
 
         The default is ``job.default_bs`` when the key has that attribute (and
-        it is not None), else ``default_bs``. Registering a job again with the
-        same batch sizes (in any order) and default changes nothing; anything
-        else is a :class:`JobConflictError`.
+        it is not None), else ``default_bs``. The keyword settings override
+        the optimizer's for this job (see :meth:`register_jobs`). Registering
+        a job again with the same batch sizes (in any order), default and
+        settings changes nothing; anything else is a :class:`JobConflictError`.
         """
-        self.register_jobs([job], [batch_sizes], [default_bs])
+        self.register_jobs(
+            [job], [batch_sizes], [default_bs], seeds=None if seed is None else [seed], window_size=window_size,
+            prior_mean=prior_mean, prior_precision=prior_precision, num_exploration=num_exploration,
+            num_pruning_rounds=num_pruning_rounds,
+        )
         self._log(f"Registered {job}")
 
     def register_jobs(
@@ -302,20 +339,48 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         batch_sizes: Sequence[Sequence[int]] | np.ndarray,
         default_bs: Any = None,
         seeds: Any = None,
+        *,
+        window_size: Any = None,
+        prior_mean: Any = None,
+        prior_precision: Any = None,
+        num_exploration: Any = None,
+        num_pruning_rounds: Any = None,
     ) -> np.ndarray:
         """Register many jobs at once; returns their rows.
 
         ``batch_sizes`` is one list per job, or a 2-D integer array (fastest).
         ``default_bs`` is None (take ``job.default_bs``), one batch size for
         every job, or one per job (None entries fall back to ``job.default_bs``).
-        ``seeds`` (one per job) seeds each job's bandit as a separate reference
-        optimizer with that seed would; by default every job uses ``seed``.
-        Nothing is registered unless the whole batch is valid.
+        ``seeds`` seeds each job's bandit as a separate reference optimizer
+        with that seed would; by default every job uses ``seed``.
+
+        Per-job settings -- ``seeds``, ``window_size`` (0 or >= 2),
+        ``prior_mean``, ``prior_precision``, ``num_exploration`` (of the
+        survivors' bandit) and ``num_pruning_rounds`` (>= 1) -- are each one
+        value for every job of the batch or one per job; None takes the
+        optimizer's value. Invalid values raise :class:`ConfigurationError`
+        naming the job; a job registered again must bring the same batch
+        sizes, default and settings (:class:`JobConflictError`). Nothing is
+        registered unless the whole batch is valid.
         """
         s = self._store
         keys = list(jobs)
         n = len(keys)
-        job_seeds = check_seeds(seeds, n)
+        given = job_settings(
+            {"window_size": window_size, "prior_mean": prior_mean, "prior_precision": prior_precision,
+             "num_exploration": num_exploration, "num_pruning_rounds": num_pruning_rounds, "seed": seeds},
+            keys,
+        )
+        settings = {
+            name: given[name] if name in given else np.full(n, value, dtype)
+            for name, value, dtype in (
+                ("prior_mean", self.prior_mean, np.float64),
+                ("prior_precision", self.prior_precision, np.float64),
+                ("num_exploration", self.num_exploration, np.int64),
+                ("num_pruning_rounds", self.num_pruning_rounds, np.int64),
+                ("seed", self.seed, np.uint64),
+            )
+        }
         encoded = self._journal_keys(keys)
         flat, counts = _flatten_arms(keys, batch_sizes)
         defaults = self._resolve_defaults(keys, default_bs)
@@ -340,23 +405,24 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
                 f"{flat[starts[i] : starts[i] + counts[i]].tolist()}"
             )
         self._check_default_conflicts(keys, defaults)
-        rows, new = s.register(keys, arm_lists)
+        rows, new = s.register(keys, arm_lists, settings, given.get("window_size"))
         new_rows = rows[new]
         if new_rows.size:
             slots = s.job_slots(new_rows)
-            s.posterior_mean[slots] = self.prior_mean
-            s.posterior_precision[slots] = self.prior_precision
+            counts = s.arm_count[new_rows]
+            s.posterior_mean[slots] = np.repeat(s.prior_mean[new_rows], counts)
+            s.posterior_precision[slots] = np.repeat(s.prior_precision[new_rows], counts)
             s.reward_precision[slots] = 0.0
             s.observation_count[slots] = 0
-            if job_seeds is None:
+            if "seed" not in given:
                 for dst, src in zip(s.streams, self._template):
                     dst[new_rows] = src[0]
             else:
                 # Pruning draws nothing, so seeding now equals seeding the bandit when it is built.
-                seed_streams(s.streams, new_rows, job_seeds[new])
+                seed_streams(s.streams, new_rows, s.seed[new_rows])
             getattr(s, _PREFIX + "registered_default")[new_rows] = defaults[new]
             init_rows(new_rows, defaults[new], s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
-        extra_arrays = {"defaults": defaults} if job_seeds is None else {"defaults": defaults, "seeds": job_seeds}
+        extra_arrays = {"defaults": defaults, **{f"setting.{k}": v for k, v in given.items()}}
         self._record_register(encoded, batch_sizes, arrays=extra_arrays)
         return rows
 
@@ -426,16 +492,16 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         st, scratch = self._cached_tuples()
         if st.stage[row] != STAGE_PRUNING:
             # Thompson-sampling stage: nothing to validate or advance, just sample.
-            bs = self._sample_one(one, out, TS_NUM_EXPLORATION)
+            bs = self._sample_one(one, out, s.num_exploration)
             if self.verbose:
                 self._log(f"{job} -> BS = {bs}")
             return bs
         args = (
-            one, st, self.num_pruning_rounds, self.concurrency, scratch, self._next_generation(),
-            s.arm_start, s.arm_count, s.arm_value, s.arm_active, self.window_size, self.prior_mean,
-            self.prior_precision, s.history_count, s.history_values, s.chunk_values, s.chunk_next,
+            one, st, s.num_pruning_rounds, self.concurrency, scratch, self._next_generation(),
+            s.arm_start, s.arm_count, s.arm_value, s.arm_active, s.slot_window, s.slot_offset, s.prior_mean,
+            s.prior_precision, s.history_count, s.history_values, s.chunk_values, s.chunk_next,
             s.slot_chunks, s.reward_precision, s.posterior_mean, s.posterior_precision,
-            s.observation_count, s.streams, out,
+            s.observation_count, s.num_exploration, s.streams, out,
         )
         index, code = self._fast("predict_batch", predict_batch, args)
         if code != ERR_NONE:
@@ -459,7 +525,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         index, code = predict_batch(
             rows,
             _pruning_arrays(s),
-            self.num_pruning_rounds,
+            s.num_pruning_rounds,
             self.concurrency,
             _scratch_arrays(s),
             self._next_generation(),
@@ -467,9 +533,10 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             s.arm_count,
             s.arm_value,
             s.arm_active,
-            self.window_size,
-            self.prior_mean,
-            self.prior_precision,
+            s.slot_window,
+            s.slot_offset,
+            s.prior_mean,
+            s.prior_precision,
             s.history_count,
             s.history_values,
             s.chunk_values,
@@ -479,6 +546,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             s.posterior_mean,
             s.posterior_precision,
             s.observation_count,
+            s.num_exploration,
             s.streams,
             out,
         )
@@ -505,12 +573,12 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         st, scratch = self._cached_tuples()
         if st.stage[row] != STAGE_PRUNING:
             # Thompson-sampling stage: record the reward and refit its arm, nothing else.
-            self._observe_slot(row, bs, c, 1, self.window_size)
+            self._observe_slot(row, bs, c, 1)
         else:
             args = (
                 one, one_slot, one_bs, s.arm_value, one_cost, one_flag, converged is not None, st,
-                self.concurrency, scratch, self._next_generation(), self.window_size, self.prior_mean,
-                self.prior_precision, s.history_count, s.history_values, s.chunk_values, s.chunk_next,
+                self.concurrency, scratch, self._next_generation(), s.slot_window, s.slot_offset, s.prior_mean,
+                s.prior_precision, s.history_count, s.history_values, s.chunk_values, s.chunk_next,
                 s.slot_chunks, s.pool_used, s.reward_precision, s.posterior_mean, s.posterior_precision,
                 s.observation_count,
             )
@@ -535,13 +603,13 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         s = self._store
         scratch = _scratch_arrays(s)
         n = rows.shape[0]
-        if s.history_window == HISTORY_UNBOUNDED and int(s.pool_used[0]) + n > s.chunk_next.shape[0]:
+        if s.n_unbounded_arms and int(s.pool_used[0]) + n > s.chunk_next.shape[0]:
             # The history pool must grow: refuse a bad batch before growing it.
             index, code = validate_observe(rows, bs, flags is not None, self.concurrency, _pruning_arrays(s), scratch, self._next_generation())
             if code != ERR_NONE:
                 row = int(rows[index])
                 raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
-            s.reserve_history_chunks(n)
+            s.reserve_history_for(slots)
         index, code = observe_batch(
             rows,
             slots,
@@ -554,9 +622,10 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             self.concurrency,
             scratch,
             self._next_generation(),
-            self.window_size,
-            self.prior_mean,
-            self.prior_precision,
+            s.slot_window,
+            s.slot_offset,
+            s.prior_mean,
+            s.prior_precision,
             s.history_count,
             s.history_values,
             s.chunk_values,
@@ -601,7 +670,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         """
         rows = self.rows(jobs)
         out = np.zeros(rows.shape[0], np.uint8)
-        exhausted_rows(rows, _pruning_arrays(self._store), self.num_pruning_rounds, out)
+        exhausted_rows(rows, _pruning_arrays(self._store), self._store.num_pruning_rounds, out)
         return out.astype(bool)
 
     def survivors(self, job: Hashable) -> list[int] | None:
@@ -694,12 +763,13 @@ class PruningExploreManager(_PruningCore):
             raise StopIteration(self.batch_sizes)
         st = _pruning_arrays(s)
         self._generation += 1
-        index, code = validate_predict(self._row, st, self.num_pruning_rounds, False, True, _scratch_arrays(s), self._generation)
+        rounds = np.full(1, self.num_pruning_rounds, np.int64)
+        index, code = validate_predict(self._row, st, rounds, False, True, _scratch_arrays(s), self._generation)
         if code != ERR_NONE:
             raise self._predict_error(0, code)
         codes = np.empty(1, np.int64)
         out = np.empty(1, np.int64)
-        advance_rows(self._row, st, self.num_pruning_rounds, True, s.arm_start, s.arm_count, s.arm_value, codes, out)
+        advance_rows(self._row, st, rounds, True, s.arm_start, s.arm_count, s.arm_value, codes, out)
         if codes[0] == ADVANCE_FINAL:
             raise StopIteration(self.batch_sizes)
         return int(out[0])
