@@ -61,6 +61,8 @@ class _FleetOptimizer(Journaled):
 
     _store: FleetStore
     verbose: bool
+    # Per-job settings arrays of the store, besides the window.
+    _JOB_SETTINGS: tuple[str, ...] = ("prior_mean", "prior_precision", "num_exploration", "seed")
 
     @property
     def name(self) -> str:  # pragma: no cover - overridden
@@ -184,6 +186,19 @@ class _FleetOptimizer(Journaled):
             )
             for slot in range(start, start + count)
         }
+
+    def job_settings(self, job: Hashable) -> dict[str, Any]:
+        """The job's own settings (given at registration, else the optimizer's then).
+
+        ``window_size`` is 0 when every reward is kept (or none is needed).
+        """
+        s = self._store
+        row = s.row(job)
+        out: dict[str, Any] = {"window_size": max(int(s.job_windows(np.array([row]))[0]), 0)}
+        for name in self._JOB_SETTINGS:
+            value = getattr(s, name)[row]
+            out[name] = float(value) if value.dtype.kind == "f" else int(value)
+        return out
 
     # ------------------------------------------------------ scalar fast path
     def _fast(self, name: str, dispatcher: Any, args: tuple[Any, ...]) -> Any:

@@ -31,9 +31,12 @@ SETTING_KINDS = {
     "num_pruning_rounds": "rounds",
 }
 
+# The largest history window: a window is allocated whole per arm (8 bytes a reward).
+MAX_WINDOW = 2**20
+
 # kind -> (dtype, description used in messages)
 _KINDS = {
-    "window": (np.int64, "an integer >= 0 other than 1 (0 keeps every reward)"),
+    "window": (np.int64, f"0 (keep every reward) or an integer from 2 to {MAX_WINDOW}"),
     "real": (np.float64, "a finite real number"),
     "precision": (np.float64, "a finite real number >= 0"),
     "count": (np.int64, "an integer >= 0"),
@@ -62,7 +65,7 @@ def _check_one(kind: str, v: Any) -> Any:
         return None
     i = int(v)
     if kind == "window":
-        return i if i >= 0 and i != 1 else None
+        return i if 0 <= i <= MAX_WINDOW and i != 1 else None
     if kind == "count":
         return i if 0 <= i < 2**63 else None
     if kind == "rounds":
@@ -109,7 +112,7 @@ def job_setting(name: str, value: Any, kind: str, keys: list[Hashable]) -> np.nd
                 low = {"window": 0, "count": 0, "rounds": 1, "seed": 0}[kind]
                 good = arr >= low
                 if kind == "window":
-                    good &= arr != 1
+                    good &= (arr != 1) & (arr <= MAX_WINDOW)
                 if value.dtype.kind == "u" and dtype is np.int64:
                     good &= arr <= np.iinfo(np.int64).max
             if n and not good.all():

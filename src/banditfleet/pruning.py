@@ -294,6 +294,8 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             "num_pruning_rounds": self.num_pruning_rounds,
         }
 
+    _JOB_SETTINGS = ("prior_mean", "prior_precision", "num_exploration", "num_pruning_rounds", "seed")
+
     def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
         self.register_jobs(keys, arm_lists, default_bs=arrays["defaults"], **_replayed_settings(arrays))
 
