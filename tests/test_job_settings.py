@@ -520,3 +520,31 @@ def test_checkpoints_from_before_per_job_settings_load_and_continue_like_the_ref
         want = settings_scenario.drive(ref, settings_scenario.PREFIX, settings_scenario.PREFIX + 8, key)
     got = settings_scenario.drive(loaded, settings_scenario.PREFIX, settings_scenario.PREFIX + 8)
     assert got == want
+
+
+def test_a_journaled_folder_from_before_per_job_settings_recovers_and_continues_like_the_reference(tmp_path):
+    import shutil
+
+    folder = tmp_path / "fleet"
+    shutil.copytree(DATA / "pre_settings_folder", folder)
+    # Settings given for the folder are checked against the stored ones (which lack the new ones).
+    opt = PruningGTSBatchSizeOptimizer.open(folder, window_size=3)
+    assert [opt.job_settings(k)["seed"] for k in settings_scenario.JOBS] == [5, 6, 7]
+    assert all(opt.job_settings(k)["window_size"] == 3 for k in settings_scenario.JOBS)
+    refs = {}
+    for (name, (arms, default)), seed in zip(settings_scenario.JOBS.items(), [5, 6, 7]):
+        with quiet():
+            ref = refmod.PruningGTSBatchSizeOptimizer(window_size=3, seed=seed, verbose=False)
+            z = ZeusJob("data", name, "adam", 0.5, 10, default_bs=default)
+            ref.register_job(z, list(arms))
+        refs[name] = (ref, z)
+    for t in range(settings_scenario.PREFIX + 8):
+        for name in settings_scenario.JOBS:
+            ref, z = refs[name]
+            with quiet():
+                bs = ref.predict(z)
+                ref.observe(z, bs, settings_scenario.cost(name, bs, t), settings_scenario.converged(bs))
+            if t >= settings_scenario.PREFIX:
+                assert opt.predict(name) == bs
+                opt.observe(name, bs, settings_scenario.cost(name, bs, t), settings_scenario.converged(bs))
+    opt.close()
