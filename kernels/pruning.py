@@ -539,7 +539,7 @@ def predict_batch(
             for s in range(start, start + arm_count[row]):
                 arm_active[s] = st.member[s]
                 if st.member[s]:
-                    k = gather_history(s, slot_window, slot_offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+                    k = gather_history(s, slot_window[s], slot_offset[s], history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
                     refit_slot(s, rewards, k, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean, posterior_precision, observation_count)
         ts_rows[n_ts] = row
         ts_index[n_ts] = i

@@ -133,12 +133,12 @@ def find_arm_slots(rows, values, arm_start, arm_count, arm_value, out):
 
 
 @numba.njit(**_JIT_HELPER)
-def append_history(slot, reward, slot_window, slot_offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used):
-    """Append one reward to ``slot``'s history (its ring buffer or its chunk list)."""
+def append_history(slot, reward, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used):
+    """Append one reward to ``slot``'s history: its ring of ``window`` places at ``offset``
+    (``slot_window[slot]``, ``slot_offset[slot]``), or its chunk list when ``window`` is 0."""
     n = history_count[slot]
-    window = slot_window[slot]
     if window > 0:
-        history_values[slot_offset[slot] + n % window] = reward
+        history_values[offset + n % window] = reward
     else:
         pos = n % CHUNK
         if pos == 0:
@@ -156,16 +156,16 @@ def append_history(slot, reward, slot_window, slot_offset, history_count, histor
 
 
 @numba.njit(**_JIT_HELPER)
-def gather_history(slot, slot_window, slot_offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, out):
-    """Copy ``slot``'s windowed rewards, oldest first, into ``out``; return how many."""
+def gather_history(slot, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, out):
+    """Copy ``slot``'s windowed rewards, oldest first, into ``out``; return how many
+    (``window``, ``offset``: the slot's ``slot_window`` and ``slot_offset``)."""
     n = history_count[slot]
-    window = slot_window[slot]
     if window > 0:
         fill = n if n < window else window
         # One modulo, then wrap by comparison: a division per reward would
         # cost more than the statistics themselves.
         pos = (n - fill) % window
-        base = slot_offset[slot]
+        base = offset
         for k in range(fill):
             out[k] = history_values[base + pos]
             pos += 1
@@ -258,10 +258,12 @@ def observe_refit(
     partial = np.empty(SUM_STACK_DEPTH, np.float64)
     for i in range(slots.shape[0]):
         slot = slots[i]
-        append_history(slot, -costs[i], slot_window, slot_offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
+        window = slot_window[slot]
+        offset = slot_offset[slot]
+        append_history(slot, -costs[i], window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
         if refit[i]:
             row = rows[i]
-            n = gather_history(slot, slot_window, slot_offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+            n = gather_history(slot, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
             refit_slot(slot, rewards, n, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean, posterior_precision, observation_count)
 
 
@@ -384,13 +386,14 @@ def observe_one(
         posterior_precision[slot] = prec
         observation_count[slot] += 1
         return slot
-    append_history(slot, -cost, slot_window, slot_offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
     window = slot_window[slot]
+    offset = slot_offset[slot]
+    append_history(slot, -cost, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
     n = history_count[slot] if window == 0 or history_count[slot] < window else window
     rewards = np.empty(n, np.float64)
     scratch = np.empty(n, np.float64)
     frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
     partial = np.empty(SUM_STACK_DEPTH, np.float64)
-    n = gather_history(slot, slot_window, slot_offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+    n = gather_history(slot, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
     refit_slot(slot, rewards, n, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean, posterior_precision, observation_count)
     return slot
