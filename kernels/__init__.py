@@ -3,6 +3,7 @@
 Pure functions over arrays, no Python objects and no I/O: per-job random
 streams (:mod:`.streams`), numpy-exact distributions (:mod:`.distributions`),
 reward statistics and posterior updates (:mod:`.stats`), batched Thompson
-sampling (:mod:`.thompson`) and the pruning state machine (:mod:`.pruning`).
+sampling (:mod:`.thompson`), the pruning state machine (:mod:`.pruning`) and the
+history-pool compaction of job removal (:mod:`.lifecycle`).
 Installed as ``banditfleet.kernels``.
 """

@@ -60,7 +60,7 @@ def check_row(row: Row) -> None:
 def test_case_table_is_well_formed():
     names = [c.name for c in CASES]
     assert len(names) == len(set(names))
-    assert GROUPS == ["rng", "thompson", "scalar", "pruning", "power", "checkpoint", "replay"]
+    assert GROUPS == ["rng", "thompson", "scalar", "pruning", "power", "checkpoint", "lifecycle", "replay"]
     for c in CASES:
         assert c.kind in ("floor", "reference") and c.unit and c.floor and c.ours and c.comparison
         assert c.needs_reference == (c.kind == "reference")

@@ -15,7 +15,7 @@ import numpy as np
 
 from banditfleet._journaled import Journaled
 from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, write_checkpoint
-from banditfleet.errors import CheckpointError, InvalidObservationError, JournalError, UnknownBatchSizeError
+from banditfleet.errors import CheckpointError, InvalidObservationError, JournalError, UnknownBatchSizeError, UnknownJobError
 from banditfleet._fastcall import entry_point
 from banditfleet.kernels.thompson import find_arm_slots, observe_one, thompson_predict
 from banditfleet.store import FleetStore
@@ -82,7 +82,15 @@ class _FleetOptimizer(Journaled):
 
     def _import_arrays(self, keys: list[Hashable], arrays: dict[str, np.ndarray]) -> None:
         """Adopt arrays just read from a checkpoint (nobody else holds them)."""
+        arrays = self._upgrade_arrays(keys, arrays)
         self._store.import_arrays(keys, arrays, adopt=True)
+
+    def _upgrade_arrays(self, keys: list[Hashable], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Fill in what checkpoint format version 1 did not store: each job's registration
+        seed (``job.seed``, needed by :meth:`reset_jobs`), taken to be the optimizer's seed."""
+        if "job.seed" not in arrays and hasattr(self._store, "seed"):
+            arrays = {**arrays, "job.seed": np.full(len(keys), self.seed, np.uint64)}
+        return arrays
 
     def save(self, path: str | os.PathLike) -> int:
         """Write the whole optimizer state to ``path`` atomically; returns the file size in bytes.
@@ -109,8 +117,25 @@ class _FleetOptimizer(Journaled):
     # --------------------------------------------------------------- journal
     # open(), checkpoint(), close() and _record() come from Journaled.
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
-        """Apply one journal record again (recovery runs before the folder is attached)."""
-        if kind == "register":
+        """Apply one journal record again (recovery runs before the folder is attached).
+
+        The store compacts during a replay only where the journal says it did
+        (``compact`` records), never on its own.
+        """
+        store = self._store
+        store.auto_compact = False
+        try:
+            self._replay_record(kind, arrays, extra)
+        finally:
+            store.auto_compact = True
+
+    def _replay_record(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        if kind in ("remove", "reset"):
+            keys = decode_keys(extra["keys"], arrays)
+            (self.remove_jobs if kind == "remove" else self.reset_jobs)(keys)
+        elif kind == "compact":
+            self._store.compact()
+        elif kind == "register":
             keys = decode_keys(extra["keys"], arrays)
             counts = arrays["arm_counts"]
             flat = arrays["arms"]
@@ -151,6 +176,95 @@ class _FleetOptimizer(Journaled):
             counts = np.array([a.shape[0] for a in lists], np.int64)
             flat = np.concatenate(lists) if lists else np.zeros(0, np.int64)
         self._record("register", {**key_arrays, "arms": flat, "arm_counts": counts, **(arrays or {})}, {"keys": entry, **(extra or {})})
+
+    # -------------------------------------------------------- removal, reset
+    @property
+    def generation(self) -> int:
+        """Bumped whenever rows obtained before may have become stale (a removal or a
+        compaction renumbers or frees rows); compare it to refuse old rows cheaply."""
+        return self._store.generation
+
+    def _lifecycle_rows(self, jobs: Iterable[Hashable]) -> tuple[list[Hashable], np.ndarray]:
+        """Keys (not rows) of live jobs, each at most once: their rows, or the named error."""
+        if isinstance(jobs, np.ndarray) and jobs.dtype.kind in "iu":
+            raise UnknownJobError("remove_jobs/reset_jobs take job keys, not a row array (pass integer keys as a list)")
+        keys = list(jobs)
+        rows = self._store.rows(keys)
+        if len(set(rows.tolist())) != rows.shape[0]:
+            seen: set[int] = set()
+            for key, row in zip(keys, rows.tolist()):
+                if row in seen:
+                    raise UnknownJobError(f"job {key!r} appears twice in one call; after the first it is no longer registered")
+                seen.add(row)
+        return keys, rows
+
+    def _record_compact(self) -> None:
+        self._record("compact", {})
+
+    def _record_keys(self, kind: str, encoded: tuple[dict[str, Any], dict[str, np.ndarray]] | None) -> None:
+        if encoded is not None:
+            entry, key_arrays = encoded
+            self._record(kind, key_arrays, {"keys": entry})
+
+    def remove_job(self, job: Hashable) -> None:
+        """Forget ``job``: its key, arms, posteriors, history and stream (see :meth:`remove_jobs`)."""
+        self.remove_jobs([job])
+
+    def remove_jobs(self, jobs: Iterable[Hashable]) -> None:
+        """Forget many jobs at once (keys; :class:`UnknownJobError` for one that is not
+        registered, and then nothing changes).
+
+        Their rows and arm slots are refused from now on and their memory is
+        reclaimed when the store compacts, which renumbers the rows of the jobs
+        that remain (:attr:`generation` changes; resolve rows again with
+        :meth:`rows`). A removed key may be registered again and starts afresh.
+        Journaled when the optimizer has a folder.
+        """
+        keys, rows = self._lifecycle_rows(jobs)
+        if not keys:
+            return
+        encoded = self._journal_keys(keys)
+        s = self._store
+        s.on_compact = self._record_compact
+        s.remove(rows)
+        self._record_keys("remove", encoded)
+        s.maybe_compact()
+
+    def reset_job(self, job: Hashable) -> None:
+        """Start ``job`` over (see :meth:`reset_jobs`)."""
+        self.reset_jobs([job])
+
+    def reset_jobs(self, jobs: Iterable[Hashable]) -> None:
+        """Start jobs over, exactly as if each were registered now with the same batch sizes.
+
+        Every arm returns to the prior, histories are emptied, pruning (if any)
+        restarts from the registered default, and the job's random stream is
+        re-seeded with the seed it was registered with, so a reset job's
+        decisions equal those of a freshly registered one (and of a new
+        reference optimizer with that seed) fed the same observations. The job
+        keeps its key and row. :class:`UnknownJobError` for a key that is not
+        registered, and then nothing changes. Journaled.
+        """
+        keys, rows = self._lifecycle_rows(jobs)
+        if not keys:
+            return
+        encoded = self._journal_keys(keys)
+        s = self._store
+        s.on_compact = self._record_compact
+        slots, _ = s.slots_of(rows)
+        s.free_history(slots)
+        self._init_jobs(rows, slots)
+        self._record_keys("reset", encoded)
+        s.maybe_compact()
+
+    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:  # pragma: no cover - overridden
+        """Put ``rows`` (arm ``slots``: an index array, or a slice for one row) in the state of a
+        fresh registration."""
+        raise NotImplementedError
+
+    def memory_report(self) -> dict[str, int]:
+        """Live jobs, arm slots, history chunks, and the bytes the store has allocated."""
+        return {**self._store.live_counts(), "allocated_bytes": self._store.allocated_nbytes()}
 
     # ------------------------------------------------------------------ keys
     def __contains__(self, job: Hashable) -> bool:

@@ -141,6 +141,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
                 "posterior precision 0 and mean 0/0 = NaN; give a positive reward_precision or prior_precision"
             )
         self._store = FleetStore(self.window_size if self.learn_reward_precision else HISTORY_NONE)
+        # Per-job settings, the registration seed among them (reset_jobs seeds the job with it again).
         _add_setting_arrays(self._store, self.prior_mean, self.prior_precision, self.num_exploration, self.seed)
         self._template = seed_template(self.seed)
         # Reused one-element buffers of the scalar fast path (optimizers are not thread-safe).
@@ -271,6 +272,18 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
                     f"precision 0 and mean 0/0 = NaN; give it a positive prior_precision"
                 )
         return out
+
+    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:
+        """Arms at the job's prior, no observations, streams seeded as at registration
+        (the job keeps its settings)."""
+        s = self._store
+        counts = s.arm_count[rows]
+        s.posterior_mean[slots] = np.repeat(s.prior_mean[rows], counts)
+        s.posterior_precision[slots] = np.repeat(s.prior_precision[rows], counts)
+        s.reward_precision[slots] = self.reward_precision
+        s.observation_count[slots] = 0
+        s.arm_active[slots] = 1
+        seed_streams(s.streams, rows, s.seed[rows])
 
     # ------------------------------------------------------------- decisions
     def predict(self, job: Hashable) -> int:

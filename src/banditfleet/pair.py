@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from banditfleet._base import _FleetOptimizer
 from banditfleet._journaled import FolderSpec, Journaled, open_folder
 from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, write_checkpoint
-from banditfleet.errors import CheckpointError, ConfigurationError, JournalError
+from banditfleet.errors import CheckpointError, ConfigurationError, JournalError, UnknownJobError
 from banditfleet.gts import GTSBatchSizeOptimizer
 from banditfleet.journal import FsyncPolicy, OptimizerFolder
 from banditfleet.power import JITPowerLimitOptimizer
@@ -70,6 +71,7 @@ def save_pair(path: str | os.PathLike, bso: _FleetOptimizer, plo: JITPowerLimitO
     with :class:`~banditfleet.errors.CheckpointError`, and nothing is written.
     """
     _check_members(bso, plo)
+    plo._compact_for_save()
     plo_entry, plo_keys = encode_keys(plo._keys)  # refuses unsavable keys before anything is written
     arrays = {f"bso.{name}": arr for name, arr in bso._export_arrays().items()}
     arrays.update({f"plo.{name}": arr for name, arr in plo._export_arrays().items()})
@@ -188,6 +190,60 @@ class OptimizerPair(Journaled):
             self.plo._replay(rest, arrays, extra)
         else:
             raise JournalError(f"journal record {kind!r} belongs to neither optimizer of the pair")
+
+    # -------------------------------------------------------- removal, reset
+    def _split_keys(self, jobs: Iterable[Hashable]) -> tuple[list[Hashable], list[Hashable]]:
+        """The keys each member knows, after checking that every key is known to one of them, once."""
+        keys = list(jobs)
+        seen: set[Any] = set()
+        bso_keys: list[Hashable] = []
+        plo_keys: list[Hashable] = []
+        for key in keys:
+            try:
+                in_bso, in_plo = key in self.bso, key in self.plo
+                duplicate = key in seen
+            except TypeError:
+                raise UnknownJobError(f"job key {key!r} is not hashable") from None
+            if duplicate:
+                raise UnknownJobError(f"job {key!r} appears twice in one call; after the first it is no longer registered")
+            if not (in_bso or in_plo):
+                raise UnknownJobError(f"unknown job {key!r}: neither optimizer of the pair knows it")
+            seen.add(key)
+            if in_bso:
+                bso_keys.append(key)
+            if in_plo:
+                plo_keys.append(key)
+        return bso_keys, plo_keys
+
+    def remove_job(self, job: Hashable) -> None:
+        """Remove ``job`` from both optimizers (see :meth:`remove_jobs`)."""
+        self.remove_jobs([job])
+
+    def remove_jobs(self, jobs: Iterable[Hashable]) -> None:
+        """Remove jobs from both optimizers: the batch-size optimizer's registration and every
+        (job, batch size) entry of the power-limit optimizer.
+
+        A key must be known to at least one of them (:class:`UnknownJobError`
+        otherwise, and nothing changes); each member drops the keys it knows.
+        """
+        bso_keys, plo_keys = self._split_keys(jobs)
+        if bso_keys:
+            self.bso.remove_jobs(bso_keys)
+        if plo_keys:
+            self.plo.remove_jobs(plo_keys)
+
+    def reset_job(self, job: Hashable) -> None:
+        """Start ``job`` over in both optimizers (see :meth:`reset_jobs`)."""
+        self.reset_jobs([job])
+
+    def reset_jobs(self, jobs: Iterable[Hashable]) -> None:
+        """Start jobs over: the batch-size optimizer resets them (same batch sizes, stream
+        re-seeded) and the power-limit optimizer forgets their entries (profiling again)."""
+        bso_keys, plo_keys = self._split_keys(jobs)
+        if bso_keys:
+            self.bso.reset_jobs(bso_keys)
+        if plo_keys:
+            self.plo.reset_jobs(plo_keys)
 
     def _attach_folder(self, folder: OptimizerFolder) -> None:
         self._folder = folder

@@ -62,6 +62,22 @@ the optimizer has never seen. ``predict_many`` accepts it (the answer is
 
 _INT64_MAX = np.iinfo(np.int64).max
 _MIN_CAPACITY = 16
+# Removal: compact once dead rows exceed a quarter of the live ones; after a
+# compaction the entry capacity is 1.5 times the live entries (see docs/optimizers.md).
+_DEAD_FRACTION = 4
+_COMPACT_SLACK = 1.5
+
+
+class _Removed:
+    """Placeholder key of a removed job's row until the optimizer compacts."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<removed job>"
+
+
+_REMOVED = _Removed()
 
 JobsLike = Sequence[Hashable] | np.ndarray
 
@@ -195,6 +211,13 @@ class JITPowerLimitOptimizer(Journaled):
         verbose: Log each scalar prediction through the ``banditfleet`` logger.
     """
 
+    # Removal state (instances set these on their first removal).
+    _n_dead = 0
+    _dead_mask: np.ndarray | None = None
+    _auto_compact = True
+    generation = 0
+    """Bumped whenever rows obtained before may have become stale (removal, compaction)."""
+
     def __init__(self, verbose: bool = True) -> None:
         self.verbose = bool(verbose)
         self._rows: dict[Hashable, int] = {}
@@ -215,8 +238,8 @@ class JITPowerLimitOptimizer(Journaled):
 
     # ------------------------------------------------------------------ keys
     def __len__(self) -> int:
-        """Jobs with a row: observed ones, and those :meth:`rows` created."""
-        return len(self._keys)
+        """Jobs with a row: observed ones, and those :meth:`rows` created (not removed)."""
+        return len(self._keys) - self._n_dead
 
     def __contains__(self, job: Hashable) -> bool:
         try:
@@ -227,6 +250,8 @@ class JITPowerLimitOptimizer(Journaled):
     @property
     def jobs(self) -> list[Hashable]:
         """Job keys, in row order."""
+        if self._n_dead:
+            return [k for k in self._keys if k is not _REMOVED]
         return list(self._keys)
 
     def key_of(self, row: int) -> Hashable:
@@ -235,13 +260,20 @@ class JITPowerLimitOptimizer(Journaled):
 
     @property
     def table(self) -> PowerLimitTable:
-        """The entry arrays and hash table (the optimizer's whole numeric state)."""
+        """The entry arrays and hash table (the optimizer's whole numeric state; entries of
+        removed jobs stay in it, unreachable, until the optimizer compacts)."""
         return self._table
 
     @property
     def n_entries(self) -> int:
-        """Observed (job, batch size) pairs."""
-        return len(self._table)
+        """Observed (job, batch size) pairs of the jobs not removed."""
+        if not self._n_dead:
+            return len(self._table)
+        t = self._table
+        rows = t.entry_row[: len(t)]
+        mask = self._dead_mask
+        dead = mask[np.minimum(rows, mask.shape[0] - 1)].astype(bool) & (rows < mask.shape[0])
+        return int(rows.shape[0] - dead.sum())
 
     def rows(self, jobs: JobsLike, create: bool = True) -> np.ndarray:
         """Resolve job keys to an int64 row array, once, for the ``*_many`` calls.
@@ -301,11 +333,14 @@ class JITPowerLimitOptimizer(Journaled):
         rows = rows.astype(np.int64, copy=False)
         if rows.size:
             low = MISSING_ROW if allow_missing else 0
-            bad = (rows < low) | (rows >= len(self))
+            n_rows = len(self._keys)
+            bad = (rows < low) | (rows >= n_rows)
             if bad.any():
                 value = int(rows[np.argmax(bad)])
                 what = "job row -1 (MISSING_ROW) cannot be observed" if value == MISSING_ROW else f"unknown job row {value}"
-                raise UnknownJobError(f"{what}: rows run from 0 to {len(self) - 1}")
+                raise UnknownJobError(f"{what}: rows run from 0 to {n_rows - 1}")
+            if self._n_dead:
+                self._refuse_dead_rows(rows)
         return rows
 
     # ------------------------------------------------------------- decisions
@@ -484,7 +519,9 @@ class JITPowerLimitOptimizer(Journaled):
 
         A key type a checkpoint cannot hold is refused with
         :class:`~banditfleet.errors.CheckpointError` and nothing is written.
+        With removed jobs the optimizer compacts first (rows renumber).
         """
+        self._compact_for_save()
         return write_checkpoint(path, type(self).__name__, self._settings(), self._keys, self._export_arrays())
 
     @classmethod
@@ -517,12 +554,137 @@ class JITPowerLimitOptimizer(Journaled):
 
     def _replay(self, kind: str, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         """Apply one journal record again (recovery runs before the folder is attached)."""
+        if kind in ("remove", "reset", "compact"):
+            self._auto_compact = False
+            try:
+                if kind == "compact":
+                    self._compact()
+                else:
+                    keys = decode_keys(extra["keys"], arrays)
+                    (self.remove_jobs if kind == "remove" else self.reset_jobs)(keys)
+            finally:
+                self._auto_compact = True
+            return
         if kind not in ("register", "observe"):
             raise JournalError(f"unknown journal record kind {kind!r}")
         if "keys" in extra:
             self.rows(decode_keys(extra["keys"], arrays))
         if kind == "observe":
             self.observe_many(arrays["rows"], arrays["batch_sizes"], arrays["power_limits"], arrays["costs"])
+
+    # -------------------------------------------------------- removal, reset
+    def _refuse_dead_rows(self, rows: np.ndarray) -> None:
+        mask = self._dead_mask
+        inside = rows[(rows >= 0) & (rows < mask.shape[0])]
+        if inside.size and mask[inside].any():
+            bad = int(inside[mask[inside].astype(bool)][0])
+            raise UnknownJobError(f"job row {bad} belongs to a removed job")
+
+    def remove_job(self, job: Hashable) -> None:
+        """Forget ``job`` and every (job, batch size) entry of it (see :meth:`remove_jobs`)."""
+        self.remove_jobs([job])
+
+    def remove_jobs(self, jobs: Iterable[Hashable]) -> None:
+        """Forget jobs (keys) and all their (job, batch size) entries.
+
+        :class:`UnknownJobError` for a key the optimizer has no row for (or one
+        given twice), and then nothing changes. Removed rows are refused from
+        now on; once dead rows exceed a quarter of the live ones the optimizer
+        compacts (entries and rows renumber, the hash table is rebuilt,
+        :attr:`generation` changes). A removed key observed again starts
+        afresh: every batch size needs profiling. Journaled.
+        """
+        self._forget(jobs, "remove")
+
+    def _forget(self, jobs: Iterable[Hashable], kind: str) -> None:
+        if _is_row_array(jobs):
+            raise UnknownJobError("remove_jobs/reset_jobs take job keys, not a row array (pass integer keys as a list)")
+        keys = list(jobs)
+        rows = self._lookup(keys)
+        if rows.size and rows.min() < 0:
+            key = keys[int(np.argmin(rows))]
+            raise UnknownJobError(f"unknown job {key!r}: the power-limit optimizer has no row for it")
+        if len(set(rows.tolist())) != len(keys):
+            seen: set[int] = set()
+            for key, row in zip(keys, rows.tolist()):
+                if row in seen:
+                    raise UnknownJobError(f"job {key!r} appears twice in one call; after the first it is no longer known")
+                seen.add(row)
+        if not keys:
+            return
+        encoded = self._journal_keys(keys)
+        n_rows = len(self._keys)
+        mask = self._dead_mask
+        if mask is None or mask.shape[0] < n_rows:
+            grown = np.zeros(max(n_rows, 2 * (0 if mask is None else mask.shape[0])), np.uint8)
+            if mask is not None:
+                grown[: mask.shape[0]] = mask
+            mask = self._dead_mask = grown
+        mask[rows] = 1
+        for key, row in zip(keys, rows.tolist()):
+            del self._rows[key]
+            self._keys[row] = _REMOVED
+        self._n_dead += len(keys)
+        self.generation += 1
+        if encoded is not None:
+            entry, key_arrays = encoded
+            self._record(kind, key_arrays, {"keys": entry})
+        live = len(self._keys) - self._n_dead
+        if self._auto_compact and self._n_dead * _DEAD_FRACTION > max(live, _MIN_CAPACITY):
+            self._compact()
+            self._record("compact", {})
+
+    def reset_job(self, job: Hashable) -> None:
+        """Start ``job`` over (see :meth:`reset_jobs`)."""
+        self.reset_jobs([job])
+
+    def reset_jobs(self, jobs: Iterable[Hashable]) -> None:
+        """Start jobs over as if never seen: every batch size needs profiling again.
+
+        Power-limit jobs need no registration, so a reset job is a removed one
+        (:meth:`remove_jobs`): its key gets a new row at its next observation.
+        Journaled as a reset.
+        """
+        self._forget(jobs, "reset")
+
+    def _compact_for_save(self) -> None:
+        """Drop removed jobs before a checkpoint (journaled), so it holds live state only."""
+        if self._n_dead:
+            self._compact()
+            self._record("compact", {})
+
+    def _compact(self) -> None:
+        """Drop removed rows and their entries; live rows and entries keep their order."""
+        n_rows = len(self._keys)
+        dead = np.zeros(n_rows, bool)
+        if self._dead_mask is not None:
+            m = min(n_rows, self._dead_mask.shape[0])
+            dead[:m] = self._dead_mask[:m].astype(bool)
+        row_map = np.full(n_rows, -1, np.int64)
+        n_live = int(n_rows - dead.sum())
+        row_map[~dead] = np.arange(n_live, dtype=np.int64)
+        old = self._table
+        n = len(old)
+        keep = np.flatnonzero(row_map[old.entry_row[:n]] >= 0)
+        m = int(keep.shape[0])
+        table = PowerLimitTable(max(_MIN_CAPACITY, math.ceil(_COMPACT_SLACK * m)))
+        for name, _ in PowerLimitTable._ENTRY_ARRAYS:
+            getattr(table, name)[:m] = getattr(old, name)[keep]
+        table.entry_row[:m] = row_map[table.entry_row[:m]]
+        table.n_entries[0] = m
+        rebuild_table(table.table, m, table.entry_row, table.entry_batch_size)
+        self._table = table
+        self._keys = [k for k in self._keys if k is not _REMOVED]
+        self._rows = dict(zip(self._keys, range(n_live)))
+        self._n_dead = 0
+        self._dead_mask = None
+        self.generation += 1
+
+    def memory_report(self) -> dict[str, int]:
+        """Live jobs and entries, and the bytes the entry arrays and hash table have allocated."""
+        t = self._table
+        allocated = sum(getattr(t, name).nbytes for name, _ in PowerLimitTable._ENTRY_ARRAYS) + t.table.nbytes
+        return {"jobs": len(self), "entries": len(t), "allocated_bytes": int(allocated)}
 
     # ---------------------------------------------------------- introspection
     def _entry(self, job: Hashable, batch_size: int) -> int:

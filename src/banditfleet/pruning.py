@@ -29,6 +29,7 @@ import numpy as np
 from banditfleet._base import JobsLike, _FleetOptimizer, _replayed_settings
 from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.errors import (
+    UnknownJobError,
     ConfigurationError,
     InvalidArmsError,
     InvalidObservationError,
@@ -428,6 +429,19 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self._record_register(encoded, batch_sizes, arrays=extra_arrays)
         return rows
 
+    def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:
+        """Arms at the job's prior, no observations, pruning from the registered default,
+        streams seeded as at registration (the job keeps its settings)."""
+        s = self._store
+        counts = s.arm_count[rows]
+        s.posterior_mean[slots] = np.repeat(s.prior_mean[rows], counts)
+        s.posterior_precision[slots] = np.repeat(s.prior_precision[rows], counts)
+        s.reward_precision[slots] = 0.0
+        s.observation_count[slots] = 0
+        seed_streams(s.streams, rows, s.seed[rows])
+        defaults = getattr(s, _PREFIX + "registered_default")[rows]
+        init_rows(rows, defaults, s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
+
     def _resolve_defaults(self, keys: list[Hashable], default_bs: Any) -> np.ndarray:
         n = len(keys)
         attrs = [getattr(key, "default_bs", None) for key in keys]
@@ -713,6 +727,7 @@ class PruningExploreManager(_PruningCore):
         default_value = _as_batch_size(default, "default")
         store = FleetStore(HISTORY_NONE)
         _add_pruning_arrays(store)
+        store.add_job_array(_PREFIX + "registered_default", np.int64, default_value)
         arms = batch_sizes.tolist() if isinstance(batch_sizes, np.ndarray) else list(batch_sizes)
         if default_value not in arms:
             raise InvalidArmsError(f"Default batch size {default!r} not in {arms}.")
@@ -730,8 +745,51 @@ class PruningExploreManager(_PruningCore):
         )
         self._generation = 0
 
+    _removed = False
+
     def _describe_row(self, row: int) -> str:
         return "PruningExploreManager"
+
+    # -------------------------------------------------------- removal, reset
+    def _check_manager_keys(self, jobs: Any) -> int:
+        keys = list(jobs)
+        if self._removed or any(k != 0 or isinstance(k, bool) for k in keys) or len(keys) > 1:
+            bad = next((k for k in keys if k != 0 or isinstance(k, bool)), 0)
+            why = "it was removed" if self._removed else "its one job has key 0"
+            raise UnknownJobError(f"unknown job {bad!r} for a PruningExploreManager ({why})")
+        return len(keys)
+
+    def reset(self) -> None:
+        """Start pruning over from round 1 with the batch sizes and default given at construction."""
+        self.reset_jobs([0])
+
+    def reset_job(self, job: Hashable = 0) -> None:
+        """Same as :meth:`reset` (the manager's one job has key 0)."""
+        self.reset_jobs([job])
+
+    def reset_jobs(self, jobs: Sequence[Hashable]) -> None:
+        """Reset the manager's job (``jobs`` is ``[0]`` or empty); as if newly constructed."""
+        if not self._check_manager_keys(jobs):
+            return
+        s = self._store
+        default = getattr(s, _PREFIX + "registered_default")[:1].copy()
+        init_rows(self._row, default, s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
+
+    def remove_job(self, job: Hashable = 0) -> None:
+        """Remove the manager's one job (see :meth:`remove_jobs`)."""
+        self.remove_jobs([job])
+
+    def remove_jobs(self, jobs: Sequence[Hashable]) -> None:
+        """Remove the manager's job (``jobs`` is ``[0]`` or empty): its state is freed and
+        every later call raises :class:`UnknownJobError`."""
+        if not self._check_manager_keys(jobs):
+            return
+        self._removed = True
+        self._store = FleetStore(HISTORY_NONE)
+
+    def _require_job(self) -> None:
+        if self._removed:
+            raise UnknownJobError("this PruningExploreManager's job was removed")
 
     def _done(self) -> bool:
         return int(self._store.pr_stage[0]) != STAGE_PRUNING
@@ -760,6 +818,7 @@ class PruningExploreManager(_PruningCore):
 
     def next_batch_size(self) -> int:
         """The next batch size to explore; ``StopIteration(survivors)`` once pruning is over."""
+        self._require_job()
         s = self._store
         if self._done():
             raise StopIteration(self.batch_sizes)
@@ -778,6 +837,7 @@ class PruningExploreManager(_PruningCore):
 
     def report_batch_size_result(self, batch_size: int, cost: float, reached: bool) -> None:
         """Report the cost of the batch size handed out last and whether it reached the target."""
+        self._require_job()
         s = self._store
         if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer, float, np.floating)) or (
             isinstance(batch_size, (float, np.floating)) and not float(batch_size).is_integer()
@@ -813,6 +873,7 @@ class PruningExploreManager(_PruningCore):
         """
         from banditfleet.checkpoint import write_checkpoint
 
+        self._require_job()
         settings = {"num_pruning_rounds": self.num_pruning_rounds}
         return write_checkpoint(path, type(self).__name__, settings, [0], self._store.export_arrays())
 
@@ -829,6 +890,8 @@ class PruningExploreManager(_PruningCore):
             raise CheckpointError(f"{path}: the stored settings are not valid: {settings!r}")
         store = FleetStore(HISTORY_NONE)
         _add_pruning_arrays(store)
+        store.add_job_array(_PREFIX + "registered_default", np.int64, 0)
+        arrays = _upgrade_manager_arrays(arrays)
         try:
             if keys != [0]:
                 raise ValueError("a manager holds exactly one job")
@@ -842,6 +905,19 @@ class PruningExploreManager(_PruningCore):
         manager._row = np.zeros(1, np.int64)
         manager._generation = 0
         return manager
+
+
+def _upgrade_manager_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Checkpoint format version 1 kept no registered default: take the current round's default
+    (exact while the manager is in round 1, the round that default belongs to)."""
+    name = "job." + _PREFIX + "registered_default"
+    if name in arrays:
+        return arrays
+    slot = arrays.get("job." + _PREFIX + "round_default")
+    values = arrays.get("arm.arm_value")
+    if slot is None or values is None or slot.shape != (1,) or not 0 <= int(slot[0]) < values.shape[0]:
+        return arrays  # the store refuses the file with a precise message
+    return {**arrays, name: values[slot].astype(np.int64)}
 
 
 def _check_manager_state(store: FleetStore, num_rounds: int) -> None:

@@ -14,14 +14,16 @@ See docs/architecture.md for the table of arrays and dtypes.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from banditfleet.errors import InvalidArmsError, JobConflictError, UnknownJobError
 from banditfleet.kernels.distributions import FLOYD_MAX_POPULATION
+from banditfleet.kernels.lifecycle import compact_chunk_pool
 from banditfleet.kernels.streams import Streams, allocate_streams
 from banditfleet.kernels.thompson import CHUNK, check_history_chunks
 
@@ -34,6 +36,23 @@ HISTORY_NONE = -1
 HISTORY_UNBOUNDED = 0
 
 _MIN_CAPACITY = 16
+# After a compaction every capacity is this many times the live count (at least
+# _MIN_CAPACITY), and a store compacts once the dead part of any region exceeds
+# 1 / _DEAD_FRACTION of the live part: see docs/architecture.md ("Removal").
+_COMPACT_SLACK = 1.5
+_DEAD_FRACTION = 4
+
+
+class _Removed:
+    """Placeholder key of a removed job's row until the store compacts."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<removed job>"
+
+
+_REMOVED = _Removed()
 
 
 def _grown(array: np.ndarray, capacity: int, fill: Any) -> np.ndarray:
@@ -134,11 +153,22 @@ class FleetStore:
         self.chunk_values = np.zeros((_MIN_CAPACITY if keeps else 0, CHUNK), np.float64)
         self.chunk_next = np.full(_MIN_CAPACITY if keeps else 0, -1, np.int64)
         self.pool_used = np.zeros(1, np.int64)
-        # Arm slots with window 0 (they are the only ones that take chunks).
+        # Arm slots with window 0, dead ones included (they are the only ones that take chunks).
         self.n_unbounded_arms = 0
         # Per-job arrays that a checkpoint written before they existed may lack
         # (filled with their fill value, the optimizer-wide setting, on load).
         self._optional: set[str] = set()
+        # Removal and reset (see remove(), compact()): rows of removed jobs stay
+        # in place, dead, until the store compacts; ``generation`` counts the
+        # changes that make rows held by callers stale (removal, compaction).
+        self.generation = 0
+        self.n_dead_jobs = 0
+        self.n_dead_arms = 0
+        self.n_dead_chunks = 0
+        self.auto_compact = True
+        self.on_compact: Callable[[], None] | None = None
+        self.n_dead_ring = 0  # ring-pool places of removed jobs' arms
+        self.add_job_array("alive", np.uint8, 1, scratch=True)
 
     # ------------------------------------------------------------------ arrays
     def add_job_array(
@@ -242,13 +272,16 @@ class FleetStore:
 
     # -------------------------------------------------------------- job keys
     def __len__(self) -> int:
-        return self.n_jobs
+        """Live jobs (registered and not removed)."""
+        return self.n_jobs - self.n_dead_jobs
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._rows
 
     def keys(self) -> list[Hashable]:
-        """Job keys in row order."""
+        """Live job keys in row order."""
+        if self.n_dead_jobs:
+            return [k for k in self._keys if k is not _REMOVED]
         return list(self._keys)
 
     def key_of(self, row: int) -> Hashable:
@@ -273,6 +306,9 @@ class FleetStore:
             if rows.size and (rows.min() < 0 or rows.max() >= self.n_jobs):
                 bad = rows[(rows < 0) | (rows >= self.n_jobs)][0]
                 raise UnknownJobError(f"unknown job row {int(bad)}: rows run from 0 to {self.n_jobs - 1}")
+            if self.n_dead_jobs and rows.size and not self.alive[rows].all():
+                bad = rows[self.alive[rows] == 0][0]
+                raise UnknownJobError(f"job row {int(bad)} belongs to a removed job")
             return rows
         keys = list(keys)
         if not keys:
@@ -328,6 +364,11 @@ class FleetStore:
             bad = next(k for k in keys if not isinstance(k, Hashable) or _unhashable(k))
             raise JobConflictError(f"job key {bad!r} is not hashable") from None
         first_index: dict[Hashable, int] = {}
+        if fresh and self.auto_compact and self.n_dead_jobs and (
+            self.n_jobs + len(keys) > self.job_capacity or self.n_arms + flat.shape[0] > self.arm_capacity
+        ):
+            # Reclaim removed jobs' rows and slots instead of growing over them.
+            self._compact_now()
         if fresh:
             # The common case, millions of new keys: no per-key checks needed.
             rows[:] = np.arange(self.n_jobs, self.n_jobs + len(keys))
@@ -442,9 +483,178 @@ class FleetStore:
         offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         return np.arange(total, dtype=np.int64) + offsets
 
+    # ------------------------------------------------------- removal, reset
+    def live_counts(self) -> dict[str, int]:
+        """Live jobs, arm slots and history chunks (what a fresh store with the same jobs holds)."""
+        return {
+            "jobs": self.n_jobs - self.n_dead_jobs,
+            "arms": self.n_arms - self.n_dead_arms,
+            "chunks": int(self.pool_used[0]) - self.n_dead_chunks,
+        }
+
+    def remove(self, rows: np.ndarray) -> None:
+        """Remove the jobs of ``rows`` (distinct, live: checked by the caller).
+
+        Their keys are forgotten at once and their rows refused from now on;
+        the rows, arm slots and history stay allocated, dead, until the store
+        compacts (:meth:`maybe_compact`). Bumps :attr:`generation`.
+        """
+        slots, n_slots = self.slots_of(rows)
+        self.free_history(slots)
+        if self.keeps_history:
+            self.n_dead_ring += int(self.slot_window[slots].sum())
+        for r in rows.tolist():
+            del self._rows[self._keys[r]]
+            self._keys[r] = _REMOVED
+        self.alive[rows] = 0
+        self.n_dead_jobs += int(rows.shape[0])
+        self.n_dead_arms += n_slots
+        self.generation += 1
+
+    def slots_of(self, rows: np.ndarray) -> tuple[np.ndarray | slice, int]:
+        """The arm slots of ``rows`` as an index (a slice for one row: cheaper) and their number."""
+        if rows.shape[0] == 1:
+            start = int(self.arm_start[rows[0]])
+            count = int(self.arm_count[rows[0]])
+            return slice(start, start + count), count
+        slots = self.job_slots(rows)
+        return slots, int(slots.shape[0])
+
+    def free_history(self, slots: np.ndarray | slice) -> None:
+        """Empty the reward history of ``slots``: unbounded chunks become garbage until
+        compaction, rings are zeroed (and stay the slots')."""
+        if self.keeps_history:
+            windows = self.slot_window[slots]
+            unbounded = windows == 0
+            counts = self.history_count[slots] + (CHUNK - 1)
+            counts //= CHUNK
+            self.n_dead_chunks += int(counts[unbounded].sum())
+            if isinstance(slots, slice):
+                self.slot_chunks[slots][unbounded] = -1
+            else:
+                self.slot_chunks[slots[unbounded]] = -1
+            ring = ~unbounded
+            if ring.any():
+                self.history_values[_ring_places(self.slot_offset[slots][ring], windows[ring])] = 0.0
+        self.history_count[slots] = 0
+
+    def wants_compaction(self) -> bool:
+        """Whether the dead part of the rows, arm slots or history chunks exceeds a
+        quarter of the live part (a rule of logical counts only, so a journal
+        replay reaches the same decision)."""
+        regions = (
+            (self.n_dead_jobs, self.n_jobs),
+            (self.n_dead_arms, self.n_arms),
+            (self.n_dead_chunks, int(self.pool_used[0])),
+            (self.n_dead_ring, int(self.ring_used[0])),
+        )
+        for dead, used in regions:
+            if dead and dead * _DEAD_FRACTION > max(used - dead, _MIN_CAPACITY):
+                return True
+        return False
+
+    def maybe_compact(self) -> bool:
+        """Compact when :meth:`wants_compaction` (and ``auto_compact``); return whether it did."""
+        if self.auto_compact and self.wants_compaction():
+            self._compact_now()
+            return True
+        return False
+
+    def _compact_now(self) -> None:
+        self.compact()
+        if self.on_compact is not None:
+            self.on_compact()
+
+    def compact(self) -> None:
+        """Drop removed jobs and freed history: live rows, slots and chunks move down, in order.
+
+        Every capacity becomes 1.5 times its live count (at least 16), so the
+        allocated arrays follow the live jobs. Rows and slots renumber:
+        :attr:`generation` and :attr:`layout_version` change. Job order (and
+        so :meth:`keys`) is kept.
+        """
+        live_rows = np.flatnonzero(self.alive[: self.n_jobs]).astype(np.int64)
+        n_live = int(live_rows.shape[0])
+        counts = self.arm_count[live_rows]
+        old_starts = self.arm_start[live_rows]
+        new_starts = np.zeros(n_live, np.int64)
+        if n_live:
+            np.cumsum(counts[:-1], out=new_starts[1:])
+        keep = self.job_slots(live_rows)
+        n_arms = int(keep.shape[0])
+        job_cap = max(_MIN_CAPACITY, math.ceil(_COMPACT_SLACK * n_live))
+        arm_cap = max(_MIN_CAPACITY, math.ceil(_COMPACT_SLACK * n_arms))
+        self.layout_version += 1
+        self.generation += 1
+        for name, fill in self._job_fill.items():
+            old = getattr(self, name)
+            new = np.full((job_cap,) + old.shape[1:], fill, dtype=old.dtype)
+            new[:n_live] = old[live_rows]
+            setattr(self, name, new)
+        self.arm_start[:n_live] = new_starts
+        for name in self._slot_refs:
+            ref = getattr(self, name)[:n_live]
+            moved = ref >= 0
+            ref[moved] += (new_starts - old_starts)[moved]
+        streams = allocate_streams(job_cap)
+        for src, dst in zip(self.streams, streams):
+            dst[:n_live] = src[live_rows]
+        self.streams = streams
+        for name, fill in self._arm_fill.items():
+            old = getattr(self, name)
+            new = np.full(arm_cap, fill, dtype=old.dtype)
+            new[:n_arms] = old[keep]
+            setattr(self, name, new)
+        if self.keeps_history:
+            # Rings move down in slot order, each still contiguous.
+            windows = self.slot_window[:n_arms]
+            ring = windows > 0
+            old_offsets = self.slot_offset[:n_arms].copy()
+            sizes = windows[ring]
+            ring_total = int(sizes.sum())
+            values = np.zeros(max(_MIN_CAPACITY, math.ceil(_COMPACT_SLACK * ring_total)), np.float64)
+            if ring_total:
+                values[:ring_total] = self.history_values[_ring_places(old_offsets[ring], sizes)]
+                self.slot_offset[:n_arms][ring] = np.cumsum(sizes) - sizes
+            self.history_values = values
+            self.ring_used[0] = ring_total
+            self.n_dead_ring = 0
+            self.n_unbounded_arms = int(n_arms - np.count_nonzero(ring))
+            slot_chunks = np.full((arm_cap, 2), -1, np.int64)
+            slot_chunks[:n_arms] = self.slot_chunks[keep]
+            counts = self.history_count[:n_arms][windows == 0]
+            n_chunks = int(((counts + CHUNK - 1) // CHUNK).sum())
+            pool_cap = max(_MIN_CAPACITY, math.ceil(_COMPACT_SLACK * n_chunks))
+            chunk_next = np.full(pool_cap, -1, np.int64)
+            chunk_values = np.zeros((pool_cap, CHUNK), np.float64)
+            used = compact_chunk_pool(slot_chunks[:n_arms], self.chunk_next, self.chunk_values, chunk_next, chunk_values)
+            if used != n_chunks:  # pragma: no cover - would be a bug in the bookkeeping
+                raise AssertionError(f"compaction copied {used} history chunks, expected {n_chunks}")
+            self.slot_chunks = slot_chunks
+            self.chunk_next = chunk_next
+            self.chunk_values = chunk_values
+            self.pool_used[0] = used
+        self._keys = [self._keys[r] for r in live_rows.tolist()]
+        self._rows = dict(zip(self._keys, range(n_live)))
+        self.n_jobs = n_live
+        self.n_arms = n_arms
+        self.n_dead_jobs = self.n_dead_arms = self.n_dead_chunks = 0
+
+    def allocated_nbytes(self) -> int:
+        """Bytes of every state and scratch array as allocated (capacity, not use)."""
+        arrays = [getattr(self, name) for name in (*self._job_fill, *self._arm_fill)]
+        arrays += list(self.streams) + [self.history_values, self.slot_chunks, self.chunk_values, self.chunk_next]
+        return int(sum(a.nbytes for a in arrays))
+
     # ----------------------------------------------------------- checkpoints
     def export_arrays(self) -> dict[str, np.ndarray]:
-        """Every state array trimmed to its used length, named for a checkpoint."""
+        """Every state array trimmed to its used length, named for a checkpoint.
+
+        A store holding removed jobs or freed history compacts first (rows
+        renumber, ``generation`` changes), so a checkpoint holds live state only.
+        """
+        if self.n_dead_jobs or self.n_dead_chunks:
+            self._compact_now()
         out: dict[str, np.ndarray] = {}
         for name in self._job_fill:
             if name not in self._scratch:
@@ -575,6 +785,13 @@ class FleetStore:
             "per_job": per_job,
             "unbounded_per_arm": 16 if self.keeps_history else 0,
         }
+
+
+def _ring_places(offsets: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Every index of the rings at ``offsets`` of ``windows`` places, ring after ring."""
+    total = int(windows.sum())
+    starts = np.cumsum(windows) - windows
+    return np.arange(total, dtype=np.int64) + np.repeat(offsets - starts, windows)
 
 
 def _plain(value: Any) -> Any:

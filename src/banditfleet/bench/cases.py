@@ -517,6 +517,31 @@ def _checkpoint(what: str) -> Callable[[Config, dict[str, Any]], Prepared]:
     return setup
 
 
+# -------------------------------------------------------------- lifecycle
+def _churn(cfg: Config, shared: dict[str, Any]) -> Prepared:
+    """Per registration: 5 x jobs registrations with at most ``jobs`` live (GTS, learned
+    precision, every live job predicted and observed once per round), removing jobs to stay
+    under the bound, against the same registrations and observations without removal. The
+    info holds the checkpoint and allocated-memory ratios of docs/performance.md."""
+    from banditfleet.bench.churn import churn_figures, churn_fleet
+
+    registrations, max_live = 5 * cfg.jobs, cfg.jobs
+    figures = churn_figures(registrations, max_live, cfg.arms, workdir=cfg.workdir)
+    note = (
+        f"{registrations:,} registrations, <= {max_live:,} live, {cfg.arms} arms: checkpoint "
+        f"{figures['checkpoint_vs_fresh']:.2f}x a fresh fleet with the live jobs ({figures['no_removal_checkpoint_vs_fresh']:.2f}x "
+        f"without removal), allocated {figures['allocated_vs_live']:.2f}x the live state ({figures['no_removal_allocated_vs_live']:.2f}x)"
+    )
+    return Prepared(
+        lambda: churn_fleet(registrations, max_live, cfg.arms),
+        registrations,
+        lambda: churn_fleet(registrations, max_live, cfg.arms, remove=False),
+        registrations,
+        note=note,
+        info=figures,
+    )
+
+
 # ----------------------------------------------------------------- replay
 def _replay(cfg: Config, shared: dict[str, Any]) -> Prepared:
     """Per simulated run (one that never starts counts too): banditfleet's fleet replay
@@ -633,6 +658,9 @@ CASES: list[Case] = [
          _checkpoint("save")),
     Case("checkpoint.load:read", "checkpoint", "PruningGTS load", "read same bytes", "floor", "job",
          "reading the same number of bytes into a preallocated buffer", _checkpoint("load")),
+    Case("lifecycle.churn:no-removal", "lifecycle", "GTS churn with remove_jobs", "same churn, no removal", "floor",
+         "registration", "the same registrations, predictions and observations on a fleet that never removes a job",
+         _churn),
     Case("replay.runs:zeus", "replay", "replay_fleet (synthetic fleet)", "zeus Simulator per group", "reference", "run",
          "zeus 0.16.0's Simulator.simulate_one_alibaba_group, one simulator per group, as run_alibaba.py", _replay,
          target=1000, needs_reference=True),
