@@ -548,3 +548,62 @@ def test_a_journaled_folder_from_before_per_job_settings_recovers_and_continues_
                 assert opt.predict(name) == bs
                 opt.observe(name, bs, settings_scenario.cost(name, bs, t), settings_scenario.converged(bs))
     opt.close()
+
+
+def test_removal_compaction_and_reset_keep_each_jobs_settings_and_windows():
+    """Windows 0 and >= 2 in one store through removals, compactions (rings move) and resets:
+    every surviving job still equals its own reference; a reset job equals a new reference."""
+    rng = np.random.default_rng(11)
+    n = 30
+    keys = [f"j{i}" for i in range(n)]
+    windows = [[0, 2, 3, 5][i % 4] for i in range(n)]
+    seeds = [100 + i for i in range(n)]
+    priors = [-float(i % 3) for i in range(n)]
+    arms = [[8, 16, 32][: 1 + i % 3] for i in range(n)]
+    ours = GTSBatchSizeOptimizer(True, verbose=False)
+    ours.register_jobs(keys, arms, seeds=seeds, window_size=windows, prior_mean=priors)
+
+    def reference(i):
+        with quiet():
+            ref = refmod.GTSBatchSizeOptimizer(True, prior_mean=priors[i], seed=seeds[i], verbose=False)
+            ref.register_job(keys[i], list(arms[i]))
+        return ref
+
+    refs = {k: reference(i) for i, k in enumerate(keys)}
+    window_of = dict(zip(keys, windows))
+
+    def steps(alive, count):
+        for _ in range(count):
+            for key in alive:
+                with quiet():
+                    bs = refs[key].predict(key)
+                assert ours.predict(key) == bs
+                c = float(rng.uniform(1.0, 9.0))
+                _cut_history(refs[key].history[key][bs], window_of[key])
+                with quiet():
+                    refs[key].observe(key, bs, c)
+                ours.observe(key, bs, c)
+
+    alive = list(keys)
+    steps(alive, 6)
+    removed = alive[::3]
+    ours.remove_jobs(removed)
+    alive = [k for k in alive if k not in removed]
+    ours._store.compact()
+    for key in alive:
+        mab = refs[key].mabs[key]
+        _same_arms(ours, key, mab, mab.arms)
+    steps(alive, 4)
+    reset = alive[:5]
+    ours.reset_jobs(reset)
+    for key in reset:
+        refs[key] = reference(keys.index(key))
+        assert ours.job_settings(key)["window_size"] == window_of[key]
+    steps(alive, 6)
+    for key in alive:
+        mab = refs[key].mabs[key]
+        _same_arms(ours, key, mab, mab.arms)
+    s = ours._store
+    s.compact()
+    live_ring = sum(window_of[k] * len(arms[keys.index(k)]) for k in alive)
+    assert int(s.ring_used[0]) == live_ring  # the ring pool holds the live windows only

@@ -873,8 +873,11 @@ def _check_windows(slot_window: np.ndarray, slot_offset: np.ndarray, ring_size: 
         raise ValueError("array 'arm.slot_offset' makes two windows overlap")
 
 
-def _check_chunks(slot_chunks: np.ndarray, chunk_next: np.ndarray, history_count: np.ndarray, slot_window: np.ndarray) -> None:
-    """Every unbounded arm's chunk chain is in range, has ceil(count / CHUNK) links and ends at its last chunk."""
+def _check_chunks(slot_chunks: np.ndarray, chunk_next: np.ndarray, history_count: np.ndarray, slot_window: np.ndarray | None = None) -> None:
+    """Every unbounded arm's chunk chain is in range, has ceil(count / CHUNK) links and ends at its
+    last chunk (``slot_window`` None: every arm is unbounded)."""
+    if slot_window is None:
+        slot_window = np.zeros(history_count.shape[0], np.int64)
     n_pool = chunk_next.shape[0]
     need = (history_count + CHUNK - 1) // CHUNK
     if int(need[slot_window == 0].sum()) != n_pool:
