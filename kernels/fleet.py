@@ -18,7 +18,6 @@ from .pruning import (
     ERR_NONE,
     ERR_UNKNOWN_BATCH_SIZE,
     STAGE_PRUNING,
-    TS_NUM_EXPLORATION,
     observe_batch,
     predict_batch,
 )
@@ -50,24 +49,25 @@ UNKNOWN_BATCH_SIZE = int(ThompsonCode.UNKNOWN_BATCH_SIZE)
 
 
 @numba.njit(**_JIT)
-def predict_rows(h, rows, num_exploration, out):
-    """:func:`~.thompson.thompson_predict` over the handle's fleet."""
+def predict_rows(h, rows, out):
+    """:func:`~.thompson.thompson_predict` over the handle's fleet (each job's own
+    ``num_exploration``)."""
     thompson_predict(
         rows, h.arm_start, h.arm_count, h.arm_active, h.arm_value, h.observation_count,
-        h.posterior_mean, h.posterior_precision, num_exploration, h.streams, out,
+        h.posterior_mean, h.posterior_precision, h.num_exploration, h.streams, out,
     )
 
 
 @numba.njit(**_JIT)
-def predict_one(h, row, num_exploration):
-    """One Thompson-sampling decision for ``row``; returns the arm value."""
+def predict_one(h, row):
+    """One Thompson-sampling decision for ``row`` (its own ``num_exploration``); returns the arm value."""
     count = h.arm_count[row]
     active = np.empty(count, np.int64)
     order = np.empty(count, np.int64)
     taken = np.zeros(count, np.uint8)
     return _thompson_row(
         row, h.arm_start[row], count, h.arm_active, h.arm_value, h.observation_count,
-        h.posterior_mean, h.posterior_precision, num_exploration, h.streams, active, order, taken,
+        h.posterior_mean, h.posterior_precision, h.num_exploration[row], h.streams, active, order, taken,
     )
 
 
@@ -94,20 +94,23 @@ def observe_rows_incremental(h, slots, costs):
 
 
 @numba.njit(**_JIT)
-def observe_rows_refit(h, slots, costs, refit, window, prior_mean, prior_precision):
-    """:func:`~.thompson.observe_refit` over the handle's fleet."""
+def observe_rows_refit(h, rows, slots, costs, refit):
+    """:func:`~.thompson.observe_refit` over the handle's fleet (each arm's own window,
+    each job's own prior)."""
     observe_refit(
-        slots, costs, refit, window, prior_mean, prior_precision, h.history_count, h.history_values,
+        rows, slots, costs, refit, h.slot_window, h.slot_offset, h.prior_mean, h.prior_precision,
+        h.history_count, h.history_values,
         h.chunk_values, h.chunk_next, h.slot_chunks, h.pool_used, h.reward_precision, h.posterior_mean,
         h.posterior_precision, h.observation_count,
     )
 
 
 @numba.njit(**_JIT)
-def observe_one_h(h, row, value, cost, refit, window, prior_mean, prior_precision):
-    """:func:`~.thompson.observe_one` over the handle's fleet: the slot, or -1 (nothing
-    changed) when ``value`` is not an arm of ``row``, or :data:`NEEDS_POOL` (nothing
-    changed) when unbounded history has no free chunk left: grow the pool and call again."""
+def observe_one_h(h, row, value, cost, refit):
+    """:func:`~.thompson.observe_one` over the handle's fleet (the arm's own window, the
+    job's own prior): the slot, or -1 (nothing changed) when ``value`` is not an arm of
+    ``row``, or :data:`NEEDS_POOL` (nothing changed) when the arm keeps unbounded history
+    and no free chunk is left: grow the pool and call again."""
     # Each field read of a structref is a new reference (incref, decref): read each once.
     arm_value = h.arm_value
     start = h.arm_start[row]
@@ -134,17 +137,19 @@ def observe_one_h(h, row, value, cost, refit, window, prior_mean, prior_precisio
     chunk_next = h.chunk_next
     slot_chunks = h.slot_chunks
     pool_used = h.pool_used
+    window = h.slot_window[slot]
+    offset = h.slot_offset[slot]
     if window == 0 and pool_used[0] >= chunk_next.shape[0]:
         return NEEDS_POOL
-    append_history(slot, -cost, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
+    append_history(slot, -cost, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
     count = history_count[slot]
     n = count if window == 0 or count < window else window
     # One allocation: the window's rewards, then the variance's scratch.
     work = np.empty(2 * n, np.float64)
     rewards = work[:n]
-    n = gather_history(slot, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+    n = gather_history(slot, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
     refit_slot(
-        slot, rewards, n, work[n:], h.sum_frames, h.sum_partial, prior_mean, prior_precision, reward_precision,
+        slot, rewards, n, work[n:], h.sum_frames, h.sum_partial, h.prior_mean[row], h.prior_precision[row], reward_precision,
         posterior_mean, posterior_precision, observation_count,
     )
     return slot
@@ -152,62 +157,60 @@ def observe_one_h(h, row, value, cost, refit, window, prior_mean, prior_precisio
 
 @numba.njit(**_JIT)
 def observe_one_c(h, row, value, cost):
-    """:func:`observe_one_h` with the optimizer's settings from the handle (``config_f``:
-    prior mean and precision; ``config_i``: refit, window): four arguments fewer to unbox."""
-    config_f = h.config_f
-    config_i = h.config_i
-    return observe_one_h(h, row, value, cost, config_i[0], config_i[1], config_f[0], config_f[1])
+    """:func:`observe_one_h` with the optimizer's refit setting from the handle
+    (``config_i[0]``): one argument fewer to unbox."""
+    return observe_one_h(h, row, value, cost, h.config_i[0])
 
 
 @numba.njit(**_JIT)
-def pruning_predict_rows(h, rows, num_rounds, concurrency, generation, window, prior_mean, prior_precision, out):
-    """:func:`~.pruning.predict_batch` over the handle's fleet: ``(index, code)``."""
+def pruning_predict_rows(h, rows, concurrency, generation, out):
+    """:func:`~.pruning.predict_batch` over the handle's fleet (each job's own rounds,
+    prior, explorations; each arm's own window): ``(index, code)``."""
     return predict_batch(
-        rows, h.pruning, num_rounds, concurrency, h.scratch, generation, h.arm_start, h.arm_count, h.arm_value,
-        h.arm_active, window, prior_mean, prior_precision, h.history_count, h.history_values, h.chunk_values,
-        h.chunk_next, h.slot_chunks, h.reward_precision, h.posterior_mean, h.posterior_precision,
-        h.observation_count, h.streams, out,
+        rows, h.pruning, h.num_rounds, concurrency, h.scratch, generation, h.arm_start, h.arm_count, h.arm_value,
+        h.arm_active, h.slot_window, h.slot_offset, h.prior_mean, h.prior_precision, h.history_count,
+        h.history_values, h.chunk_values, h.chunk_next, h.slot_chunks, h.reward_precision, h.posterior_mean,
+        h.posterior_precision, h.observation_count, h.num_exploration, h.streams, out,
     )
 
 
 @numba.njit(**_JIT)
-def pruning_predict_one(h, row, num_rounds, concurrency, generation, window, prior_mean, prior_precision):
+def pruning_predict_one(h, row, concurrency, generation):
     """One pruning-optimizer decision for ``row``: ``(arm value, code)``; nothing
     changes unless the code is ``PruningCode.NONE``."""
     if h.pruning.stage[row] != STAGE_PRUNING:
         # Thompson-sampling stage: nothing to validate or advance, just sample.
-        return predict_one(h, row, TS_NUM_EXPLORATION), ERR_NONE
+        return predict_one(h, row), ERR_NONE
     h.one_row[0] = row
-    index, code = pruning_predict_rows(
-        h, h.one_row, num_rounds, concurrency, generation, window, prior_mean, prior_precision, h.one_out
-    )
+    index, code = pruning_predict_rows(h, h.one_row, concurrency, generation, h.one_out)
     return h.one_out[0], code
 
 
 @numba.njit(**_JIT)
-def pruning_observe_rows(h, rows, slots, values, costs, converged, has_converged, concurrency, generation, window, prior_mean, prior_precision):
-    """:func:`~.pruning.observe_batch` over the handle's fleet: ``(index, code)``."""
+def pruning_observe_rows(h, rows, slots, values, costs, converged, has_converged, concurrency, generation):
+    """:func:`~.pruning.observe_batch` over the handle's fleet (each arm's own window,
+    each job's own prior): ``(index, code)``."""
     return observe_batch(
         rows, slots, values, h.arm_value, costs, converged, has_converged, h.pruning, concurrency, h.scratch,
-        generation, window, prior_mean, prior_precision, h.history_count, h.history_values, h.chunk_values,
+        generation, h.slot_window, h.slot_offset, h.prior_mean, h.prior_precision, h.history_count, h.history_values, h.chunk_values,
         h.chunk_next, h.slot_chunks, h.pool_used, h.reward_precision, h.posterior_mean, h.posterior_precision,
         h.observation_count,
     )
 
 
 @numba.njit(**_JIT)
-def pruning_observe_one(h, row, value, cost, flag, has_converged, concurrency, generation, window, prior_mean, prior_precision):
+def pruning_observe_one(h, row, value, cost, flag, has_converged, concurrency, generation):
     """One observation of a pruning optimizer: its ``PruningCode``. Nothing changes unless
     it is ``NONE``; ``UNKNOWN_BATCH_SIZE`` and ``NEEDS_POOL`` (grow the history pool,
     then call again) are checked first."""
     slot = find_slot_one(h, row, value)
     if slot < 0:
         return ERR_UNKNOWN_BATCH_SIZE
-    if window == 0 and h.pool_used[0] >= h.chunk_next.shape[0]:
+    if h.slot_window[slot] == 0 and h.pool_used[0] >= h.chunk_next.shape[0]:
         return ERR_NEEDS_POOL
     if h.pruning.stage[row] != STAGE_PRUNING:
         # Thompson-sampling stage: record the reward and refit its arm, nothing else.
-        observe_one_h(h, row, value, cost, 1, window, prior_mean, prior_precision)
+        observe_one_h(h, row, value, cost, 1)
         return ERR_NONE
     h.one_row[0] = row
     h.one_slot[0] = slot
@@ -216,7 +219,6 @@ def pruning_observe_one(h, row, value, cost, flag, has_converged, concurrency, g
     h.one_flag[0] = flag
     index, code = pruning_observe_rows(
         h, h.one_row, h.one_slot, h.one_value, h.one_cost, h.one_flag, has_converged, concurrency, generation,
-        window, prior_mean, prior_precision,
     )
     return code
 

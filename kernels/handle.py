@@ -16,8 +16,11 @@ store arrays           ``arm_start`` ... ``pool_used`` (:data:`STORE_FIELDS`)
 ``scratch``            :class:`~.pruning.ScratchArrays` (empty arrays for plain GTS)
 ``one_*``              one-element buffers of the scalar entry points
 ``sum_*``              summation stack of the scalar refits (``stats.allocate_sum_stack``)
-``config_f``           float64 settings: prior mean, prior precision
-``config_i``           int64 settings: refit (1: learned precision), history window
+``slot_window``, ...   per-job settings (:data:`SETTING_FIELDS`): each arm's history
+                       window and ring offset, each job's prior mean and precision
+                       and explorations per arm (store arrays)
+``num_rounds``         each job's pruning rounds (an empty array for plain GTS)
+``config_i``           int64 settings: refit (1: learned precision)
 =====================  ===================================================
 
 A handle only references arrays; whoever replaces an array (the store, when it
@@ -38,6 +41,7 @@ __all__ = [
     "FleetHandle",
     "FleetHandleType",
     "STORE_FIELDS",
+    "SETTING_FIELDS",
     "HANDLE_FIELDS",
     "new_handle",
     "PowerHandle",
@@ -63,11 +67,20 @@ STORE_FIELDS = (
     "pool_used",
 )
 
-ONE_FIELDS = (
-    "one_row", "one_value", "one_slot", "one_cost", "one_flag", "one_out", "sum_frames", "sum_partial", "config_f", "config_i",
+# Per-slot (window, ring offset) and per-job settings arrays of the store.
+SETTING_FIELDS = (
+    "slot_window",
+    "slot_offset",
+    "prior_mean",
+    "prior_precision",
+    "num_exploration",
 )
 
-HANDLE_FIELDS = STORE_FIELDS + ("streams", "pruning", "scratch") + ONE_FIELDS
+ONE_FIELDS = (
+    "one_row", "one_value", "one_slot", "one_cost", "one_flag", "one_out", "sum_frames", "sum_partial", "config_i",
+)
+
+HANDLE_FIELDS = STORE_FIELDS + SETTING_FIELDS + ("streams", "pruning", "scratch", "num_rounds") + ONE_FIELDS
 
 
 @structref.register
@@ -93,15 +106,17 @@ structref.define_proxy(FleetHandle, FleetHandleType, list(HANDLE_FIELDS))
 def new_handle(
     arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision,
     reward_precision, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used,
-    streams, pruning, scratch, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames, sum_partial,
-    config_f, config_i,
+    slot_window, slot_offset, prior_mean, prior_precision, num_exploration,
+    streams, pruning, scratch, num_rounds, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames,
+    sum_partial, config_i,
 ):
     """A handle over the given arrays (in :data:`HANDLE_FIELDS` order)."""
     return FleetHandle(
         arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision,
         reward_precision, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used,
-        streams, pruning, scratch, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames, sum_partial,
-        config_f, config_i,
+        slot_window, slot_offset, prior_mean, prior_precision, num_exploration,
+        streams, pruning, scratch, num_rounds, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames,
+        sum_partial, config_i,
     )
 
 

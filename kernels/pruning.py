@@ -121,7 +121,8 @@ ERR_NO_CONVERGED = int(PruningCode.NO_CONVERGED)
 ERR_UNKNOWN_BATCH_SIZE = int(PruningCode.UNKNOWN_BATCH_SIZE)
 ERR_NEEDS_POOL = int(PruningCode.NEEDS_POOL)
 
-# The survivors' bandit explores each arm this often before sampling (the reference's 2).
+# The survivors' bandit explores each arm this often before sampling (the reference's 2;
+# the default of the per-job ``num_exploration``).
 TS_NUM_EXPLORATION = 2
 
 
@@ -375,6 +376,7 @@ def _load(scratch, row, generation, st):
 def validate_predict(rows, st, num_rounds, concurrency, allow_empty_final, scratch, generation):
     """First ``(index, ERR_*)`` at which a predict batch would fail, or ``(-1, ERR_NONE)``.
 
+    ``num_rounds[row]`` is each job's number of pruning rounds.
     Writes only ``scratch`` (rows seen this ``generation`` keep their simulated
     stage and awaited value, so repeated rows see the batch's earlier entries).
     """
@@ -390,7 +392,7 @@ def validate_predict(rows, st, num_rounds, concurrency, allow_empty_final, scrat
         # Nothing awaited: this entry advances the state machine. A row advances
         # at most once per predict batch (afterwards it awaits or is in Thompson
         # sampling), so the real state is the state to peek at.
-        outcome = _peek(st, row, num_rounds, allow_empty_final)
+        outcome = _peek(st, row, num_rounds[row], allow_empty_final)
         if outcome == ADVANCE_EXHAUSTED:
             return i, ERR_EXHAUSTED
         if outcome == ADVANCE_FINAL:
@@ -430,7 +432,7 @@ def exhausted_rows(rows, st, num_rounds, out):
         out[i] = (
             st.stage[row] == STAGE_PRUNING
             and st.expecting[row] == 0
-            and _peek(st, row, num_rounds, False) == ADVANCE_EXHAUSTED
+            and _peek(st, row, num_rounds[row], False) == ADVANCE_EXHAUSTED
         )
 
 
@@ -439,7 +441,7 @@ def exhausted_rows(rows, st, num_rounds, out):
 def advance_rows(rows, st, num_rounds, allow_empty_final, arm_start, arm_count, arm_value, codes, out):
     """Advance each (validated) row once: ``codes[i]`` is ``ADVANCE_*``, ``out[i]`` the arm value."""
     for i in range(rows.shape[0]):
-        code, slot = _advance(st, rows[i], num_rounds, allow_empty_final, arm_start, arm_count, arm_value)
+        code, slot = _advance(st, rows[i], num_rounds[rows[i]], allow_empty_final, arm_start, arm_count, arm_value)
         codes[i] = code
         out[i] = arm_value[slot] if slot >= 0 else np.int64(0)
 
@@ -482,7 +484,8 @@ def predict_batch(
     arm_count,
     arm_value,
     arm_active,
-    window,
+    slot_window,
+    slot_offset,
     prior_mean,
     prior_precision,
     history_count,
@@ -494,6 +497,7 @@ def predict_batch(
     posterior_mean,
     posterior_precision,
     observation_count,
+    num_exploration,
     streams,
     out,
 ):
@@ -507,6 +511,11 @@ def predict_batch(
     the active arms, each refitted from the prior on its windowed history
     with reward precision 1/var. Rows past pruning then take one
     Thompson-sampling decision each, in array order. Returns ``(-1, ERR_NONE)``.
+
+    Per-job settings are arrays by row: ``num_rounds``, ``prior_mean``,
+    ``prior_precision`` and ``num_exploration`` (the bandit's explorations per
+    arm, the reference's 2); each arm keeps its job's window (``slot_window``,
+    ``slot_offset``).
     """
     index, code = validate_predict(rows, st, num_rounds, concurrency, False, scratch, generation)
     if code != ERR_NONE:
@@ -519,8 +528,9 @@ def predict_batch(
             start = arm_start[row]
             for slot in range(start, start + arm_count[row]):
                 c = history_count[slot]
-                if window > 0 and c > window:
-                    c = window
+                w = slot_window[slot]
+                if w > 0 and c > w:
+                    c = w
                 if c > longest:
                     longest = c
     rewards = np.empty(longest, np.float64)
@@ -536,7 +546,7 @@ def predict_batch(
             if st.expecting[row] != 0:
                 out[i] = best_known(st, row, arm_value)
                 continue
-            code, slot = _advance(st, row, num_rounds, False, arm_start, arm_count, arm_value)
+            code, slot = _advance(st, row, num_rounds[row], False, arm_start, arm_count, arm_value)
             if code == ADVANCE_NEXT:
                 out[i] = arm_value[slot]
                 continue
@@ -544,8 +554,8 @@ def predict_batch(
             for s in range(start, start + arm_count[row]):
                 arm_active[s] = st.member[s]
                 if st.member[s]:
-                    k = gather_history(s, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
-                    refit_slot(s, rewards, k, scratch, frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision, observation_count)
+                    k = gather_history(s, slot_window[s], slot_offset[s], history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+                    refit_slot(s, rewards, k, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean, posterior_precision, observation_count)
         ts_rows[n_ts] = row
         ts_index[n_ts] = i
         n_ts += 1
@@ -560,7 +570,7 @@ def predict_batch(
             observation_count,
             posterior_mean,
             posterior_precision,
-            TS_NUM_EXPLORATION,
+            num_exploration,
             streams,
             ts_out,
         )
@@ -582,7 +592,8 @@ def observe_batch(
     concurrency,
     scratch,
     generation,
-    window,
+    slot_window,
+    slot_offset,
     prior_mean,
     prior_precision,
     history_count,
@@ -612,10 +623,12 @@ def observe_batch(
     refit = np.empty(rows.shape[0], np.uint8)
     observe_control(rows, slots, arm_value, costs, converged, st, refit)
     observe_refit(
+        rows,
         slots,
         costs,
         refit,
-        window,
+        slot_window,
+        slot_offset,
         prior_mean,
         prior_precision,
         history_count,

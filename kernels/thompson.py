@@ -6,10 +6,13 @@ were registered. Per-arm arrays are indexed by slot. ``arm_active`` marks the
 slots that are arms of the job's bandit (all of them for plain GTS, the
 survivors of pruning for PruningGTS); the bandit's arm order is slot order.
 
-Reward history per slot is either a ring buffer of ``window`` doubles
-(``history_values[slot * window + k]``), or, with ``window == 0``, unbounded
-and kept in a pool of fixed-size chunks linked per slot. ``history_count[slot]``
-is the number of rewards ever appended.
+Reward history is kept per slot with the slot's own window
+``slot_window[slot]``: a ring buffer of ``W > 0`` doubles, contiguous in the
+ring pool at ``history_values[slot_offset[slot] : slot_offset[slot] + W]``, or,
+with ``W == 0``, unbounded and kept in a pool of fixed-size chunks linked per
+slot. ``history_count[slot]`` is the number of rewards ever appended. Per-job
+settings (``prior_mean``, ``prior_precision``, ``num_exploration``) are arrays
+indexed by row.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def thompson_predict(
 
     Per row, exactly the reference's draws: a random order of the bandit's arms
     (``choice(arms, k, replace=False)``); the first arm in that order with fewer
-    than ``num_exploration`` observations is chosen. Otherwise one normal per arm
+    than ``num_exploration[row]`` observations is chosen. Otherwise one normal per arm
     in arm order from N(mean, 1/precision), and the first maximum wins.
     """
     max_arms = 0
@@ -115,7 +118,7 @@ def thompson_predict(
         row = rows[i]
         out[i] = _thompson_row(
             row, arm_start[row], arm_count[row], arm_active, arm_value, observation_count,
-            posterior_mean, posterior_precision, num_exploration, streams, active, order, taken,
+            posterior_mean, posterior_precision, num_exploration[row], streams, active, order, taken,
         )
 
 
@@ -137,11 +140,12 @@ def find_arm_slots(rows, values, arm_start, arm_count, arm_value, out):
 
 
 @numba.njit(**_JIT_HELPER)
-def append_history(slot, reward, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used):
-    """Append one reward to ``slot``'s history (ring buffer or chunk list)."""
+def append_history(slot, reward, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used):
+    """Append one reward to ``slot``'s history: its ring of ``window`` places at ``offset``
+    (``slot_window[slot]``, ``slot_offset[slot]``), or its chunk list when ``window`` is 0."""
     n = history_count[slot]
     if window > 0:
-        history_values[slot * window + n % window] = reward
+        history_values[offset + n % window] = reward
     else:
         pos = n % CHUNK
         if pos == 0:
@@ -159,15 +163,16 @@ def append_history(slot, reward, window, history_count, history_values, chunk_va
 
 
 @numba.njit(**_JIT_HELPER)
-def gather_history(slot, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, out):
-    """Copy ``slot``'s windowed rewards, oldest first, into ``out``; return how many."""
+def gather_history(slot, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, out):
+    """Copy ``slot``'s windowed rewards, oldest first, into ``out``; return how many
+    (``window``, ``offset``: the slot's ``slot_window`` and ``slot_offset``)."""
     n = history_count[slot]
     if window > 0:
         fill = n if n < window else window
         # One modulo, then wrap by comparison: a division per reward would
         # cost more than the statistics themselves.
         pos = (n - fill) % window
-        base = slot * window
+        base = offset
         for k in range(fill):
             out[k] = history_values[base + pos]
             pos += 1
@@ -217,10 +222,12 @@ def observe_incremental(slots, costs, reward_precision, posterior_mean, posterio
 
 @numba.njit(**_JIT)
 def observe_refit(
+    rows,
     slots,
     costs,
     refit,
-    window,
+    slot_window,
+    slot_offset,
     prior_mean,
     prior_precision,
     history_count,
@@ -236,17 +243,20 @@ def observe_refit(
 ):
     """Learned reward precision: append -cost to the arm's history, then refit it.
 
-    ``refit[i] == 0`` only records the reward (pruning stage, or an arm that is
+    ``slots[i]`` is an arm of job ``rows[i]``, whose prior is
+    ``prior_mean[rows[i]]``, ``prior_precision[rows[i]]``. ``refit[i] == 0`` only records the reward (pruning stage, or an arm that is
     not in the bandit). Observations apply in array order, so repeated slots
     see each other's rewards exactly as sequential calls would.
     """
     max_n = 0
     for i in range(slots.shape[0]):
-        c = history_count[slots[i]] + 1
+        slot = slots[i]
+        c = history_count[slot] + 1
+        w = slot_window[slot]
+        if w > 0 and c > w:
+            c = w
         if c > max_n:
             max_n = c
-    if window > 0 and max_n > window:
-        max_n = window
     # Repeated slots in the batch can grow past the pre-batch count.
     max_n += slots.shape[0]
     rewards = np.empty(max_n, np.float64)
@@ -255,10 +265,13 @@ def observe_refit(
     partial = np.empty(SUM_STACK_DEPTH, np.float64)
     for i in range(slots.shape[0]):
         slot = slots[i]
-        append_history(slot, -costs[i], window, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
+        window = slot_window[slot]
+        offset = slot_offset[slot]
+        append_history(slot, -costs[i], window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
         if refit[i]:
-            n = gather_history(slot, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
-            refit_slot(slot, rewards, n, scratch, frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision, observation_count)
+            row = rows[i]
+            n = gather_history(slot, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+            refit_slot(slot, rewards, n, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean, posterior_precision, observation_count)
 
 
 @numba.njit(**_JIT_PARALLEL)
@@ -294,7 +307,7 @@ def thompson_predict_parallel(
             row = rows[i]
             out[i] = _thompson_row(
                 row, arm_start[row], arm_count[row], arm_active, arm_value, observation_count,
-                posterior_mean, posterior_precision, num_exploration, streams, active, order, taken,
+                posterior_mean, posterior_precision, num_exploration[row], streams, active, order, taken,
             )
 
 
@@ -309,17 +322,18 @@ def rows_are_unique(rows, marks, generation):
 
 
 @numba.njit(**_JIT)
-def check_history_chunks(slot_chunks, chunk_next, history_count):
+def check_history_chunks(slot_chunks, chunk_next, history_count, slot_window):
     """First arm slot whose unbounded-history chunk chain is inconsistent, or -1.
 
-    A chain must have ceil(count / CHUNK) links inside the pool, share no
-    chunk with another arm, and end at the slot's recorded last chunk.
+    Only slots with ``slot_window == 0`` keep chunks. A chain must have
+    ceil(count / CHUNK) links inside the pool, share no chunk with another
+    arm, and end at the slot's recorded last chunk.
     """
     n_pool = chunk_next.shape[0]
     owner = np.full(n_pool, -1, np.int64)
     for slot in range(history_count.shape[0]):
         need = (history_count[slot] + CHUNK - 1) // CHUNK
-        if need == 0:
+        if need == 0 or slot_window[slot] != 0:
             continue
         chunk = slot_chunks[slot, 0]
         last = -1
@@ -340,7 +354,8 @@ def observe_one(
     value,
     cost,
     refit,
-    window,
+    slot_window,
+    slot_offset,
     prior_mean,
     prior_precision,
     arm_start,
@@ -361,7 +376,8 @@ def observe_one(
     without changing anything when ``value`` is not one of the row's arms.
 
     ``refit`` 0: known reward precision (incremental fit, no history kept);
-    1: append to the history and refit from the prior with the learned precision.
+    1: append to the slot's history (its own window) and refit from the job's
+    prior (``prior_mean[row]``, ``prior_precision[row]``) with the learned precision.
     """
     start = arm_start[row]
     slot = -1
@@ -377,12 +393,14 @@ def observe_one(
         posterior_precision[slot] = prec
         observation_count[slot] += 1
         return slot
-    append_history(slot, -cost, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
+    window = slot_window[slot]
+    offset = slot_offset[slot]
+    append_history(slot, -cost, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
     n = history_count[slot] if window == 0 or history_count[slot] < window else window
     rewards = np.empty(n, np.float64)
     scratch = np.empty(n, np.float64)
     frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
     partial = np.empty(SUM_STACK_DEPTH, np.float64)
-    n = gather_history(slot, window, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
-    refit_slot(slot, rewards, n, scratch, frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision, observation_count)
+    n = gather_history(slot, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
+    refit_slot(slot, rewards, n, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean, posterior_precision, observation_count)
     return slot

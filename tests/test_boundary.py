@@ -71,6 +71,19 @@ SUBJECTS = {
 }
 
 
+def _job_settings(o, n: int) -> dict:
+    """Valid per-job settings keywords of register_job (n == 1: one value each) or
+    register_jobs (one value per job)."""
+    window = 3 if getattr(o, "learn_reward_precision", True) else 0
+    out = dict(window_size=window, prior_mean=-1.5, prior_precision=2.0, num_exploration=1)
+    if _pruning_like(o):
+        out["num_pruning_rounds"] = 2
+    if n == 1:
+        out["seed"] = 7
+        return out
+    return {k: [v] * n for k, v in out.items()}
+
+
 def _saved(obj, tmp_path):
     path = tmp_path / "ok.bfckpt"
     obj.save(path)
@@ -81,9 +94,12 @@ def _saved(obj, tmp_path):
 # replace one argument at a time with an invalid value of its declared constraint.
 _BSO_VALID = {
     "__init__": lambda o, t: dict(o._settings(), verbose=False),
-    "register_job": lambda o, t: dict(job="new", batch_sizes=[8, 16], **({"default_bs": 8} if _pruning_like(o) else {})),
+    "register_job": lambda o, t: dict(
+        job="new", batch_sizes=[8, 16], **_job_settings(o, 1), **({"default_bs": 8} if _pruning_like(o) else {})
+    ),
     "register_jobs": lambda o, t: dict(
-        jobs=["new", "new2"], batch_sizes=[[8, 16], [8, 32]], seeds=[1, 2], **({"default_bs": [8, 8]} if _pruning_like(o) else {})
+        jobs=["new", "new2"], batch_sizes=[[8, 16], [8, 32]], seeds=[1, 2], **_job_settings(o, 2),
+        **({"default_bs": [8, 8]} if _pruning_like(o) else {}),
     ),
     "predict": lambda o, t: dict(job="a"),
     "predict_many": lambda o, t: dict(jobs=["a", "b"], **({} if _pruning_like(o) else {"parallel": False})),
@@ -92,6 +108,7 @@ _BSO_VALID = {
     "rows": lambda o, t: dict(jobs=["a", "b"]),
     "batch_sizes_of": lambda o, t: dict(job="a"),
     "arm_state": lambda o, t: dict(job="a"),
+    "job_settings": lambda o, t: dict(job="a"),
     "pruning_state": lambda o, t: dict(job="a"),
     "survivors": lambda o, t: dict(job="a"),
     "exhausted_many": lambda o, t: dict(jobs=["a", "b"]),

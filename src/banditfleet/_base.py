@@ -20,7 +20,7 @@ from banditfleet.checkpoint import decode_keys, encode_keys, read_checkpoint, wr
 from banditfleet.errors import CheckpointError, JournalError, UnknownBatchSizeError, UnknownJobError
 from banditfleet._fastcall import entry_point
 from banditfleet.kernels.fleet import NEEDS_POOL, observe_one_h, predict_one
-from banditfleet.kernels.handle import STORE_FIELDS, new_handle
+from banditfleet.kernels.handle import SETTING_FIELDS, STORE_FIELDS, new_handle
 from banditfleet.kernels.stats import allocate_sum_stack
 from banditfleet.kernels.pruning import PRUNING_FIELDS, SCRATCH_FIELDS, PruningArrays, ScratchArrays
 from banditfleet.kernels.thompson import find_arm_slots
@@ -47,10 +47,27 @@ class ArmState(NamedTuple):
 # dtypes, so every optimizer's handle has one numba type (one compilation).
 _EMPTY_PRUNING = PruningArrays(*(np.zeros(0, f[1]) for f in PRUNING_FIELDS))
 _EMPTY_SCRATCH = ScratchArrays(*(np.zeros(0, f[1]) for f in SCRATCH_FIELDS))
+_EMPTY_ROUNDS = np.zeros(0, np.int64)
 
 
 # Per-optimizer handle state that copies and pickles leave out (see __getstate__).
 _HANDLE_STATE = ("_h", "_handle_version", "_handle_type", "_entry_points", "_handle_ones")
+
+
+def _replayed_settings(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-job settings a register record carries, as ``register_jobs`` keywords.
+
+    Records hold the settings that were given, as ``setting.<name>`` arrays
+    (journals written before per-job settings hold at most ``seeds``).
+    """
+    out: dict[str, np.ndarray] = {}
+    if "seeds" in arrays:
+        out["seeds"] = arrays["seeds"]
+    for name, values in arrays.items():
+        if name.startswith("setting."):
+            setting = name[len("setting.") :]
+            out["seeds" if setting == "seed" else setting] = values
+    return out
 
 
 class _FleetOptimizer(Journaled):
@@ -58,6 +75,8 @@ class _FleetOptimizer(Journaled):
 
     _store: FleetStore
     verbose: bool
+    # Per-job settings arrays of the store, besides the window.
+    _JOB_SETTINGS: tuple[str, ...] = ("prior_mean", "prior_precision", "num_exploration", "seed")
 
     @property
     def name(self) -> str:  # pragma: no cover - overridden
@@ -160,10 +179,7 @@ class _FleetOptimizer(Journaled):
         return self._REORDER.get(kind)
 
     def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
-        if "seeds" in arrays:
-            self.register_jobs(keys, arm_lists, seeds=arrays["seeds"])
-        else:
-            self.register_jobs(keys, arm_lists)
+        self.register_jobs(keys, arm_lists, **_replayed_settings(arrays))
 
     # Records hold the int64 rows the call resolved; they go back through tagged rows of
     # this store (a plain integer array would be read as job keys).
@@ -342,9 +358,10 @@ class _FleetOptimizer(Journaled):
         }
 
     # ------------------------------------------------------------ fleet handle
-    def _handle_extra(self) -> tuple[Any, Any]:
-        """The pruning and scratch tuples of the handle (empty ones for plain GTS)."""
-        return _EMPTY_PRUNING, _EMPTY_SCRATCH
+    def _handle_extra(self) -> tuple[Any, Any, np.ndarray]:
+        """The pruning and scratch tuples and per-job pruning rounds of the handle
+        (empty ones for plain GTS)."""
+        return _EMPTY_PRUNING, _EMPTY_SCRATCH, _EMPTY_ROUNDS
 
     # Set on the first _handle() call: the handle, the store layout it was built
     # for, its numba type, and the compiled entry points resolved for that type.
@@ -360,12 +377,12 @@ class _FleetOptimizer(Journaled):
             state.pop(name, None)
         return state
 
-    def _handle_config(self) -> tuple[np.ndarray, np.ndarray]:
-        """The handle's settings: float64 (prior mean, prior precision) and int64 (refit, window)."""
-        refit, window = self._observe_settings()
-        return np.array([self.prior_mean, self.prior_precision], np.float64), np.array([refit, window], np.int64)
+    def _handle_config(self) -> np.ndarray:
+        """The handle's int64 settings: refit (1: learned precision). Windows and priors
+        are per job, in the store's arrays."""
+        return np.array([self._observe_settings()], np.int64)
 
-    def _observe_settings(self) -> tuple[int, int]:  # pragma: no cover - overridden
+    def _observe_settings(self) -> int:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def _handle(self) -> Any:
@@ -383,10 +400,13 @@ class _FleetOptimizer(Journaled):
             ones = d["_handle_ones"] = (
                 np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64),
                 np.zeros(1, np.float64), np.zeros(1, np.uint8), np.zeros(1, np.int64), *allocate_sum_stack(),
-                *self._handle_config(),
+                self._handle_config(),
             )
-        pruning, scratch = self._handle_extra()
-        h = new_handle(*(getattr(s, name) for name in STORE_FIELDS), s.streams, pruning, scratch, *ones)
+        pruning, scratch, num_rounds = self._handle_extra()
+        h = new_handle(
+            *(getattr(s, name) for name in STORE_FIELDS), *(getattr(s, name) for name in SETTING_FIELDS),
+            s.streams, pruning, scratch, num_rounds, *ones,
+        )
         htype = numba.typeof(h)
         if self._handle_type != htype:
             # Other array types (e.g. adopted from a checkpoint): resolve the entry points again.
@@ -395,6 +415,20 @@ class _FleetOptimizer(Journaled):
         self._h = h
         self._handle_version = s.layout_version
         return h
+
+    @B.declare(job=B.KEY)
+    def job_settings(self, job: Hashable) -> dict[str, Any]:
+        """The job's own settings (given at registration, else the optimizer's then).
+
+        ``window_size`` is 0 when every reward is kept (or none is needed).
+        """
+        s = self._store
+        row = s.row(job)
+        out: dict[str, Any] = {"window_size": max(int(s.job_windows(np.array([row]))[0]), 0)}
+        for name in self._JOB_SETTINGS:
+            value = getattr(s, name)[row]
+            out[name] = float(value) if value.dtype.kind == "f" else int(value)
+        return out
 
     # ------------------------------------------------------ scalar fast path
     def _fast(self, name: str, dispatcher: Any, args: tuple[Any, ...]) -> Any:
@@ -411,24 +445,26 @@ class _FleetOptimizer(Journaled):
             fn = cache[name] = entry_point(dispatcher, args)
         return fn(*args)
 
-    def _sample_one(self, row: int, num_exploration: int) -> int:
-        """Thompson-sample job ``row``; journal the predict; return the batch size."""
+    def _sample_one(self, row: int) -> int:
+        """Thompson-sample job ``row`` (its own ``num_exploration``); journal the predict;
+        return the batch size."""
         h = self._h if self._handle_version == self._store.layout_version else self._handle()
         fn = self._entry_points.get("predict_one")
         if fn is None:
-            bs = self._fast("predict_one", predict_one, (h, row, num_exploration))
+            bs = self._fast("predict_one", predict_one, (h, row))
         else:
-            bs = fn(h, row, num_exploration)
+            bs = fn(h, row)
         if self._folder is not None:
             self._record("predict", {"rows": np.array([row], np.int64)})
         return bs
 
-    def _observe_slot(self, row: int, bs: int, cost: float, refit: int, window: int) -> int:
-        """One observation through ``observe_one``; returns its slot, or -1 (nothing changed)
+    def _observe_slot(self, row: int, bs: int, cost: float, refit: int) -> int:
+        """One observation through ``observe_one`` (the arm's own window, the job's own prior);
+        returns its slot, or -1 (nothing changed)
         when ``bs`` is not one of the row's batch sizes. Grows the history pool when
         the kernel asks for it (-2, nothing changed)."""
         h = self._h if self._handle_version == self._store.layout_version else self._handle()
-        args = (h, row, bs, cost, refit, window, self.prior_mean, self.prior_precision)
+        args = (h, row, bs, cost, refit)
         fn = self._entry_points.get("observe_one")
         slot = self._fast("observe_one", observe_one_h, args) if fn is None else fn(*args)
         if slot == NEEDS_POOL:

@@ -450,6 +450,72 @@ class Setting(Constraint):
         return [self.minimum - 1, 2**63, 1.0, 2.5] + list(self.forbid) + _not_numbers()
 
 
+class PerJob(Constraint):
+    """A per-job setting given at registration (``register_jobs(..., window_size=...)``):
+    None (every job takes the optimizer's value), one value for every job of the
+    batch, or one value per job; each value obeys ``inner``."""
+
+    def __init__(self, inner: Constraint, dtype: Any) -> None:
+        self.inner = inner
+        self.dtype = np.dtype(dtype)
+        self.noun = inner.noun
+        self.what = inner.what
+        self.error = inner.error
+
+    def check(self, value: Any, who: str = "") -> Any:
+        return self.inner.check(value, who)
+
+    def check_many(self, values: Any, n: int, who_at: _Who) -> np.ndarray | None:
+        """One value per job as ``dtype``, or None when ``values`` is None."""
+        if values is None:
+            return None
+        if isinstance(values, np.ndarray) and values.ndim == 0:
+            values = values.item()
+        if not isinstance(values, (list, tuple, range, np.ndarray)):
+            one = self.inner.check(values, who_at(0) if n == 1 else "")
+            return np.full(n, one, self.dtype)
+        if isinstance(values, np.ndarray) and values.ndim != 1:
+            raise self.error(f"{self.noun}: expected a 1-D array of {n} values (one per job), got shape {values.shape}")
+        if len(values) != n:
+            raise self.error(f"{self.noun}: expected {n} values (one per job), got {len(values)}")
+        if isinstance(values, np.ndarray):
+            good = self._good(values)
+            if good is not None:
+                if n and not good.all():
+                    i = int(np.argmin(good))
+                    raise self.inner.refuse(_item(values[i]), who_at(i))
+                return values.astype(self.dtype)
+            items = values.tolist()
+        else:
+            items = list(values)
+        out = np.empty(n, self.dtype)
+        for i, v in enumerate(items):
+            out[i] = self.inner.check(v, who_at(i))
+        return out
+
+    def _good(self, arr: np.ndarray) -> np.ndarray | None:
+        """Which entries of a numeric array are valid (vectorized), or None: check one by one."""
+        inner, kind = self.inner, arr.dtype.kind
+        if isinstance(inner, Setting) and kind in "iu":
+            good = (arr >= inner.minimum) & (arr <= inner.maximum)
+            for v in inner.forbid:
+                good &= arr != v
+            return good
+        if isinstance(inner, Seed) and kind in "iu":
+            return arr >= 0
+        if isinstance(inner, Real) and kind in "iuf":
+            f = arr.astype(np.float64)
+            good = ~np.isnan(f) & (np.isfinite(f) | (inner.allow_inf & (f > 0)))
+            if inner.minimum is not None:
+                good &= f >= inner.minimum
+            return good
+        return None
+
+    def invalid_examples(self) -> list[Any]:
+        # None is valid here: it takes the optimizer's value.
+        return [v for v in self.inner.invalid_examples() if v is not None]
+
+
 class FlagSetting(Flag):
     """A boolean setting (``verbose``, ``concurrency``, ``learn_reward_precision``)."""
 
@@ -560,6 +626,15 @@ WINDOW_SIZE = Setting(
     forbid={1: "cannot work: the survivors' reward precision is 1/var of at least two windowed rewards; use 0 (unbounded) or >= 2"},
 )
 NUM_PRUNING_ROUNDS = Setting("num_pruning_rounds", 1)
+# Per-job settings of register_job(s) (None: the optimizer's value). A window is
+# allocated whole per arm (8 bytes a reward), hence its limit.
+MAX_WINDOW = 2**20
+JOB_WINDOW_SIZE = PerJob(Setting("window_size", 0, MAX_WINDOW, forbid=dict(WINDOW_SIZE.forbid)), np.int64)
+JOB_PRIOR_MEAN = PerJob(PRIOR_MEAN, np.float64)
+JOB_PRIOR_PRECISION = PerJob(PRIOR_PRECISION, np.float64)
+JOB_NUM_EXPLORATION = PerJob(NUM_EXPLORATION, np.int64)
+JOB_SEED = PerJob(Seed(), np.uint64)
+JOB_NUM_PRUNING_ROUNDS = PerJob(NUM_PRUNING_ROUNDS, np.int64)
 
 
 # ------------------------------------------------------------- registrations

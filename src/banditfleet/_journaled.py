@@ -110,9 +110,11 @@ def _recover(spec: FolderSpec, f: OptimizerFolder, stored: dict[str, Any], setti
     if settings:
         try:
             wanted = spec.create({**stored_settings, **settings}, False)._settings()
+            # A folder written before a setting existed stores no value for it: it has the default.
+            baseline = spec.create(stored_settings, False)._settings()
         except (TypeError, ValueError) as exc:
             raise JournalError(f"{f.path}: settings {settings!r} contradict the stored {stored_settings!r}: {exc}") from None
-        differ = {k: (stored_settings.get(k), wanted[k]) for k in wanted if wanted[k] != stored_settings.get(k)}
+        differ = {k: (baseline.get(k), wanted[k]) for k in wanted if wanted[k] != baseline.get(k)}
         if differ:
             detail = ", ".join(f"{k}={new!r} (stored {old!r})" for k, (old, new) in differ.items())
             raise JournalError(f"{f.path}: settings contradict the stored ones: {detail}")

@@ -51,7 +51,11 @@ MAGIC = b"BANDITFLEET-CKPT"
 END = b"BANDITFLEET-END\0"
 # 2: batch-size optimizers store each job's registration seed (job.seed); version-1 files
 # still load (their jobs take the optimizer's seed as registration seed).
-FORMAT_VERSION = 2
+# 3: per-job settings (job.prior_mean, job.prior_precision, job.num_exploration,
+# job.num_pruning_rounds) and per-slot history windows (arm.slot_window, arm.slot_offset;
+# history.values is the ring pool, the chunk arrays are always present when history is
+# kept); version 1 and 2 files still load (their jobs take the optimizer-wide settings).
+FORMAT_VERSION = 3
 _ALIGN = 64
 _PREFIX = struct.Struct("<16sIII")
 _MAX_HEADER = 64 << 20

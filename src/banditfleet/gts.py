@@ -10,12 +10,13 @@ import numpy as np
 
 from banditfleet import _boundary as B
 from banditfleet._base import JobsLike, _FleetOptimizer
+from banditfleet._settings import job_settings, one_job_settings
 from banditfleet.errors import ConfigurationError
 from banditfleet.kernels.streams import allocate_streams, seed_streams
 from banditfleet.kernels.fleet import NEEDS_POOL, observe_one_c, observe_rows_incremental, observe_rows_refit, predict_rows
 from banditfleet.kernels.thompson import rows_are_unique, thompson_predict_parallel
 from banditfleet.rows import Rows
-from banditfleet.store import HISTORY_NONE, HISTORY_UNBOUNDED, FleetStore
+from banditfleet.store import HISTORY_NONE, FleetStore
 
 __all__ = ["GTSBatchSizeOptimizer", "seed_template", "check_seed", "check_seeds"]
 
@@ -37,6 +38,15 @@ def seed_template(seed: int):
     return template
 
 
+def _add_setting_arrays(store: FleetStore, prior_mean: float, prior_precision: float, num_exploration: int, seed: int) -> None:
+    """Per-job settings arrays (filled with the optimizer's values, also for checkpoints from before them)."""
+    store.add_job_array("prior_mean", np.float64, prior_mean, optional=True)
+    store.add_job_array("prior_precision", np.float64, prior_precision, optional=True)
+    store.add_job_array("num_exploration", np.int64, num_exploration, optional=True)
+    store.add_job_array("seed", np.uint64, seed, optional=True)
+
+
+
 class GTSBatchSizeOptimizer(_FleetOptimizer):
     """One Gaussian Thompson-sampling bandit per job over its batch sizes.
 
@@ -55,6 +65,14 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             Thompson sampling starts.
         seed: Seed of every job's random stream.
         verbose: Log each scalar decision through the ``banditfleet`` logger.
+        window_size: With learned reward precision, fit each arm on its last
+            ``window_size`` rewards (0: all of them, the reference). Must be 0
+            when the precision is known. 1 is refused (one reward has no variance).
+
+    ``window_size``, ``prior_mean``, ``prior_precision``, ``num_exploration``
+    and ``seed`` are defaults: each job may be registered with its own
+    (:meth:`register_jobs`), and then decides exactly as a reference
+    optimizer constructed with those values would.
     """
 
     @B.declare(
@@ -65,6 +83,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         num_exploration=B.NUM_EXPLORATION,
         seed=B.SEED,
         verbose=B.VERBOSE,
+        window_size=B.WINDOW_SIZE,
     )
     def __init__(
         self,
@@ -75,6 +94,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         num_exploration: int = 1,
         seed: int = 123456,
         verbose: bool = True,
+        window_size: int = 0,
     ) -> None:
         self.learn_reward_precision = B.LEARN_REWARD_PRECISION.check(learn_reward_precision)
         self._refit = 1 if self.learn_reward_precision else 0  # observe_one_c: refit from a kept history
@@ -84,15 +104,20 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         self.num_exploration = B.NUM_EXPLORATION.check(num_exploration)
         self.seed = B.SEED.check(seed)
         self.verbose = B.VERBOSE.check(verbose)
+        self.window_size = B.WINDOW_SIZE.check(window_size)
+        if self.window_size and not self.learn_reward_precision:
+            raise ConfigurationError(
+                f"window_size={window_size!r} needs learn_reward_precision=True (a known precision keeps no history)"
+            )
         if not self.learn_reward_precision and self.reward_precision == 0.0 and self.prior_precision == 0.0:
             raise ConfigurationError(
                 "learn_reward_precision=False with reward_precision=0 and prior_precision=0 gives every "
                 "posterior precision 0 and mean 0/0 = NaN; give a positive reward_precision or prior_precision"
             )
-        self._store = FleetStore(HISTORY_UNBOUNDED if self.learn_reward_precision else HISTORY_NONE)
+        self._store = FleetStore(self.window_size if self.learn_reward_precision else HISTORY_NONE)
         self._store.row_space.owner = f"{type(self).__name__}@{id(self):x}"
-        # Each job's registration seed, so reset_jobs can seed it again.
-        self._store.add_job_array("seed", np.uint64, self.seed)
+        # Per-job settings, the registration seed among them (reset_jobs seeds the job with it again).
+        _add_setting_arrays(self._store, self.prior_mean, self.prior_precision, self.num_exploration, self.seed)
         self._template = seed_template(self.seed)
         # Reused one-element buffers of the scalar fast path (safe: every public call holds the optimizer's lock).
 
@@ -109,66 +134,156 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             "prior_precision": self.prior_precision,
             "num_exploration": self.num_exploration,
             "seed": self.seed,
+            "window_size": self.window_size,
         }
 
     # ----------------------------------------------------------- registration
-    @B.declare(job=B.KEY, batch_sizes=B.ARM)
-    def register_job(self, job: Hashable, batch_sizes: Sequence[int]) -> None:
+    @B.declare(
+        job=B.KEY,
+        batch_sizes=B.ARM,
+        window_size=B.JOB_WINDOW_SIZE,
+        prior_mean=B.JOB_PRIOR_MEAN,
+        prior_precision=B.JOB_PRIOR_PRECISION,
+        num_exploration=B.JOB_NUM_EXPLORATION,
+        seed=B.JOB_SEED,
+    )
+    def register_job(
+        self,
+        job: Hashable,
+        batch_sizes: Sequence[int],
+        *,
+        window_size: int | None = None,
+        prior_mean: float | None = None,
+        prior_precision: float | None = None,
+        num_exploration: int | None = None,
+        seed: int | None = None,
+    ) -> None:
         """Register ``job`` with its batch sizes (their order fixes exploration order and ties).
 
-        Registering a job again with the same batch sizes changes nothing.
+        The keyword settings override the optimizer's for this job (see
+        :meth:`register_jobs`). Registering a job again with the same batch
+        sizes and settings changes nothing; different ones are a
+        :class:`JobConflictError`.
         """
-        self.register_jobs([job], [batch_sizes])
+        one = one_job_settings(
+            {"window_size": window_size, "prior_mean": prior_mean, "prior_precision": prior_precision,
+             "num_exploration": num_exploration, "seed": seed},
+            job,
+        )
+        seed = one.pop("seed")
+        self.register_jobs(
+            [job], [batch_sizes], seeds=None if seed is None else [seed], **one,
+        )
         self._log(f"Registered {job}")
 
-    @B.declare(jobs=B.JOBS, batch_sizes=B.ARM, seeds=B.SEEDS)
+    @B.declare(
+        jobs=B.JOBS,
+        batch_sizes=B.ARM,
+        seeds=B.SEEDS,
+        window_size=B.JOB_WINDOW_SIZE,
+        prior_mean=B.JOB_PRIOR_MEAN,
+        prior_precision=B.JOB_PRIOR_PRECISION,
+        num_exploration=B.JOB_NUM_EXPLORATION,
+    )
     def register_jobs(
         self,
         jobs: Sequence[Hashable],
         batch_sizes: Sequence[Sequence[int]] | np.ndarray,
         seeds: Any = None,
+        *,
+        window_size: Any = None,
+        prior_mean: Any = None,
+        prior_precision: Any = None,
+        num_exploration: Any = None,
     ) -> Rows:
         """Register many jobs at once; returns their tagged :class:`~banditfleet.rows.Rows`.
 
         ``batch_sizes`` is one list per job, or a 2-D integer array when all
-        jobs have the same number of batch sizes (fastest). ``seeds`` (one per
-        job) gives each new job its own stream, as if each had its own
-        reference optimizer with that seed; by default every job uses ``seed``.
+        jobs have the same number of batch sizes (fastest). ``seeds`` gives
+        each new job its own stream, as if each had its own reference
+        optimizer with that seed; by default every job uses ``seed``.
+
+        Per-job settings -- ``seeds``, ``window_size`` (rewards the learned
+        precision is fitted on, 0: all), ``prior_mean``, ``prior_precision``
+        (of the Gaussian prior on an arm's reward = -cost) and
+        ``num_exploration`` -- are each one value for every job of the batch
+        or one per job; None takes the optimizer's value. A job decides as a
+        reference optimizer constructed with its settings would. Invalid
+        values raise :class:`ConfigurationError` naming the job; a job
+        registered again must bring the same batch sizes and settings
+        (:class:`JobConflictError`). Nothing is registered unless the whole
+        batch is valid.
         """
         s = self._store
         jobs = B.key_list(jobs)
-        job_seeds = check_seeds(seeds, jobs)
+        given = job_settings(
+            {"window_size": window_size, "prior_mean": prior_mean, "prior_precision": prior_precision,
+             "num_exploration": num_exploration, "seed": seeds},
+            jobs,
+        )
+        settings = self._resolve_settings(jobs, given)
+        windows = settings.pop("window_size", None)
         encoded = self._journal_keys(jobs)
-        rows, new = s.register(jobs, batch_sizes)
+        rows, new = s.register(jobs, batch_sizes, settings, windows)
         new_rows = rows[new]
         if new_rows.size:
             slots = s.job_slots(new_rows)
-            s.posterior_mean[slots] = self.prior_mean
-            s.posterior_precision[slots] = self.prior_precision
+            counts = s.arm_count[new_rows]
+            s.posterior_mean[slots] = np.repeat(s.prior_mean[new_rows], counts)
+            s.posterior_precision[slots] = np.repeat(s.prior_precision[new_rows], counts)
             s.reward_precision[slots] = self.reward_precision
             s.observation_count[slots] = 0
-            if job_seeds is None:
+            if "seed" not in given:
                 for dst, src in zip(s.streams, self._template):
                     dst[new_rows] = src[0]
             else:
-                seed_streams(s.streams, new_rows, job_seeds[new])
-                s.seed[new_rows] = job_seeds[new]
-        self._record_register(encoded, batch_sizes, arrays=None if job_seeds is None else {"seeds": job_seeds})
+                seed_streams(s.streams, new_rows, s.seed[new_rows])
+        self._record_register(encoded, batch_sizes, arrays={f"setting.{k}": v for k, v in given.items()})
         return s.row_space.tag(rows)
 
+    def _resolve_settings(self, jobs: list[Hashable], given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every per-job setting for ``jobs`` (given, else the optimizer's), checked together."""
+        n = len(jobs)
+        defaults = {"prior_mean": (self.prior_mean, np.float64), "prior_precision": (self.prior_precision, np.float64),
+                    "num_exploration": (self.num_exploration, np.int64), "seed": (self.seed, np.uint64)}
+        out = {name: given[name] if name in given else np.full(n, value, dtype) for name, (value, dtype) in defaults.items()}
+        if "window_size" in given:
+            windows = given["window_size"]
+            if not self.learn_reward_precision:
+                bad = np.flatnonzero(windows != 0)
+                if bad.size:
+                    i = int(bad[0])
+                    raise ConfigurationError(
+                        f"job {jobs[i]!r}: window_size={int(windows[i])} needs learn_reward_precision=True "
+                        f"(a known precision keeps no history)"
+                    )
+            else:
+                out["window_size"] = windows
+        if not self.learn_reward_precision and self.reward_precision == 0.0 and "prior_precision" in given:
+            zero = np.flatnonzero(out["prior_precision"] == 0.0)
+            if zero.size:
+                i = int(zero[0])
+                raise ConfigurationError(
+                    f"job {jobs[i]!r}: prior_precision=0.0 with the known reward_precision=0 gives every posterior "
+                    f"precision 0 and mean 0/0 = NaN; give it a positive prior_precision"
+                )
+        return out
+
     def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:
-        """Arms at the prior, no observations, streams seeded as at registration."""
+        """Arms at the job's prior, no observations, streams seeded as at registration
+        (the job keeps its settings)."""
         s = self._store
-        s.posterior_mean[slots] = self.prior_mean
-        s.posterior_precision[slots] = self.prior_precision
+        counts = s.arm_count[rows]
+        s.posterior_mean[slots] = np.repeat(s.prior_mean[rows], counts)
+        s.posterior_precision[slots] = np.repeat(s.prior_precision[rows], counts)
         s.reward_precision[slots] = self.reward_precision
         s.observation_count[slots] = 0
         s.arm_active[slots] = 1
         seed_streams(s.streams, rows, s.seed[rows])
 
     # ------------------------------------------------------------- decisions
-    def _observe_settings(self) -> tuple[int, int]:
-        return self._refit, HISTORY_UNBOUNDED
+    def _observe_settings(self) -> int:
+        return self._refit
 
     @B.declare(job=B.KEY)
     def predict(self, job: Hashable) -> int:
@@ -177,7 +292,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             row = self._store._rows[job]
         except (KeyError, TypeError):
             row = self._store.row(job)  # raises the named error
-        bs = self._sample_one(row, self.num_exploration)
+        bs = self._sample_one(row)
         if self.verbose:
             self._log(f"{job} -> BS = {bs}")
         return bs
@@ -206,7 +321,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
                 s.observation_count,
                 s.posterior_mean,
                 s.posterior_precision,
-                self.num_exploration,
+                s.num_exploration,
                 s.streams,
                 out,
                 int(s.arm_count[: s.n_jobs].max()),
@@ -214,7 +329,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             )
             self._record("predict", {"rows": rows})
             return out
-        predict_rows(self._handle(), rows, self.num_exploration, out)
+        predict_rows(self._handle(), rows, out)
         self._record("predict", {"rows": rows})
         return out
 
@@ -243,7 +358,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         fn = self._entry_points.get("observe_one_c")
         slot = self._fast("observe_one_c", observe_one_c, (h, row, bs, c)) if fn is None else fn(h, row, bs, c)
         if slot == NEEDS_POOL:
-            slot = self._observe_slot(row, bs, c, self._refit, HISTORY_UNBOUNDED)
+            slot = self._observe_slot(row, bs, c, self._refit)
         if slot < 0:
             self._slots(np.array([row], np.int64), np.array([bs], np.int64))  # raises the named error
         if self._folder is not None:
@@ -265,8 +380,7 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
             observe_rows_incremental(self._handle(), slots, c)
             self._record("observe", {"rows": rows, "batch_sizes": bs, "costs": c})
             return
-        s.reserve_history_chunks(slots.shape[0])
-        observe_rows_refit(
-            self._handle(), slots, c, np.ones(slots.shape[0], np.uint8), HISTORY_UNBOUNDED, self.prior_mean, self.prior_precision
+        s.reserve_history_for(slots)
+        observe_rows_refit(self._handle(), rows, slots, c, np.ones(slots.shape[0], np.uint8)
         )
         self._record("observe", {"rows": rows, "batch_sizes": bs, "costs": c})

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from banditfleet._base import JobsLike, _FleetOptimizer
+from banditfleet._base import JobsLike, _FleetOptimizer, _replayed_settings
 from banditfleet._threadsafe import Synchronized
 from banditfleet._codes import pruning_error
 from banditfleet.kernels.fleet import (
@@ -45,7 +45,8 @@ from banditfleet.errors import (
     PruningOrderError,
 )
 from banditfleet import _boundary as B
-from banditfleet.gts import check_seeds, seed_template
+from banditfleet._settings import job_settings, one_job_settings
+from banditfleet.gts import _add_setting_arrays, seed_template
 from banditfleet.rows import Rows
 from banditfleet.kernels.streams import seed_streams
 from banditfleet.kernels.pruning import (
@@ -185,6 +186,14 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             pruning result is awaited.
         seed: Seed of every job's random stream.
         verbose: Log each scalar decision through the ``banditfleet`` logger.
+        num_exploration: Explorations of each survivor before Thompson
+            sampling (the reference's fixed 2; Zeus's server's ``mab_num_explorations``).
+        num_pruning_rounds: Rounds of pruning (the reference's fixed 2).
+
+    ``window_size``, ``prior_mean``, ``prior_precision``, ``num_exploration``,
+    ``num_pruning_rounds`` and ``seed`` are defaults: each job may be
+    registered with its own (:meth:`register_jobs`), as Zeus's
+    batch-size-optimizer server takes them per job.
     """
 
     @B.declare(
@@ -194,6 +203,8 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         concurrency=B.CONCURRENCY,
         seed=B.SEED,
         verbose=B.VERBOSE,
+        num_exploration=B.NUM_EXPLORATION,
+        num_pruning_rounds=B.NUM_PRUNING_ROUNDS,
     )
     def __init__(
         self,
@@ -203,6 +214,8 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         concurrency: bool = False,
         seed: int = 123456,
         verbose: bool = True,
+        num_exploration: int = TS_NUM_EXPLORATION,
+        num_pruning_rounds: int = NUM_PRUNING_ROUNDS,
     ) -> None:
         self.prior_mean = B.PRIOR_MEAN.check(prior_mean)
         self.prior_precision = B.PRIOR_PRECISION.check(prior_precision)
@@ -210,13 +223,14 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         self.concurrency = B.CONCURRENCY.check(concurrency)
         self.seed = B.SEED.check(seed)
         self.verbose = B.VERBOSE.check(verbose)
-        self.num_pruning_rounds = NUM_PRUNING_ROUNDS
+        self.num_exploration = B.NUM_EXPLORATION.check(num_exploration)
+        self.num_pruning_rounds = B.NUM_PRUNING_ROUNDS.check(num_pruning_rounds)
         self._store = FleetStore(self.window_size)
         self._store.row_space.owner = f"{type(self).__name__}@{id(self):x}"
+        _add_setting_arrays(self._store, self.prior_mean, self.prior_precision, self.num_exploration, self.seed)
+        self._store.add_job_array("num_pruning_rounds", np.int64, self.num_pruning_rounds, optional=True)
         _add_pruning_arrays(self._store)
         self._store.add_job_array(_PREFIX + "registered_default", np.int64, 0)
-        # Each job's registration seed, so reset_jobs can seed it again.
-        self._store.add_job_array("seed", np.uint64, self.seed)
         self._template = seed_template(self.seed)
         self._generation = 0
         # Cached state tuples (the fleet handle is cached on the base class).
@@ -235,10 +249,14 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             "window_size": self.window_size,
             "concurrency": self.concurrency,
             "seed": self.seed,
+            "num_exploration": self.num_exploration,
+            "num_pruning_rounds": self.num_pruning_rounds,
         }
 
+    _JOB_SETTINGS = ("prior_mean", "prior_precision", "num_exploration", "num_pruning_rounds", "seed")
+
     def _replay_register(self, keys, arm_lists, arrays, extra) -> None:
-        self.register_jobs(keys, arm_lists, default_bs=arrays["defaults"], seeds=arrays.get("seeds"))
+        self.register_jobs(keys, arm_lists, default_bs=arrays["defaults"], **_replayed_settings(arrays))
 
     def _describe_row(self, row: int) -> str:
         return f"job {self._job_name(row)}"
@@ -248,39 +266,108 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         return self._generation
 
     # ----------------------------------------------------------- registration
-    @B.declare(job=B.KEY, batch_sizes=B.ARM, default_bs=B.ARM)
-    def register_job(self, job: Hashable, batch_sizes: Sequence[int], default_bs: int | None = None) -> None:
+    @B.declare(
+        job=B.KEY,
+        batch_sizes=B.ARM,
+        default_bs=B.ARM,
+        window_size=B.JOB_WINDOW_SIZE,
+        prior_mean=B.JOB_PRIOR_MEAN,
+        prior_precision=B.JOB_PRIOR_PRECISION,
+        num_exploration=B.JOB_NUM_EXPLORATION,
+        num_pruning_rounds=B.JOB_NUM_PRUNING_ROUNDS,
+        seed=B.JOB_SEED,
+    )
+    def register_job(
+        self,
+        job: Hashable,
+        batch_sizes: Sequence[int],
+        default_bs: int | None = None,
+        *,
+        window_size: int | None = None,
+        prior_mean: float | None = None,
+        prior_precision: float | None = None,
+        num_exploration: int | None = None,
+        num_pruning_rounds: int | None = None,
+        seed: int | None = None,
+    ) -> None:
         """Register ``job`` with its batch sizes and default batch size.
 
         The default is ``job.default_bs`` when the key has that attribute (and
-        it is not None), else ``default_bs``. Registering a job again with the
-        same batch sizes (in any order) and default changes nothing; anything
-        else is a :class:`JobConflictError`.
+        it is not None), else ``default_bs``. The keyword settings override
+        the optimizer's for this job (see :meth:`register_jobs`). Registering
+        a job again with the same batch sizes (in any order), default and
+        settings changes nothing; anything else is a :class:`JobConflictError`.
         """
-        self.register_jobs([job], [batch_sizes], [default_bs])
+        one = one_job_settings(
+            {"window_size": window_size, "prior_mean": prior_mean, "prior_precision": prior_precision,
+             "num_exploration": num_exploration, "num_pruning_rounds": num_pruning_rounds, "seed": seed},
+            job,
+        )
+        seed = one.pop("seed")
+        self.register_jobs(
+            [job], [batch_sizes], [default_bs], seeds=None if seed is None else [seed], **one,
+        )
         self._log(f"Registered {job}")
 
-    @B.declare(jobs=B.JOBS, batch_sizes=B.ARM, default_bs=B.ARM, seeds=B.SEEDS)
+    @B.declare(
+        jobs=B.JOBS,
+        batch_sizes=B.ARM,
+        default_bs=B.ARM,
+        seeds=B.SEEDS,
+        window_size=B.JOB_WINDOW_SIZE,
+        prior_mean=B.JOB_PRIOR_MEAN,
+        prior_precision=B.JOB_PRIOR_PRECISION,
+        num_exploration=B.JOB_NUM_EXPLORATION,
+        num_pruning_rounds=B.JOB_NUM_PRUNING_ROUNDS,
+    )
     def register_jobs(
         self,
         jobs: Sequence[Hashable],
         batch_sizes: Sequence[Sequence[int]] | np.ndarray,
         default_bs: Any = None,
         seeds: Any = None,
+        *,
+        window_size: Any = None,
+        prior_mean: Any = None,
+        prior_precision: Any = None,
+        num_exploration: Any = None,
+        num_pruning_rounds: Any = None,
     ) -> Rows:
         """Register many jobs at once; returns their tagged :class:`~banditfleet.rows.Rows`.
 
         ``batch_sizes`` is one list per job, or a 2-D integer array (fastest).
         ``default_bs`` is None (take ``job.default_bs``), one batch size for
         every job, or one per job (None entries fall back to ``job.default_bs``).
-        ``seeds`` (one per job) seeds each job's bandit as a separate reference
-        optimizer with that seed would; by default every job uses ``seed``.
-        Nothing is registered unless the whole batch is valid.
+        ``seeds`` seeds each job's bandit as a separate reference optimizer
+        with that seed would; by default every job uses ``seed``.
+
+        Per-job settings -- ``seeds``, ``window_size`` (0 or >= 2),
+        ``prior_mean``, ``prior_precision``, ``num_exploration`` (of the
+        survivors' bandit) and ``num_pruning_rounds`` (>= 1) -- are each one
+        value for every job of the batch or one per job; None takes the
+        optimizer's value. Invalid values raise :class:`ConfigurationError`
+        naming the job; a job registered again must bring the same batch
+        sizes, default and settings (:class:`JobConflictError`). Nothing is
+        registered unless the whole batch is valid.
         """
         s = self._store
         keys = B.key_list(jobs)
         n = len(keys)
-        job_seeds = check_seeds(seeds, keys)
+        given = job_settings(
+            {"window_size": window_size, "prior_mean": prior_mean, "prior_precision": prior_precision,
+             "num_exploration": num_exploration, "num_pruning_rounds": num_pruning_rounds, "seed": seeds},
+            keys,
+        )
+        settings = {
+            name: given[name] if name in given else np.full(n, value, dtype)
+            for name, value, dtype in (
+                ("prior_mean", self.prior_mean, np.float64),
+                ("prior_precision", self.prior_precision, np.float64),
+                ("num_exploration", self.num_exploration, np.int64),
+                ("num_pruning_rounds", self.num_pruning_rounds, np.int64),
+                ("seed", self.seed, np.uint64),
+            )
+        }
         encoded = self._journal_keys(keys)
         flat, counts = _flatten_arms(keys, batch_sizes)
         defaults = self._resolve_defaults(keys, default_bs)
@@ -305,33 +392,34 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
                 f"{flat[starts[i] : starts[i] + counts[i]].tolist()}"
             )
         self._check_default_conflicts(keys, defaults)
-        rows, new = s.register(keys, arm_lists)
+        rows, new = s.register(keys, arm_lists, settings, given.get("window_size"))
         new_rows = rows[new]
         if new_rows.size:
             slots = s.job_slots(new_rows)
-            s.posterior_mean[slots] = self.prior_mean
-            s.posterior_precision[slots] = self.prior_precision
+            counts = s.arm_count[new_rows]
+            s.posterior_mean[slots] = np.repeat(s.prior_mean[new_rows], counts)
+            s.posterior_precision[slots] = np.repeat(s.prior_precision[new_rows], counts)
             s.reward_precision[slots] = 0.0
             s.observation_count[slots] = 0
-            if job_seeds is None:
+            if "seed" not in given:
                 for dst, src in zip(s.streams, self._template):
                     dst[new_rows] = src[0]
             else:
                 # Pruning draws nothing, so seeding now equals seeding the bandit when it is built.
-                seed_streams(s.streams, new_rows, job_seeds[new])
-                s.seed[new_rows] = job_seeds[new]
+                seed_streams(s.streams, new_rows, s.seed[new_rows])
             getattr(s, _PREFIX + "registered_default")[new_rows] = defaults[new]
             init_rows(new_rows, defaults[new], s.arm_start, s.arm_count, s.arm_value, s.arm_active, _pruning_arrays(s))
-        extra_arrays = {"defaults": defaults} if job_seeds is None else {"defaults": defaults, "seeds": job_seeds}
+        extra_arrays = {"defaults": defaults, **{f"setting.{k}": v for k, v in given.items()}}
         self._record_register(encoded, batch_sizes, arrays=extra_arrays)
         return s.row_space.tag(rows)
 
     def _init_jobs(self, rows: np.ndarray, slots: np.ndarray | slice) -> None:
-        """Arms at the prior, no observations, pruning from the registered default, streams
-        seeded as at registration."""
+        """Arms at the job's prior, no observations, pruning from the registered default,
+        streams seeded as at registration (the job keeps its settings)."""
         s = self._store
-        s.posterior_mean[slots] = self.prior_mean
-        s.posterior_precision[slots] = self.prior_precision
+        counts = s.arm_count[rows]
+        s.posterior_mean[slots] = np.repeat(s.prior_mean[rows], counts)
+        s.posterior_precision[slots] = np.repeat(s.prior_precision[rows], counts)
         s.reward_precision[slots] = 0.0
         s.observation_count[slots] = 0
         seed_streams(s.streams, rows, s.seed[rows])
@@ -389,11 +477,11 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
                 raise JobConflictError(f"job {key!r} is already registered with default batch size {known}; got {d}")
 
     # ------------------------------------------------------------- decisions
-    def _observe_settings(self) -> tuple[int, int]:
-        return 1, self.window_size
+    def _observe_settings(self) -> int:
+        return 1
 
-    def _handle_extra(self) -> tuple[PruningArrays, ScratchArrays]:
-        return self._cached_tuples()
+    def _handle_extra(self) -> tuple[PruningArrays, ScratchArrays, np.ndarray]:
+        return (*self._cached_tuples(), self._store.num_pruning_rounds)
 
     def _cached_tuples(self) -> tuple[PruningArrays, ScratchArrays]:
         s = self._store
@@ -414,8 +502,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             row = s.row(job)  # raises the named error
         h = self._h if self._handle_version == s.layout_version else self._handle()
         args = (
-            h, row, self.num_pruning_rounds, self.concurrency, self._next_generation(),
-            self.window_size, self.prior_mean, self.prior_precision,
+            h, row, self.concurrency, self._next_generation(),
         )
         fn = self._entry_points.get("pruning_predict_one")
         bs, code = self._fast("pruning_predict_one", pruning_predict_one, args) if fn is None else fn(*args)
@@ -439,8 +526,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         s = self._store
         out = np.empty(rows.shape[0], np.int64)
         index, code = pruning_predict_rows(
-            self._handle(), rows, self.num_pruning_rounds, self.concurrency, self._next_generation(),
-            self.window_size, self.prior_mean, self.prior_precision, out,
+            self._handle(), rows, self.concurrency, self._next_generation(), out,
         )
         if code != ERR_NONE:
             raise self._predict_error(int(rows[index]), code)
@@ -462,7 +548,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         h = self._h if self._handle_version == s.layout_version else self._handle()
         args = [
             h, row, bs, c, 0 if flag is None else int(flag), converged is not None, self.concurrency,
-            self._next_generation(), self.window_size, self.prior_mean, self.prior_precision,
+            self._next_generation(),
         ]
         fn = self._entry_points.get("pruning_observe_one")
         code = self._fast("pruning_observe_one", pruning_observe_one, tuple(args)) if fn is None else fn(*args)
@@ -503,16 +589,16 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         s = self._store
         scratch = _scratch_arrays(s)
         n = rows.shape[0]
-        if s.history_window == HISTORY_UNBOUNDED and int(s.pool_used[0]) + n > s.chunk_next.shape[0]:
+        if s.n_unbounded_arms and int(s.pool_used[0]) + n > s.chunk_next.shape[0]:
             # The history pool must grow: refuse a bad batch before growing it.
             index, code = validate_observe(rows, bs, flags is not None, self.concurrency, _pruning_arrays(s), scratch, self._next_generation())
             if code != ERR_NONE:
                 row = int(rows[index])
                 raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
-            s.reserve_history_chunks(n)
+            s.reserve_history_for(slots)
         index, code = pruning_observe_rows(
             self._handle(), rows, slots, bs, c, np.zeros(n, np.uint8) if flags is None else flags, flags is not None,
-            self.concurrency, self._next_generation(), self.window_size, self.prior_mean, self.prior_precision,
+            self.concurrency, self._next_generation(),
         )
         if code != ERR_NONE:
             row = int(rows[index])
@@ -549,7 +635,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         """
         rows = self._resolve(jobs)
         out = np.zeros(rows.shape[0], np.uint8)
-        exhausted_rows(rows, _pruning_arrays(self._store), self.num_pruning_rounds, out)
+        exhausted_rows(rows, _pruning_arrays(self._store), self._store.num_pruning_rounds, out)
         return out.astype(bool)
 
     @B.declare(job=B.KEY)
@@ -691,12 +777,13 @@ class PruningExploreManager(_PruningCore):
             raise StopIteration(self.batch_sizes)
         st = _pruning_arrays(s)
         self._generation += 1
-        index, code = validate_predict(self._row, st, self.num_pruning_rounds, False, True, _scratch_arrays(s), self._generation)
+        rounds = np.full(1, self.num_pruning_rounds, np.int64)
+        index, code = validate_predict(self._row, st, rounds, False, True, _scratch_arrays(s), self._generation)
         if code != ERR_NONE:
             raise self._predict_error(0, code)
         codes = np.empty(1, np.int64)
         out = np.empty(1, np.int64)
-        advance_rows(self._row, st, self.num_pruning_rounds, True, s.arm_start, s.arm_count, s.arm_value, codes, out)
+        advance_rows(self._row, st, rounds, True, s.arm_start, s.arm_count, s.arm_value, codes, out)
         if codes[0] == ADVANCE_FINAL:
             raise StopIteration(self.batch_sizes)
         return int(out[0])

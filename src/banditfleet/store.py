@@ -90,15 +90,23 @@ def _sized(loaded: np.ndarray | None, like: np.ndarray, capacity: int, fill: Any
 class FleetStore:
     """Rows, arm slots and reward histories of a fleet of bandit jobs.
 
+    Every arm slot keeps its reward history with its own window
+    ``slot_window[slot]`` (all slots of a job share their job's window): 0
+    keeps every reward (the reference's ``window_size=0``) in a pool of
+    ``CHUNK``-reward chunks linked per slot; ``W > 0`` keeps the last ``W``
+    rewards in a ring of ``W`` doubles, contiguous in the ring pool
+    ``history_values`` at ``slot_offset[slot]``. The ring pool is allocated
+    in registration order, so it holds exactly the sum of the windows.
+
     Args:
-        history_window: ``HISTORY_NONE`` (-1) keeps no reward history;
-            ``HISTORY_UNBOUNDED`` (0) keeps every reward of every arm (the
-            reference's ``window_size=0``); ``W > 0`` keeps the last ``W``
-            rewards of each arm in a ring buffer.
+        history_window: ``HISTORY_NONE`` (-1) keeps no reward history at all
+            (no history arrays); otherwise the window of jobs registered
+            without their own (``HISTORY_UNBOUNDED`` = 0, or ``W > 0``).
     """
 
     def __init__(self, history_window: int = HISTORY_NONE) -> None:
         self.history_window = int(history_window)
+        self.keeps_history = self.history_window != HISTORY_NONE
         self._rows: dict[Hashable, int] = {}
         self._keys: list[Hashable] = []
         # The identity of this row numbering and its generation (tagged Rows check both).
@@ -133,15 +141,27 @@ class FleetStore:
             arm_active=1,
             history_count=0,
         )
-        window = max(self.history_window, 0)
-        self.history_values = np.zeros(_MIN_CAPACITY * window, np.float64)
+        keeps = self.keeps_history
+        # Per-slot window and ring offset (empty when no history is kept).
+        self.slot_window = np.zeros(0, np.int64)
+        self.slot_offset = np.zeros(0, np.int64)
+        if keeps:
+            self.add_arm_array("slot_window", np.int64, 0)
+            self.add_arm_array("slot_offset", np.int64, -1)
+        # Windowed history: the ring pool, filled up to ring_used[0].
+        self.history_values = np.zeros(_MIN_CAPACITY if keeps else 0, np.float64)
+        self.ring_used = np.zeros(1, np.int64)
         # Unbounded history: a pool of CHUNK-reward chunks, linked per slot
         # (slot_chunks[slot] = first and last chunk).
-        unbounded = self.history_window == HISTORY_UNBOUNDED
-        self.slot_chunks = np.full((_MIN_CAPACITY if unbounded else 0, 2), -1, np.int64)
-        self.chunk_values = np.zeros((_MIN_CAPACITY if unbounded else 0, CHUNK), np.float64)
-        self.chunk_next = np.full(_MIN_CAPACITY if unbounded else 0, -1, np.int64)
+        self.slot_chunks = np.full((_MIN_CAPACITY if keeps else 0, 2), -1, np.int64)
+        self.chunk_values = np.zeros((_MIN_CAPACITY if keeps else 0, CHUNK), np.float64)
+        self.chunk_next = np.full(_MIN_CAPACITY if keeps else 0, -1, np.int64)
         self.pool_used = np.zeros(1, np.int64)
+        # Arm slots with window 0, dead ones included (they are the only ones that take chunks).
+        self.n_unbounded_arms = 0
+        # Per-job arrays that a checkpoint written before they existed may lack
+        # (filled with their fill value, the optimizer-wide setting, on load).
+        self._optional: set[str] = set()
         # Removal and reset (see remove(), compact()): rows of removed jobs stay
         # in place, dead, until the store compacts; ``generation`` counts the
         # changes that make rows held by callers stale (removal, compaction).
@@ -151,11 +171,19 @@ class FleetStore:
         self.n_dead_chunks = 0
         self.auto_compact = True
         self.on_compact: Callable[[], None] | None = None
+        self.n_dead_ring = 0  # ring-pool places of removed jobs' arms
         self.add_job_array("alive", np.uint8, 1, scratch=True)
 
     # ------------------------------------------------------------------ arrays
     def add_job_array(
-        self, name: str, dtype: Any, fill: Any = 0, width: int | None = None, slot_ref: bool = False, scratch: bool = False
+        self,
+        name: str,
+        dtype: Any,
+        fill: Any = 0,
+        width: int | None = None,
+        slot_ref: bool = False,
+        scratch: bool = False,
+        optional: bool = False,
     ) -> None:
         """Add a per-job array (``width`` makes it 2-D) that grows with the store.
 
@@ -163,7 +191,9 @@ class FleetStore:
         (or -1); loading a checkpoint checks them, so a forged file cannot
         make a kernel index outside the job's arms. ``scratch`` arrays are
         working space, not state: checkpoints leave them out and a load
-        leaves them at ``fill``.
+        leaves them at ``fill``. ``optional`` arrays (per-job settings added
+        after the checkpoint format first shipped) may be missing from a
+        checkpoint: the loaded jobs get ``fill``.
         """
         self.layout_version += 1
         shape = (self.arm_start.shape[0],) if width is None else (self.arm_start.shape[0], width)
@@ -173,6 +203,8 @@ class FleetStore:
             self._slot_refs.add(name)
         if scratch:
             self._scratch.add(name)
+        if optional:
+            self._optional.add(name)
 
     def add_arm_array(self, name: str, dtype: Any, fill: Any = 0) -> None:
         """Add a per-arm-slot array that grows with the store."""
@@ -210,15 +242,29 @@ class FleetStore:
         self.layout_version += 1
         for name, fill in self._arm_fill.items():
             setattr(self, name, _grown(getattr(self, name), capacity, fill))
-        window = max(self.history_window, 0)
-        if window:
-            self.history_values = _grown(self.history_values, capacity * window, 0.0)
-        if self.history_window == HISTORY_UNBOUNDED:
+        if self.keeps_history:
             self.slot_chunks = _grown(self.slot_chunks, capacity, -1)
+
+    def _reserve_ring(self, n_more: int) -> None:
+        need = int(self.ring_used[0]) + n_more
+        if need <= self.history_values.shape[0]:
+            return
+        capacity = max(need, 2 * self.history_values.shape[0])
+        self.layout_version += 1
+        self.history_values = _grown(self.history_values, capacity, 0.0)
+
+    def reserve_history_for(self, slots: np.ndarray) -> None:
+        """Make room for one reward appended to each of ``slots`` (chunks for unbounded ones)."""
+        if not self.keeps_history or self.n_unbounded_arms == 0:
+            return
+        if self.n_unbounded_arms == self.n_arms:
+            self.reserve_history_chunks(slots.shape[0])
+        else:
+            self.reserve_history_chunks(int(np.count_nonzero(self.slot_window[slots] == 0)))
 
     def reserve_history_chunks(self, n_more: int) -> None:
         """Make room for ``n_more`` new history chunks (one per appended reward at most)."""
-        if self.history_window != HISTORY_UNBOUNDED:
+        if not self.keeps_history or self.n_unbounded_arms == 0:
             return
         need = int(self.pool_used[0]) + n_more
         if need <= self.chunk_next.shape[0]:
@@ -308,15 +354,27 @@ class FleetStore:
         return self.arm_value[start : start + int(self.arm_count[row])].copy()
 
     # ----------------------------------------------------------- registration
-    def register(self, keys: Sequence[Hashable], arm_lists: Sequence[Sequence[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def register(
+        self,
+        keys: Sequence[Hashable],
+        arm_lists: Sequence[Sequence[int]] | np.ndarray,
+        settings: dict[str, np.ndarray] | None = None,
+        windows: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Register new jobs; return ``(rows, new)`` for every key.
 
         ``arm_lists`` is a sequence of batch-size lists, or a 2-D integer array
-        (one row per job, the fast path for millions of jobs). A key that is
-        already registered with the same arm values is left untouched
-        (``new`` is False); with different values it is a :class:`JobConflictError`.
-        Nothing is written unless the whole batch is valid.
+        (one row per job, the fast path for millions of jobs). ``settings``
+        maps names of per-job arrays to one (validated) value per key, written
+        to the new jobs' rows; ``windows`` is each key's history window (by
+        default ``history_window``). A key that is already registered with the
+        same arm values and settings is left untouched (``new`` is False);
+        with different ones it is a :class:`JobConflictError`. Nothing is
+        written unless the whole batch is valid.
         """
+        settings = settings or {}
+        if windows is not None and not self.keeps_history:
+            raise ValueError("this store keeps no reward history: it takes no windows")
         keys = list(keys)
         flat, counts = _flatten_arms(keys, arm_lists)
         starts = np.zeros(len(keys), np.int64)
@@ -361,6 +419,7 @@ class FleetStore:
                         f"job {key!r} is already registered with batch sizes {known.tolist()}; "
                         f"got {arms.tolist()}"
                     )
+                self._check_same_settings(key, i, existing, key in self._rows, first_index.get(key), settings, windows)
                 rows[i] = existing
                 new[i] = False
         n_new = int(new.sum())
@@ -379,12 +438,65 @@ class FleetStore:
         else:
             new_flat = np.concatenate([flat[starts[i] : starts[i] + counts[i]] for i in np.flatnonzero(new)])
         self.arm_value[self.n_arms : self.n_arms + new_flat.shape[0]] = new_flat
+        for name, values in settings.items():
+            getattr(self, name)[new_rows] = values[new] if n_new != len(keys) else values
+        if self.keeps_history:
+            job_windows = np.full(n_new, self.history_window, np.int64) if windows is None else windows[new]
+            slot_windows = np.repeat(job_windows, new_counts)
+            lo, hi = self.n_arms, self.n_arms + new_flat.shape[0]
+            self.slot_window[lo:hi] = slot_windows
+            ring = slot_windows > 0
+            offsets = np.full(slot_windows.shape[0], -1, np.int64)
+            if ring.any():
+                sizes = slot_windows[ring]
+                total = int(sizes.sum())
+                self._reserve_ring(total)
+                ends = np.cumsum(sizes)
+                offsets[ring] = int(self.ring_used[0]) + ends - sizes
+                self.ring_used[0] += total
+            self.slot_offset[lo:hi] = offsets
+            self.n_unbounded_arms += int(slot_windows.shape[0] - np.count_nonzero(ring))
         for key, i in first_index.items():
             self._rows[key] = int(rows[i])
         self._keys.extend(first_index.keys())
         self.n_jobs += n_new
         self.n_arms += int(new_flat.shape[0])
         return rows, new
+
+    def _check_same_settings(
+        self,
+        key: Hashable,
+        i: int,
+        existing: int,
+        registered: bool,
+        first: int | None,
+        settings: dict[str, np.ndarray],
+        windows: np.ndarray | None,
+    ) -> None:
+        """A key given again (already registered, or earlier in the batch) must bring the same settings."""
+        given = dict(settings)
+        if self.keeps_history:
+            given["window_size"] = (
+                np.full(i + 1, self.history_window, np.int64) if windows is None else windows
+            )
+        for name, values in given.items():
+            if registered:
+                if name == "window_size":
+                    known = self.slot_window[self.arm_start[existing]]
+                else:
+                    known = getattr(self, name)[existing]
+            else:
+                known = values[first]
+            if known != values[i] and not (known != known and values[i] != values[i]):
+                raise JobConflictError(
+                    f"job {key!r} is already registered with {name}={_plain(known)}; got {name}={_plain(values[i])}"
+                )
+
+    def job_windows(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's history window (0: unbounded); ``HISTORY_NONE`` when no history is kept."""
+        if not self.keeps_history:
+            return np.full(rows.shape[0], HISTORY_NONE, np.int64)
+        return self.slot_window[self.arm_start[rows]]
 
     def job_slots(self, rows: np.ndarray) -> np.ndarray:
         """All arm slots of the given rows, concatenated in row order."""
@@ -414,6 +526,8 @@ class FleetStore:
         """
         slots, n_slots = self.slots_of(rows)
         self.free_history(slots)
+        if self.keeps_history:
+            self.n_dead_ring += int(self.slot_window[slots].sum())
         for r in rows.tolist():
             del self._rows[self._keys[r]]
             self._keys[r] = _REMOVED
@@ -432,21 +546,34 @@ class FleetStore:
         return slots, int(slots.shape[0])
 
     def free_history(self, slots: np.ndarray | slice) -> None:
-        """Empty the reward history of ``slots`` (unbounded chunks become garbage until compaction)."""
-        if self.history_window == HISTORY_UNBOUNDED:
+        """Empty the reward history of ``slots``: unbounded chunks become garbage until
+        compaction, rings are zeroed (and stay the slots')."""
+        if self.keeps_history:
+            windows = self.slot_window[slots]
+            unbounded = windows == 0
             counts = self.history_count[slots] + (CHUNK - 1)
             counts //= CHUNK
-            self.n_dead_chunks += int(counts.sum())
-            self.slot_chunks[slots] = -1
-        elif self.history_window > 0:
-            self.history_values.reshape(-1, self.history_window)[slots] = 0.0
+            self.n_dead_chunks += int(counts[unbounded].sum())
+            if isinstance(slots, slice):
+                self.slot_chunks[slots][unbounded] = -1
+            else:
+                self.slot_chunks[slots[unbounded]] = -1
+            ring = ~unbounded
+            if ring.any():
+                self.history_values[_ring_places(self.slot_offset[slots][ring], windows[ring])] = 0.0
         self.history_count[slots] = 0
 
     def wants_compaction(self) -> bool:
         """Whether the dead part of the rows, arm slots or history chunks exceeds a
         quarter of the live part (a rule of logical counts only, so a journal
         replay reaches the same decision)."""
-        for dead, used in ((self.n_dead_jobs, self.n_jobs), (self.n_dead_arms, self.n_arms), (self.n_dead_chunks, int(self.pool_used[0]))):
+        regions = (
+            (self.n_dead_jobs, self.n_jobs),
+            (self.n_dead_arms, self.n_arms),
+            (self.n_dead_chunks, int(self.pool_used[0])),
+            (self.n_dead_ring, int(self.ring_used[0])),
+        )
+        for dead, used in regions:
             if dead and dead * _DEAD_FRACTION > max(used - dead, _MIN_CAPACITY):
                 return True
         return False
@@ -503,15 +630,25 @@ class FleetStore:
             new = np.full(arm_cap, fill, dtype=old.dtype)
             new[:n_arms] = old[keep]
             setattr(self, name, new)
-        window = self.history_window
-        if window > 0:
-            values = np.zeros(arm_cap * window, np.float64)
-            values.reshape(-1, window)[:n_arms] = self.history_values.reshape(-1, window)[keep]
+        if self.keeps_history:
+            # Rings move down in slot order, each still contiguous.
+            windows = self.slot_window[:n_arms]
+            ring = windows > 0
+            old_offsets = self.slot_offset[:n_arms].copy()
+            sizes = windows[ring]
+            ring_total = int(sizes.sum())
+            values = np.zeros(max(_MIN_CAPACITY, math.ceil(_COMPACT_SLACK * ring_total)), np.float64)
+            if ring_total:
+                values[:ring_total] = self.history_values[_ring_places(old_offsets[ring], sizes)]
+                self.slot_offset[:n_arms][ring] = np.cumsum(sizes) - sizes
             self.history_values = values
-        if window == HISTORY_UNBOUNDED:
+            self.ring_used[0] = ring_total
+            self.n_dead_ring = 0
+            self.n_unbounded_arms = int(n_arms - np.count_nonzero(ring))
             slot_chunks = np.full((arm_cap, 2), -1, np.int64)
             slot_chunks[:n_arms] = self.slot_chunks[keep]
-            n_chunks = int(((self.history_count[:n_arms] + CHUNK - 1) // CHUNK).sum())
+            counts = self.history_count[:n_arms][windows == 0]
+            n_chunks = int(((counts + CHUNK - 1) // CHUNK).sum())
             pool_cap = max(_MIN_CAPACITY, math.ceil(_COMPACT_SLACK * n_chunks))
             chunk_next = np.full(pool_cap, -1, np.int64)
             chunk_values = np.zeros((pool_cap, CHUNK), np.float64)
@@ -551,11 +688,9 @@ class FleetStore:
             out[f"stream.{field}"] = arr[: self.n_jobs]
         for name in self._arm_fill:
             out[f"arm.{name}"] = getattr(self, name)[: self.n_arms]
-        window = self.history_window
-        if window > 0:
-            out["history.values"] = self.history_values[: self.n_arms * window]
-        if window == HISTORY_UNBOUNDED:
+        if self.keeps_history:
             used = int(self.pool_used[0])
+            out["history.values"] = self.history_values[: int(self.ring_used[0])]
             out["history.slot_chunks"] = self.slot_chunks[: self.n_arms]
             out["history.chunk_values"] = self.chunk_values[:used]
             out["history.chunk_next"] = self.chunk_next[:used]
@@ -578,6 +713,7 @@ class FleetStore:
         if len(set(keys)) != n_jobs:
             raise ValueError("duplicate job keys")
         expected = self.export_arrays()  # names and dtypes of an empty store
+        arrays = self._upgraded(arrays, n_jobs)
         if set(arrays) != set(expected):
             missing = sorted(set(expected) - set(arrays))
             extra = sorted(set(arrays) - set(expected))
@@ -606,11 +742,10 @@ class FleetStore:
         history_count = arrays["arm.history_count"]
         if n_arms and history_count.min() < 0:
             raise ValueError("array 'arm.history_count' is negative")
-        window = self.history_window
-        if window > 0 and arrays["history.values"].shape[0] != n_arms * window:
-            raise ValueError("array 'history.values' does not hold one window per arm")
-        if window == HISTORY_UNBOUNDED:
-            _check_chunks(arrays["history.slot_chunks"], arrays["history.chunk_next"], history_count)
+        if self.keeps_history:
+            slot_window = arrays["arm.slot_window"]
+            _check_windows(slot_window, arrays["arm.slot_offset"], arrays["history.values"].shape[0], starts, counts)
+            _check_chunks(arrays["history.slot_chunks"], arrays["history.chunk_next"], history_count, slot_window)
             if arrays["history.chunk_values"].shape[0] != arrays["history.chunk_next"].shape[0]:
                 raise ValueError("arrays 'history.chunk_values' and 'history.chunk_next' differ in length")
         # Everything fits together: take it (with room to grow when the store is tiny).
@@ -625,9 +760,11 @@ class FleetStore:
         )
         for name, fill in self._arm_fill.items():
             setattr(self, name, _sized(arrays[f"arm.{name}"], getattr(self, name), arm_cap, fill, adopt))
-        if window > 0:
-            self.history_values = _sized(arrays["history.values"], self.history_values, arm_cap * window, 0.0, adopt)
-        if window == HISTORY_UNBOUNDED:
+        if self.keeps_history:
+            ring = arrays["history.values"].shape[0]
+            self.history_values = _sized(arrays["history.values"], self.history_values, max(ring, self.history_values.shape[0]), 0.0, adopt)
+            self.ring_used[0] = ring
+            self.n_unbounded_arms = int(np.count_nonzero(arrays["arm.slot_window"] == 0))
             used = arrays["history.chunk_next"].shape[0]
             pool_cap = max(used, self.chunk_next.shape[0])
             self.slot_chunks = _sized(arrays["history.slot_chunks"], self.slot_chunks, arm_cap, -1, adopt)
@@ -640,6 +777,29 @@ class FleetStore:
         self.n_jobs = n_jobs
         self.n_arms = n_arms
 
+    def _upgraded(self, arrays: dict[str, np.ndarray], n_jobs: int) -> dict[str, np.ndarray]:
+        """Arrays of a checkpoint written before per-job settings, completed with the
+        optimizer-wide settings (one window for every arm, rings at ``slot * W``).
+
+        A file from before that has no ``arm.slot_window``; its windowed history
+        is ``history.values`` of ``n_arms * W`` doubles, its unbounded history
+        the chunk arrays. Current files are returned unchanged.
+        """
+        out = dict(arrays)
+        n_arms = int(arrays["job.arm_count"].sum()) if n_jobs and "job.arm_count" in arrays else 0
+        for name in self._optional:
+            if f"job.{name}" not in out:
+                out[f"job.{name}"] = np.full(n_jobs, self._job_fill[name], getattr(self, name).dtype)
+        if self.keeps_history and "arm.slot_window" not in out:
+            window = self.history_window
+            out["arm.slot_window"] = np.full(n_arms, window, np.int64)
+            out["arm.slot_offset"] = np.arange(n_arms, dtype=np.int64) * window if window > 0 else np.full(n_arms, -1, np.int64)
+            out.setdefault("history.values", np.zeros(0, np.float64))
+            out.setdefault("history.slot_chunks", np.full((n_arms, 2), -1, np.int64))
+            out.setdefault("history.chunk_values", np.zeros((0, CHUNK), np.float64))
+            out.setdefault("history.chunk_next", np.zeros(0, np.int64))
+        return out
+
     def nbytes_per_arm(self) -> dict[str, int]:
         """Bytes of state per arm slot and per job, for the memory report."""
         per_arm = sum(getattr(self, name).dtype.itemsize for name in self._arm_fill)
@@ -647,20 +807,60 @@ class FleetStore:
         per_job += sum(a.dtype.itemsize for a in self.streams)
         return {
             "per_arm": per_arm,
-            "per_window_slot": 8 if self.history_window > 0 else 0,
+            "per_window_slot": 8 if self.keeps_history else 0,
             "per_job": per_job,
-            "unbounded_per_arm": 16 if self.history_window == HISTORY_UNBOUNDED else 0,
+            "unbounded_per_arm": 16 if self.keeps_history else 0,
         }
 
 
-def _check_chunks(slot_chunks: np.ndarray, chunk_next: np.ndarray, history_count: np.ndarray) -> None:
-    """Every arm's chunk chain is in range, has ceil(count / CHUNK) links and ends at its last chunk."""
+def _ring_places(offsets: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Every index of the rings at ``offsets`` of ``windows`` places, ring after ring."""
+    total = int(windows.sum())
+    starts = np.cumsum(windows) - windows
+    return np.arange(total, dtype=np.int64) + np.repeat(offsets - starts, windows)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+
+
+
+
+
+
+def _check_windows(slot_window: np.ndarray, slot_offset: np.ndarray, ring_size: int, starts: np.ndarray, counts: np.ndarray) -> None:
+    """Windows are >= 0 and shared by each job's arms; every ring lies inside the pool, apart from the others."""
+    if not slot_window.size:
+        return
+    if slot_window.min() < 0:
+        raise ValueError("array 'arm.slot_window' holds a negative window")
+    if not np.array_equal(slot_window, np.repeat(slot_window[starts], counts)):
+        raise ValueError("array 'arm.slot_window' gives the arms of one job different windows")
+    ring = slot_window > 0
+    if not ring.any():
+        return
+    lo = slot_offset[ring]
+    hi = lo + slot_window[ring]
+    if lo.min() < 0 or hi.max() > ring_size:
+        raise ValueError("array 'arm.slot_offset' puts a window outside 'history.values'")
+    order = np.argsort(lo, kind="stable")
+    if (lo[order][1:] < hi[order][:-1]).any():
+        raise ValueError("array 'arm.slot_offset' makes two windows overlap")
+
+
+def _check_chunks(slot_chunks: np.ndarray, chunk_next: np.ndarray, history_count: np.ndarray, slot_window: np.ndarray | None = None) -> None:
+    """Every unbounded arm's chunk chain is in range, has ceil(count / CHUNK) links and ends at its
+    last chunk (``slot_window`` None: every arm is unbounded)."""
+    if slot_window is None:
+        slot_window = np.zeros(history_count.shape[0], np.int64)
     n_pool = chunk_next.shape[0]
     need = (history_count + CHUNK - 1) // CHUNK
-    if int(need.sum()) != n_pool:
+    if int(need[slot_window == 0].sum()) != n_pool:
         raise ValueError("history chunk pool does not match the arms' reward counts")
     if n_pool and ((chunk_next < -1) | (chunk_next >= n_pool)).any():
         raise ValueError("array 'history.chunk_next' links outside the chunk pool")
-    bad = check_history_chunks(slot_chunks, chunk_next, history_count)
+    bad = check_history_chunks(slot_chunks, chunk_next, history_count, slot_window)
     if bad >= 0:
         raise ValueError(f"history chunk chain of arm slot {int(bad)} is broken")
