@@ -83,7 +83,7 @@ MUTATIONS: list[Mutation] = [
     M("thompson-explore-le", "kernels/thompson.py", "if observation_count[slot] < num_exploration:", "if observation_count[slot] <= num_exploration:", T_GTS),
     M("thompson-first-draw-not-taken", "kernels/thompson.py", "if p == 0 or draw > best:", "if draw > best:", T_GTS),
     M("thompson-tie-takes-last", "kernels/thompson.py", "if p == 0 or draw > best:", "if p == 0 or draw >= best:", T_GTS),
-    M("thompson-ring-position", "kernels/thompson.py", "history_values[slot * window + n % window] = reward", "history_values[slot * window + (n + 1) % window] = reward", T_STATS[1:] + T_PRUNING[2:]),
+    M("thompson-ring-position", "kernels/thompson.py", "history_values[offset + n % window] = reward", "history_values[offset + (n + 1) % window] = reward", T_STATS[1:] + T_PRUNING[2:]),
     M("thompson-gather-fill", "kernels/thompson.py", "fill = n if n < window else window", "fill = n if n <= window else window", T_STATS[1:] + T_PRUNING[2:],
       note="equivalent: at n == window both give window"),
     M("thompson-scale-precision", "kernels/thompson.py", "scale = math.sqrt(1.0 / posterior_precision[slot])", "scale = 1.0 / math.sqrt(posterior_precision[slot])",
@@ -150,7 +150,7 @@ MUTATIONS: list[Mutation] = [
     M("checkpoint-trailing-bytes", "src/banditfleet/checkpoint.py", "if size > expected_size or _read_at(", "if _read_at(", T_CHECKPOINT),
     M("checkpoint-no-fsync-before-rename", "src/banditfleet/checkpoint.py", "            f.flush()\n            os.fsync(f.fileno())\n        os.replace(tmp, path)", "            f.flush()\n        os.replace(tmp, path)",
       T_CHECKPOINT),
-    M("journal-batch-no-fsync", "src/banditfleet/journal.py", "        if self.fsync == \"batch\":\n            os.fsync(self._journal.fileno())", "        if self.fsync == \"batch\":\n            pass", T_JOURNAL),
+    M("journal-batch-no-fsync", "src/banditfleet/journal.py", "        if self.fsync == \"batch\":\n            return end", "        if self.fsync == \"batch\":\n            return None", T_JOURNAL),
 ]
 
 _IGNORE = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".hypothesis", ".pytest_cache", "*.egg-info", ".benchmarks", "*.nbi", "*.nbc", "build", "dist")
