@@ -703,24 +703,24 @@ class JITPowerLimitOptimizer(Journaled):
         return {"jobs": len(self), "entries": len(t), "allocated_bytes": int(allocated)}
 
     # ---------------------------------------------------------- introspection
-    def _entry(self, job: Hashable, batch_size: int) -> int:
+    def _row_and_batch_size(self, job: Hashable, batch_size: int) -> tuple[int, int]:
+        """The job's row (``MISSING_ROW`` when unknown) and the validated batch size."""
         bs = batch_size if type(batch_size) is int and 0 < batch_size <= B.INT64_MAX else B.POSITIVE_BATCH_SIZE.check(batch_size, f"job {job!r}")
         try:
-            row = self._rows.get(job, MISSING_ROW)
+            return self._rows.get(job, MISSING_ROW), bs
         except TypeError:
             raise B.unhashable([job]) from None
+
+    def _entry(self, job: Hashable, batch_size: int) -> int:
+        row, bs = self._row_and_batch_size(job, batch_size)
         if row < 0:
             return EMPTY
         t = self._table
         return find_entry(row, bs, t.table, t.entry_row, t.entry_batch_size)
 
     def _best(self, job: Hashable, batch_size: int) -> int | None:
-        # _entry's validation (the boundary's), then one kernel call through the table's handle.
-        bs = batch_size if type(batch_size) is int and 0 < batch_size <= B.INT64_MAX else B.POSITIVE_BATCH_SIZE.check(batch_size, f"job {job!r}")
-        try:
-            row = self._rows.get(job, MISSING_ROW)
-        except TypeError:
-            raise B.unhashable([job]) from None
+        # The boundary's validation, then one kernel call through the table's handle.
+        row, bs = self._row_and_batch_size(job, batch_size)
         if row < 0:
             return None
         pl = self._table.call("power_best_one", power_best_one, row, bs, NEEDS_PROFILING)
