@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-FAMILIES = ("streams", "distributions", "stats", "thompson", "pruning", "power", "replay", "lifecycle", "handle", "fleet")
+FAMILIES = ("streams", "distributions", "stats", "thompson", "pruning", "power", "replay", "lifecycle", "handle", "fleet", "frames")
 
 
 def workload(tmp: Path) -> None:
@@ -80,6 +80,11 @@ def workload(tmp: Path) -> None:
     population_variance(values, 5, np.empty(5))
     fit_reset(values, 5, 1.0, 0.0, 0.0)
     replay_fleet(synthetic_fleet(6, seed=1), [Setting(), Setting(window_size=3)])
+    # Recovery walks the journal's frames in kernels.frames.
+    with GTSBatchSizeOptimizer.open(tmp / "folder", fsync="never", learn_reward_precision=True, verbose=False) as folder_opt:
+        folder_opt.register_jobs(["a"], [arms])
+        folder_opt.observe("a", folder_opt.predict("a"), 1.0)
+    GTSBatchSizeOptimizer.open(tmp / "folder").close()
 
 
 def report() -> dict[str, dict[str, dict[str, list[str]]]]:

@@ -34,6 +34,7 @@ import numpy as np
 
 from banditfleet.checkpoint import _fsync_dir, atomic_write
 from banditfleet.errors import FolderLockedError, JournalError
+from banditfleet.kernels.frames import CRC_TABLE, FRAME_BAD_HEADER, FRAME_TABLE_FULL, scan_frames, segment_chain
 
 __all__ = ["OptimizerFolder", "encode_record", "decode_record", "scan_journal", "read_batches", "FsyncPolicy"]
 
@@ -44,6 +45,7 @@ _RECORD_MAGIC = b"BFJR"
 _CKPT_RE = re.compile(r"^checkpoint-(\d{6,})\.bfckpt$")
 _JOURNAL_RE = re.compile(r"^journal-(\d{6,})\.bfj$")
 _MAX_RECORD = 1 << 34
+_MAGIC_U32 = np.uint32(struct.unpack("<I", _RECORD_MAGIC)[0])
 
 FsyncPolicy = str | float | int
 
@@ -128,66 +130,45 @@ def _record_arrays(data: bytes, start: int, manifest) -> dict[str, np.ndarray]:
     }
 
 
-def _intact_records(path: Path, data: bytes, classify) -> tuple[list[int], list[int], list["_Header"], int]:
+def _intact_records(path: Path, data: bytes, classify) -> tuple[np.ndarray, np.ndarray, list["_Header"], int]:
     """The intact records of ``data`` (up to the first torn or corrupted one):
-    their start offsets, the index of each one's header among the distinct
-    headers, those headers, and the length of the good prefix.
-
-    A record is matched against the headers already seen for its length in
-    place (no copy of its header), so each distinct header is parsed once.
+    their start offsets, the number of each one's header among the distinct
+    headers, those headers (each parsed once), and the length of the good prefix.
     """
-    mv = memoryview(data)
-    size = len(data)
-    unpack = _RECORD.unpack_from
-    crc32 = zlib.crc32
-    frame = _RECORD.size
-    starts: list[int] = []
-    header_of: list[int] = []
-    headers: list[_Header] = []
-    parsed: dict[bytes, int] = {}
-    known: dict[int, list[tuple[bytes, int]]] = {}
-    pos = 0
-    while pos + frame <= size:
-        magic, length, crc = unpack(data, pos)
-        end = pos + frame + length
-        if magic != _RECORD_MAGIC or length > _MAX_RECORD or end > size or length < 4:
+    buf = np.frombuffer(data, np.uint8)
+    capacity = len(data) // 16 + 1
+    starts = np.empty(capacity, np.int64)
+    header_of = np.empty(capacity, np.int64)
+    table_size = 1024
+    while True:
+        header_first = np.empty(table_size // 2 + 1, np.int64)
+        index = np.full(table_size, -1, np.int64)
+        status, n, good, n_headers = scan_frames(buf, _MAGIC_U32, _MAX_RECORD, CRC_TABLE, starts, header_of, header_first, index)
+        if status != FRAME_TABLE_FULL:
             break
-        if crc32(mv[pos + frame : end]) != crc:
-            break
-        for head, h in known.get(length, ()):
-            if data.startswith(head, pos + frame):
-                break
-        else:
-            (hl,) = struct.unpack_from("<I", data, pos + frame)
-            if hl > length - 4:
-                raise JournalError(f"{path}: a journal record's header overruns it")
-            head = data[pos + frame : pos + frame + 4 + hl]
-            h = parsed.get(head, -1)
-            if h < 0:
-                meta = _Header(head[4:], classify)
-                if meta.end != frame + length:
-                    raise JournalError(f"{path}: a journal record's arrays do not fill it")
-                h = parsed[head] = len(headers)
-                headers.append(meta)
-            known.setdefault(length, []).append((head, h))
-        starts.append(pos)
-        header_of.append(h)
-        pos = end
-    return starts, header_of, headers, pos
+        table_size *= 4
+    if status == FRAME_BAD_HEADER:
+        raise JournalError(f"{path}: the header of the journal record at byte {good} overruns it")
+    headers = []
+    for first in header_first[:n_headers].tolist():
+        length, head_len = struct.unpack_from("<I4xI", data, first + 4)
+        meta = _Header(data[first + _RECORD.size + 4 : first + _RECORD.size + 4 + head_len], classify)
+        if meta.end != _RECORD.size + length:
+            raise JournalError(f"{path}: the arrays of the journal record at byte {first} do not fill it")
+        headers.append(meta)
+    return starts[:n], header_of[:n], headers, int(good)
 
 
-def _gather(buf: np.ndarray, at: np.ndarray, dt: np.dtype) -> np.ndarray:
-    """The ``dt`` value stored at each byte offset ``at`` of ``buf`` (one vectorized gather)."""
-    raw = buf[at[:, None] + np.arange(dt.itemsize, dtype=np.int64)]
-    return np.ascontiguousarray(raw).view(dt).reshape(-1)
+def _gather(data: bytes, at: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """The ``dt`` value stored at each byte offset ``at`` of ``data``: one gather
+    from a view that has a (possibly unaligned) ``dt`` value at every byte."""
+    every_byte = np.ndarray((len(data) - dt.itemsize + 1,), dt, data, 0, (1,))
+    return every_byte[at]
 
 
-def _single_event_columns(data: bytes, starts: list[int], header_of: list[int], headers: list["_Header"]) -> list[int]:
+def _single_event_columns(data: bytes, start_arr: np.ndarray, header_arr: np.ndarray, headers: list["_Header"]) -> np.ndarray:
     """Fill the ``columns`` of every single-event header (each array gathered over
     all its records at once); return each record's index among its header's records."""
-    header_arr = np.array(header_of, np.int64)
-    start_arr = np.array(starts, np.int64)
-    buf = np.frombuffer(data, np.uint8)
     order = np.argsort(header_arr, kind="stable")
     counts = np.bincount(header_arr, minlength=len(headers))
     local = np.empty(header_arr.shape[0], np.int64)
@@ -195,8 +176,9 @@ def _single_event_columns(data: bytes, starts: list[int], header_of: list[int], 
     for h, meta in enumerate(headers):
         if meta.single:
             at = start_arr[header_arr == h]
-            meta.columns = {name: _gather(buf, at + offset, dt) for name, dt, _, offset, _ in meta.manifest}
-    return local.tolist()
+            meta.columns = {name: _gather(data, at + offset, dt) for name, dt, _, offset, _ in meta.manifest}
+    return local
+
 
 def read_batches(
     path: Path, classify: Callable[[str], tuple[Any, int] | None] | None = None
@@ -216,76 +198,156 @@ def read_batches(
     in order (``banditfleet._journaled`` explains why it does for the
     optimizers).
 
-    The file is read in three passes: the frames, checksums and headers
-    (each distinct header parsed once), the values of single-event records
-    (one vectorized gather per array over all records of a header, so no
-    per-record array is built), and the segment bookkeeping.
+    No pass is a Python step per record: a kernel walks the frames, checks
+    the checksums and numbers the distinct headers (each parsed once here);
+    the values of single-event records are gathered per header in one numpy
+    pass (no per-record array is built); the segments come from vectorized
+    dependency arrays and a kernel for the chain of segment starts
+    (:mod:`banditfleet.kernels.frames`).
     Returns the batches, the number of records, the length of the good
     prefix and the number of bytes after it.
     """
     data = path.read_bytes() if path.exists() else b""
-    starts, header_of, headers, good = _intact_records(path, data, classify)
-    n = len(starts)
+    starts, hid, headers, good = _intact_records(path, data, classify)
+    n = starts.shape[0]
     out: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
     if n == 0:
         return out, 0, good, len(data) - good
-    local = _single_event_columns(data, starts, header_of, headers)
-    rows_of = [meta.columns["rows"].tolist() if meta.single else None for meta in headers]
-    # stream -> [buckets by position: (kind, header signature, parts) or None, rows of position 1]
-    segments: dict[Any, list[Any]] = {}
-
-    def emit(stream: Any) -> None:
-        buckets, _ = segments.pop(stream)
-        for bucket in buckets:
-            if bucket is not None:
-                out.append((bucket[0], _join_parts(bucket[1], bucket[2], headers), {}))
-
-    for start, h, j in zip(starts, header_of, local):
-        meta = headers[h]
-        where = meta.where
-        if where is None:
-            for stream in list(segments):
-                emit(stream)
-            arrays = _record_arrays(data, start, meta.manifest)
+    local = _single_event_columns(data, starts, hid, headers)
+    barrier = np.array([m.where is None for m in headers], bool)[hid]
+    multi = {
+        r: _record_arrays(data, int(starts[r]), headers[hid[r]].manifest)
+        for r in np.nonzero(~barrier & ~np.array([m.single for m in headers], bool)[hid])[0].tolist()
+    }
+    batch_of, segment_first = _segment_batches(headers, hid, barrier, multi)
+    # Batches in order: within a stream, segments in order and position 0 before
+    # 1; a barrier record after every batch before it (a batch never spans a
+    # barrier). Streams are disjoint, so their batches may interleave freely.
+    keyed = np.nonzero(~barrier)[0]
+    order = keyed[np.argsort(batch_of[keyed], kind="stable")]
+    cut = np.flatnonzero(np.diff(batch_of[order])) + 1
+    items: list[tuple[tuple[int, int], int, Any]] = []
+    for members in np.split(order, cut) if order.shape[0] else ():
+        first = int(members[0])
+        items.append(((int(segment_first[first]), 1 + int(batch_of[first] & 1)), first, members))
+    for r in np.nonzero(barrier)[0].tolist():
+        items.append(((r, 0), r, None))
+    items.sort(key=lambda item: item[0])
+    for _, r, members in items:
+        meta = headers[hid[r]]
+        if members is None:
+            arrays = _record_arrays(data, int(starts[r]), meta.manifest)
             out.append((meta.kind, arrays, json.loads(json.dumps(meta.extra)) if meta.extra else {}))
-            continue
-        stream, position = where
-        if meta.single:
-            row = rows_of[h][j]
-            part: Any = None
         else:
-            part = _record_arrays(data, start, meta.manifest)
-            rows = part["rows"].tolist()
-        seg = segments.get(stream)
-        if seg is not None:
-            bucket = seg[0][position]
-            if (bucket is not None and bucket[1] is not meta.signature) or (
-                position == 0 and seg[1] and (row in seg[1] if part is None else not seg[1].isdisjoint(rows))
-            ):
-                emit(stream)
-                seg = None
-        if seg is None:
-            seg = segments[stream] = [[None, None], set()]
-        bucket = seg[0][position]
-        if bucket is None:
-            bucket = seg[0][position] = (meta.kind, meta.signature, [])
-        parts = bucket[2]
-        if part is None:
-            # Consecutive single events of one header are one slice of its columns.
-            last = parts[-1] if parts else None
-            if type(last) is list and last[0] == h and last[2] == j:
-                last[2] = j + 1
-            else:
-                parts.append([h, j, j + 1])
-            if position == 1:
-                seg[1].add(row)
-        else:
-            parts.append(part)
-            if position == 1:
-                seg[1].update(rows)
-    for stream in list(segments):
-        emit(stream)
+            out.append((meta.kind, _batch_arrays(members, hid, local, headers, multi), {}))
     return out, n, good, len(data) - good
+
+
+def _group_starts(keys: list[np.ndarray], then: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order that sorts by ``keys`` (the first most significant), ties by
+    ``then``, and, in that order, whether each element starts a new group of
+    equal ``keys``."""
+    order = np.lexsort([then, *keys[::-1]])
+    new = np.ones(order.shape[0], bool)
+    if order.shape[0] > 1:
+        new[1:] = False
+        for key in keys:
+            k = key[order]
+            new[1:] |= k[1:] != k[:-1]
+    return order, new
+
+
+def _segment_batches(headers, hid, barrier, multi) -> tuple[np.ndarray, np.ndarray]:
+    """For every regroupable record, the number of its batch (equal numbers: one
+    batch call; twice the segment number plus the position) and the first
+    record of its segment; barrier records get -1.
+
+    A record must start a new segment of its stream (within the records between
+    two barriers) when it depends on a record of the current segment: a
+    position-0 record on the last position-1 record of one of its rows, any
+    record on the previous record of its position if their signatures differ.
+    Those dependencies are computed for all records at once; only the chain
+    of segment starts is walked, over the records that have one.
+    """
+    n = hid.shape[0]
+    stream_ids: dict[Any, int] = {}
+    sig_ids: dict[int, int] = {}
+    h_stream = np.array([-1 if m.where is None else stream_ids.setdefault(m.where[0], len(stream_ids)) for m in headers])
+    h_pos = np.array([0 if m.where is None else m.where[1] for m in headers], np.int64)
+    h_sig = np.array([sig_ids.setdefault(id(m.signature), len(sig_ids)) for m in headers], np.int64)
+    run = np.cumsum(barrier)
+    group = run * max(len(stream_ids), 1) + h_stream[hid]
+    pos = h_pos[hid]
+    dep = np.full(n, -1, np.int64)
+
+    # Rows: one element per event, single-event rows gathered, multi-row records expanded.
+    single = ~barrier & np.array([m.single for m in headers], bool)[hid]
+    rows = np.zeros(n, np.int64)
+    for h, meta in enumerate(headers):
+        if meta.single:
+            rows[hid == h] = meta.columns["rows"]
+    elem_rec = np.nonzero(single)[0]
+    elem_row = rows[elem_rec]
+    if multi:
+        extra_rec = np.concatenate([np.full(a["rows"].shape[0], r, np.int64) for r, a in multi.items()])
+        extra_row = np.concatenate([a["rows"].astype(np.int64) for a in multi.values()])
+        elem_rec = np.concatenate([elem_rec, extra_rec])
+        elem_row = np.concatenate([elem_row, extra_row])
+    if elem_rec.shape[0]:
+        # For each event, the last position-1 record of its (run, stream, row) at or
+        # before it: a running maximum that restarts with each group.
+        order, new = _group_starts([group[elem_rec], elem_row], elem_rec)
+        g = np.cumsum(new) - 1
+        recs = elem_rec[order]
+        big = n + 2
+        seen = np.maximum.accumulate(g * big + np.where(pos[recs] == 1, recs, -1) + 1) - g * big - 1
+        needs = np.where(pos[recs] == 0, seen, -1)
+        np.maximum.at(dep, recs, needs)
+
+    # Signatures: the previous record of the same (run, stream, position).
+    keyed = np.nonzero(~barrier)[0]
+    if keyed.shape[0]:
+        order, new = _group_starts([group[keyed], pos[keyed]], keyed)
+        recs = keyed[order]
+        prev = np.empty_like(recs)
+        prev[0] = -1
+        prev[1:] = recs[:-1]
+        prev[new] = -1
+        sig = h_sig[hid]
+        differs = (prev >= 0) & (sig[recs] != sig[np.maximum(prev, 0)])
+        dep[recs[differs]] = np.maximum(dep[recs[differs]], prev[differs])
+
+    # The chain: a record starts a segment when what it depends on is in the
+    # current one (at or after that segment's first record).
+    starts_new = np.zeros(n, np.bool_)
+    cand = np.nonzero(dep >= 0)[0]
+    segment_chain(cand, group[cand], dep[cand], np.full(int(group.max()) + 1, -1, np.int64), starts_new)
+    batch = np.full(n, -1, np.int64)
+    first = np.full(n, -1, np.int64)
+    if keyed.shape[0]:
+        order, new = _group_starts([group[keyed]], keyed)
+        recs = keyed[order]
+        begins = new | starts_new[recs]
+        segment = np.cumsum(begins) - 1
+        batch[recs] = segment * 2 + pos[recs]
+        first[recs] = recs[begins][segment]
+    return batch, first
+
+
+def _batch_arrays(members: np.ndarray, hid: np.ndarray, local: np.ndarray, headers, multi) -> dict[str, np.ndarray]:
+    """The arrays of one batch: its records' arrays concatenated in record order."""
+    h = int(hid[members[0]])
+    names = headers[h].names
+    if headers[h].single and (len(headers) == 1 or (hid[members] == h).all()):
+        columns = headers[h].columns
+        at = local[members]
+        return {name: columns[name][at] for name in names}
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for r in members.tolist():
+        meta = headers[int(hid[r])]
+        for name in names:
+            pieces[name].append(meta.columns[name][local[r] : local[r] + 1] if meta.single else multi[r][name])
+    return {name: np.concatenate(p) for name, p in pieces.items()}
 
 
 _SIGNATURES: dict[Any, Any] = {}
@@ -313,22 +375,7 @@ class _Header:
         # header at once (read_batches fills ``columns``).
         self.single = self.where is not None and all(m[2] == (1,) for m in manifest)
         self.columns: dict[str, np.ndarray] = {}
-
-
-def _join_parts(signature: Any, parts: list[Any], headers: list[_Header]) -> dict[str, np.ndarray]:
-    """One batch from parts that are dicts of arrays or ``[header, start, stop]``
-    slices of a header's single-event columns."""
-    names = [c[0] for c in signature[1]]
-    pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for part in parts:
-        if type(part) is list:
-            columns = headers[part[0]].columns
-            for name in names:
-                pieces[name].append(columns[name][part[1] : part[2]])
-        else:
-            for name in names:
-                pieces[name].append(part[name])
-    return {name: p[0].copy() if len(p) == 1 else np.concatenate(p) for name, p in pieces.items()}
+        self.names = [m[0] for m in manifest]
 
 
 class OptimizerFolder:
