@@ -360,7 +360,7 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=_positive_int, default=None, help="jobs of every fleet, checkpoint and replay case (default: 10000; checkpoint 1000000; --quick 2000)")
     parser.add_argument("--arms", type=_arms_arg, default=None, help="batch sizes per job (default: 8)")
     parser.add_argument("--reference-jobs", type=_positive_int, default=None, metavar="N", help="jobs the zeus reference loops run on; fewer than --jobs scales it per job (default: up to 10000; --quick 200)")
-    parser.add_argument("--case", action="append", default=None, metavar="NAME", help="only this case or group (repeatable; groups: rng, thompson, scalar, pruning, power, checkpoint, lifecycle, replay, threads, journal)")
+    parser.add_argument("--case", action="append", default=None, metavar="NAME", help="only this case or group (repeatable; groups: rng, thompson, scalar, pruning, power, checkpoint, lifecycle, replay, threads, journal, serve)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling sweep over jobs and arms")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
     parser.add_argument("--json", metavar="PATH", type=Path, default=None, help="also write the whole report as JSON")
