@@ -306,7 +306,7 @@ CASES: list[Case] = [
         Case(f"serve.cycles-{level}:zeus", "serve", f"banditfleet serve, {level:,} concurrent jobs",
              "Zeus 0.16.0 server, SQLite", "reference", "cycle",
              f"Zeus 0.16.0's server on SQLite (one uvicorn worker), the same {_CYCLE}", _cycles(level),
-             target=100 if level == 128 else None)
+             target=100 if level == 128 else None, needs_reference=True)
         for level in LEVELS
     ],
     Case("serve.batch-predict:in-process", "serve", "POST batch predict over HTTP", "the same decisions in process",
