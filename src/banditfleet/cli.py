@@ -393,6 +393,50 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "error" for r in report.rows) else 0
 
 
+def _fsync_arg(text: str) -> str | float:
+    if text in ("batch", "never"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'batch', 'never' or milliseconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"fsync interval must be a positive number of milliseconds, got {text!r}")
+    return value
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--folder", required=True, type=Path, help="state folder (created when missing, recovered otherwise; one server per folder)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument("--fsync", type=_fsync_arg, default="batch", help="'batch' (default: no response before its effect is fsynced; fsyncs shared), 'never', or milliseconds between fsyncs")
+    parser.add_argument("--checkpoint-bytes", type=_positive_int, default=None, metavar="N", help="checkpoint whenever the journal reaches N bytes (default: only at shutdown)")
+    parser.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log; off by default)")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from banditfleet.serve.app import create_app
+    except ImportError as exc:
+        print(f"banditfleet serve: error: {exc.name or exc} is not installed; install banditfleet[serve]", file=sys.stderr)
+        return 2
+    from banditfleet.errors import BanditFleetError
+
+    try:
+        app = create_app(args.folder, fsync=args.fsync, checkpoint_bytes=args.checkpoint_bytes)
+    except BanditFleetError as exc:
+        print(f"banditfleet serve: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, workers=1, access_log=args.access_log,
+                    log_level="info", lifespan="on")
+    finally:
+        app.state.bf.close()  # no-op after a clean shutdown (uvicorn ran the lifespan)
+    return 0
+
+
 # ------------------------------------------------------------------ commands
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
@@ -415,6 +459,12 @@ COMMANDS: list[Command] = [
         "time the engine against numpy's random draws and the zeus reference; scaling, memory and compile time",
         _add_bench_arguments,
         _run_bench,
+    ),
+    (
+        "serve",
+        "serve Zeus's batch-size-optimizer protocol over HTTP on a journaled folder (needs banditfleet[serve])",
+        _add_serve_arguments,
+        _run_serve,
     ),
 ]
 
