@@ -412,20 +412,32 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fsync", type=_fsync_arg, default="batch", help="'batch' (default: no response before its effect is fsynced; fsyncs shared), 'never', or milliseconds between fsyncs")
     parser.add_argument("--checkpoint-bytes", type=_positive_int, default=None, metavar="N", help="checkpoint whenever the journal reaches N bytes (default: only at shutdown)")
     parser.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log; off by default)")
+    parser.add_argument("--token-file", type=Path, default=None, metavar="FILE", help="every request must carry 'Authorization: Bearer <token>', the token being FILE's content")
+    parser.add_argument("--insecure", action="store_true", help="allow binding a non-loopback address without --token-file")
+    parser.add_argument("--max-body-bytes", type=_positive_int, default=16 * 1024 * 1024, metavar="N", help="answer 413 to request bodies over N bytes (default: 16 MiB)")
+    parser.add_argument("--no-microbatch", action="store_true", help="decide every GET /jobs/batch_size on its own instead of batching concurrent ones")
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from banditfleet.serve.app import create_app
+        from banditfleet.serve.edge import build_app
+        from banditfleet.serve.security import InsecureBindError, TokenFileError, check_bind, load_token
     except ImportError as exc:
         print(f"banditfleet serve: error: {exc.name or exc} is not installed; install banditfleet[serve]", file=sys.stderr)
         return 2
     from banditfleet.errors import BanditFleetError
 
     try:
-        app = create_app(args.folder, fsync=args.fsync, checkpoint_bytes=args.checkpoint_bytes)
+        token = load_token(args.token_file) if args.token_file is not None else None
+        check_bind(args.host, token, args.insecure)
+    except (InsecureBindError, TokenFileError) as exc:
+        print(f"banditfleet serve: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        app = build_app(args.folder, token=token, max_body_bytes=args.max_body_bytes, microbatch=not args.no_microbatch,
+                        fsync=args.fsync, checkpoint_bytes=args.checkpoint_bytes)
     except BanditFleetError as exc:
         print(f"banditfleet serve: error: {exc}", file=sys.stderr)
         return 2

@@ -50,28 +50,46 @@ _WATTS = 200.0
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection: ``request`` writes one request and reads its answer."""
+    """One keep-alive HTTP/1.1 connection: ``request`` writes one request and reads its answer.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host_header: bytes, extra: bytes) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._host = host_header
-        self._extra = extra
+    A connection the server closed while it was idle (uvicorn closes idle
+    keep-alive connections after a few seconds) is opened again and the
+    request sent once more: the server never saw it.
+    """
+
+    def __init__(self, host: str, port: int, token: str | None = None) -> None:
+        self._addr = (host, port)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._host = f"Host: {host}:{port}\r\n".encode()
+        self._extra = b"Authorization: Bearer " + token.encode() + b"\r\n" if token else b""
 
     @classmethod
     async def open(cls, host: str, port: int, token: str | None = None) -> Connection:
-        reader, writer = await asyncio.open_connection(host, port)
-        extra = b"Authorization: Bearer " + token.encode() + b"\r\n" if token else b""
-        return cls(reader, writer, f"Host: {host}:{port}\r\n".encode(), extra)
+        conn = cls(host, port, token)
+        await conn._connect()
+        return conn
+
+    async def _connect(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader, self._writer = await asyncio.open_connection(*self._addr)
 
     async def request(self, method: bytes, target: bytes, body: bytes = b"") -> tuple[int, bytes]:
         """Send one request; return (status, body). The body is sent without a Content-Type."""
         head = b"%s %s HTTP/1.1\r\n%s%sContent-Length: %d\r\n\r\n" % (method, target, self._host, self._extra, len(body))
-        self._writer.write(head + body)
+        for attempt in (0, 1):
+            try:
+                self._writer.write(head + body)
+                status_line = await self._reader.readline()
+            except ConnectionError:
+                status_line = b""
+            if status_line:
+                break
+            if attempt:
+                raise ConnectionError("server closed the connection")
+            await self._connect()
         reader = self._reader
-        status_line = await reader.readline()
-        if not status_line:
-            raise ConnectionError("server closed the connection")
         status = int(status_line.split(b" ", 2)[1])
         length = 0
         chunked = False
@@ -98,7 +116,8 @@ class Connection:
         return status, (await reader.readexactly(length) if length else b"")
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def job_spec(job_id: str, prefix: str, spec: dict[str, Any]) -> bytes:
