@@ -260,7 +260,7 @@ def parse_body(model: type[BaseModel], raw: bytes, content_type: str | None) -> 
     """
     body = _json_body(raw, content_type)
     if body is None:
-        raise ProtocolError(422, {"detail": [{"loc": ["body"], "msg": "field required", "type": "value_error.missing"}]})
+        raise ProtocolError(422, {"detail": [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]})
     if not isinstance(body, dict):
         raise ProtocolError(422, {"detail": [{"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}]})
     try:
