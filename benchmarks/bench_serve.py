@@ -9,9 +9,9 @@ benchmarks enabled, the ``-ours`` row records in ``extra_info`` the row
 ``banditfleet bench`` would print (the same-run ratio, p50/p99 latencies,
 server and load-generator CPU).
 
-With ``--benchmark-disable`` (CI) every simulated job runs one cycle, the
-batch request holds 40 jobs, Zeus's server runs only at 1 and 16 jobs, and
-each side runs once: this only proves every case works end to end.
+With ``--benchmark-disable`` (CI) every row runs at most 8 concurrent jobs,
+one cycle each, the batch request holds 20 jobs, Zeus's server runs only at
+1 job, and each side runs once: this only proves every case works end to end.
 
 Run: ``pytest benchmarks/bench_serve.py`` (``BANDITFLEET_BENCH_QUICK=1`` for
 ``--quick`` sizes).

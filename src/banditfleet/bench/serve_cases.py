@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import shutil
-import statistics
+import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +66,15 @@ def latency_summary(samples: dict[str, list[float]]) -> dict[str, dict[str, floa
     out["all"] = {"p50_ms": percentile(everything, 0.5) * 1e3, "p99_ms": percentile(everything, 0.99) * 1e3,
                   "max_ms": (everything[-1] * 1e3) if everything else math.nan, "count": len(everything)}
     return out
+
+
+#: Most concurrent jobs in the one-call check (``budget <= 0``: CI's ``--benchmark-disable`` run).
+TINY_JOBS = 8
+
+
+def _jobs(cfg: Config, level: int) -> int:
+    """Concurrent jobs of a row: ``level``, or at most :data:`TINY_JOBS` in the one-call check."""
+    return level if cfg.budget > 0 else min(level, TINY_JOBS)
 
 
 def _cycles_per_call(cfg: Config, jobs: int) -> int:
@@ -133,14 +142,30 @@ def _ours(cfg: Config, shared: dict[str, Any], microbatch: bool = True) -> _Side
 
 
 def _zeus(cfg: Config, shared: dict[str, Any]) -> tuple[_Side | None, str | None]:
-    if "serve_zeus" not in shared:
-        from banditfleet.bench.serving import LoadGenerator, start_zeus_server, zeus_server_python
+    """Zeus's server and its load generator, or (None, why not).
 
-        python, why = zeus_server_python()
-        if python is None:
-            shared["serve_zeus"] = (None, why)
+    The interpreter is ``$BANDITFLEET_ZEUS_PYTHON``, else this one; it is not
+    probed first (importing Zeus's server takes seconds): a server that does
+    not start makes the comparison missing, with its log's last line. In the
+    one-call check (``budget <= 0``) Zeus runs only when
+    ``$BANDITFLEET_ZEUS_PYTHON`` names its interpreter.
+    """
+    if "serve_zeus" not in shared:
+        import os
+
+        from banditfleet.bench.serving import ZEUS_PYTHON_ENV, LoadGenerator, start_zeus_server
+
+        python = os.environ.get(ZEUS_PYTHON_ENV)
+        if cfg.budget <= 0 and not python:
+            shared["serve_zeus"] = (None, f"Zeus's server runs in the one-call check only with {ZEUS_PYTHON_ENV} set")
+            return shared["serve_zeus"]
+        try:
+            server = start_zeus_server(_workdir(cfg, shared), python=python or sys.executable)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            last = (str(exc).strip().splitlines() or ["?"])[-1]
+            shared["serve_zeus"] = (None, f"Zeus 0.16.0's server did not start ({last[:200]}); set {ZEUS_PYTHON_ENV} "
+                                          "to a Python that has it (docs/performance.md)")
         else:
-            server = start_zeus_server(_workdir(cfg, shared), python=python)
             side = _Side(server, LoadGenerator(server.port))
             shared["serve_zeus"] = (side, None)
             _chain_cleanup(shared, side.stop)
@@ -198,9 +223,10 @@ def _fmt_side(name: str, s: dict[str, Any]) -> str:
             + (f", {s['errors']} errors" if s["errors"] else ""))
 
 
-def _cycles(level: int) -> Callable[[Config, dict[str, Any]], Prepared]:
+def _cycles(nominal: int) -> Callable[[Config, dict[str, Any]], Prepared]:
     def setup(cfg: Config, shared: dict[str, Any]) -> Prepared:
         ours = _ours(cfg, shared)
+        level = _jobs(cfg, nominal)
         prefix = f"c{level}"
         ours.register(prefix, level)
         k = _cycles_per_call(cfg, level)
@@ -209,8 +235,8 @@ def _cycles(level: int) -> Callable[[Config, dict[str, Any]], Prepared]:
         zeus, why = _zeus(cfg, shared)
         comparison = None
         kz = 1
-        if zeus is not None and cfg.budget <= 0 and level > 16:
-            why = "Zeus's server above 16 concurrent jobs is skipped in the one-call check (seconds per cycle)"
+        if zeus is not None and cfg.budget <= 0 and nominal > 1:
+            why = "Zeus's server runs only at 1 job in the one-call check (seconds per cycle)"
             zeus = None
         elif zeus is not None and level >= 1024 and cfg.quick:
             why = "Zeus's server at 1,024 concurrent jobs is skipped with --quick (minutes per round)"
@@ -242,7 +268,7 @@ def _batch_predict(cfg: Config, shared: dict[str, Any]) -> Prepared:
     from banditfleet.serve.batch_api import BATCH_PREDICT_PATH, in_process_predict
 
     ours = _ours(cfg, shared)
-    n = 40 if cfg.budget <= 0 else BATCH_JOBS[1] if cfg.quick else BATCH_JOBS[0]
+    n = 20 if cfg.budget <= 0 else BATCH_JOBS[1] if cfg.quick else BATCH_JOBS[0]
     prefix = f"b{n}"
     ours.register(prefix, n)
     ids = [f"{prefix}-{i}" for i in range(n)]
@@ -280,7 +306,7 @@ def _batch_predict(cfg: Config, shared: dict[str, Any]) -> Prepared:
 
 
 def _microbatch(cfg: Config, shared: dict[str, Any]) -> Prepared:
-    level = 128
+    level = _jobs(cfg, 128)
     on, off = _ours(cfg, shared, True), _ours(cfg, shared, False)
     prefix = f"m{level}"
     on.register(prefix, level)
