@@ -32,7 +32,7 @@ KNOWN = ["test-0", "test-1"]
 @pytest.fixture(scope="module")
 def server():
     d = tempfile.TemporaryDirectory(prefix="bf-fuzz-")
-    app = build_app(d.name + "/state", fsync="never", max_body_bytes=4096)
+    app = build_app(d.name + "/state", fsync="never", max_body_bytes=4096, microbatch=True)
     client = starlette_testclient.TestClient(app, raise_server_exceptions=False)
     client.__enter__()
     for job_id in KNOWN:

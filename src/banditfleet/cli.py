@@ -415,7 +415,7 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path, default=None, metavar="FILE", help="every request must carry 'Authorization: Bearer <token>', the token being FILE's content")
     parser.add_argument("--insecure", action="store_true", help="allow binding a non-loopback address without --token-file")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=16 * 1024 * 1024, metavar="N", help="answer 413 to request bodies over N bytes (default: 16 MiB)")
-    parser.add_argument("--no-microbatch", action="store_true", help="decide every GET /jobs/batch_size on its own instead of batching concurrent ones")
+    parser.add_argument("--microbatch", action="store_true", help="decide concurrent GET /jobs/batch_size requests as one batch (off by default: measured no gain, see docs/performance.md)")
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -436,7 +436,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"banditfleet serve: error: {exc}", file=sys.stderr)
         return 2
     try:
-        app = build_app(args.folder, token=token, max_body_bytes=args.max_body_bytes, microbatch=not args.no_microbatch,
+        app = build_app(args.folder, token=token, max_body_bytes=args.max_body_bytes, microbatch=args.microbatch,
                         fsync=args.fsync, checkpoint_bytes=args.checkpoint_bytes)
     except BanditFleetError as exc:
         print(f"banditfleet serve: error: {exc}", file=sys.stderr)

@@ -11,8 +11,8 @@
 * middleware, outermost first: metrics (every request is counted, refused
   ones too), bearer-token authentication when a token is given
   (:class:`~banditfleet.serve.security.BearerAuth`), the body-size limit
-  (:class:`~banditfleet.serve.security.BodyLimit`), and micro-batching of
-  ``GET /jobs/batch_size`` (:class:`MicroBatchPredict`).
+  (:class:`~banditfleet.serve.security.BodyLimit`), and, when asked for,
+  micro-batching of ``GET /jobs/batch_size`` (:class:`MicroBatchPredict`).
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def edge_routes(metrics: Metrics) -> list[BaseRoute]:
 
 
 def build_app(folder: str | os.PathLike, *, token: Optional[str] = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-              microbatch: bool = True, **create_app_kwargs: Any):
+              microbatch: bool = False, **create_app_kwargs: Any):
     """The ``banditfleet serve`` application (see the module docstring).
 
     Args:
@@ -196,7 +196,9 @@ def build_app(folder: str | os.PathLike, *, token: Optional[str] = None, max_bod
             ``banditfleet serve`` then binds loopback only, see
             :func:`~banditfleet.serve.security.check_bind`).
         max_body_bytes: Request bodies above this are answered 413.
-        microbatch: Decide concurrent ``GET /jobs/batch_size`` requests together.
+        microbatch: Decide concurrent ``GET /jobs/batch_size`` requests together
+            (off by default: on this server's per-job state it measured no
+            gain, see docs/performance.md).
         create_app_kwargs: ``fsync``, ``checkpoint_bytes``, ... for ``create_app``.
 
     The :class:`~banditfleet.serve.metrics.Metrics` is ``app.state.metrics``.
