@@ -122,3 +122,35 @@ def test_register_conflict_and_identity(tmp_path):
         assert created and echoed["job_id"].startswith("s-") and echoed["job_id"] != spec["job_id"]
     finally:
         state.close()
+
+
+def test_a_failed_fsync_refuses_every_later_request(tmp_path, monkeypatch):
+    """After the journal fails, the server answers 503 (its memory may be ahead of the disk)."""
+    import os
+
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from banditfleet.serve.app import create_app
+
+    app = create_app(tmp_path / "f", fsync="batch", checkpoint_on_shutdown=False)
+    spec = _spec(1, 5, 0)
+    with TestClient(app) as client:
+        assert client.post("/jobs", json=spec).status_code == 201
+        real_fsync = os.fsync
+
+        def broken(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", broken)
+        r = client.get("/jobs/batch_size", params={"job_id": spec["job_id"]})
+        assert r.status_code == 503 and "restart the server" in r.json()["message"]
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        for _ in range(2):  # even reads and refusals: the folder is no longer trusted
+            assert client.get("/jobs/batch_size", params={"job_id": "unknown"}).status_code == 503
+            assert client.post("/jobs", json=spec).status_code == 503
+    # What reached the disk: the registration, acknowledged before the failure.
+    from banditfleet.serve.zeus_state import ZeusServerState
+
+    with ZeusServerState.open(tmp_path / "f") as again:
+        assert again.job_state(spec["job_id"])["next_trial"] in (1, 2)
