@@ -193,6 +193,27 @@ class ZeusReference:
         r = self.client.request(method, path, **kwargs)
         return r.status_code, r.json()
 
+    def tables(self) -> dict[str, dict[str, Any]]:
+        """Every job's rows in the reference's database: stage, minimum cost, generator
+        state, trials (by number) and arms (by batch size), read with sqlite3."""
+        import sqlite3
+
+        con = sqlite3.connect(f"{self._dir.name}/zeus.db")
+        try:
+            jobs = {}
+            for job_id, stage, min_cost, min_bs, rng in con.execute(
+                    'SELECT job_id, stage, min_cost, min_cost_batch_size, mab_random_generator_state FROM "Job"'):
+                jobs[job_id] = {"stage": stage, "min_cost": min_cost, "min_cost_batch_size": min_bs,
+                                "rng": None if rng is None else json.loads(rng), "trials": {}, "arms": {}}
+            for row in con.execute('SELECT job_id, trial_number, batch_size, type, status, time, energy, converged FROM "Trial"'):
+                conv = None if row[7] is None else bool(row[7])
+                jobs[row[0]]["trials"][row[1]] = [row[2], row[3], row[4], row[5], row[6], conv]
+            for row in con.execute('SELECT job_id, batch_size, param_mean, param_precision, reward_precision, num_observations FROM "GaussianTsArmState"'):
+                jobs[row[0]]["arms"][row[1]] = [row[2], row[3], row[4], row[5]]
+            return jobs
+        finally:
+            con.close()
+
     def close(self) -> None:
         self.client.__exit__(None, None, None)
 

@@ -122,3 +122,105 @@ def test_register_conflict_and_identity(tmp_path):
         assert created and echoed["job_id"].startswith("s-") and echoed["job_id"] != spec["job_id"]
     finally:
         state.close()
+
+
+def test_a_failed_fsync_refuses_every_later_request(tmp_path, monkeypatch):
+    """After the journal fails, the server answers 503 (its memory may be ahead of the disk)."""
+    import os
+
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from banditfleet.serve.app import create_app
+
+    app = create_app(tmp_path / "f", fsync="batch", checkpoint_on_shutdown=False)
+    spec = _spec(1, 5, 0)
+    with TestClient(app) as client:
+        assert client.post("/jobs", json=spec).status_code == 201
+        real_fsync = os.fsync
+
+        def broken(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", broken)
+        r = client.get("/jobs/batch_size", params={"job_id": spec["job_id"]})
+        assert r.status_code == 503 and "restart the server" in r.json()["message"]
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        for _ in range(2):  # even reads and refusals: the folder is no longer trusted
+            assert client.get("/jobs/batch_size", params={"job_id": "unknown"}).status_code == 503
+            assert client.post("/jobs", json=spec).status_code == 503
+    # What reached the disk: the registration, acknowledged before the failure.
+    from banditfleet.serve.zeus_state import ZeusServerState
+
+    with ZeusServerState.open(tmp_path / "f") as again:
+        assert again.job_state(spec["job_id"])["next_trial"] in (1, 2)
+
+
+def test_responses_wait_for_their_fsync_and_share_them(tmp_path, monkeypatch):
+    """Group commit at the server: no response starts before an fsync covered every journal byte
+    written when its request was handled, and concurrent requests share fsyncs."""
+    import asyncio
+    import contextvars
+    import os
+    import time
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("starlette")
+    from banditfleet.serve.app import create_app
+
+    app = create_app(tmp_path / "f", fsync="batch")
+    ctx = app.state.bf
+    folder = ctx.state.folder
+    written_at_handling: contextvars.ContextVar[int] = contextvars.ContextVar("written", default=0)
+    real_fsync = os.fsync
+    violations: list[tuple[int, int]] = []
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.005)  # a slow disk, so requests pile up behind each fsync
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    for name in ("register", "predict", "report"):
+        inner = getattr(ctx.state, name)
+
+        def wrapped(*args, _inner=inner):
+            try:
+                return _inner(*args)
+            finally:
+                written_at_handling.set(folder._written)
+
+        setattr(ctx.state, name, wrapped)
+
+    async def checking_app(scope, receive, send):
+        async def checked_send(message):
+            if message["type"] == "http.response.start":
+                needed = written_at_handling.get()
+                if folder._durable < needed:
+                    violations.append((folder._durable, needed))
+            await send(message)
+
+        await app(scope, receive, checked_send)
+
+    async def one_client(client, j: int) -> int:
+        spec = {**_spec(j, j, 0), "job_id": f"s-{j}"}
+        n = 1 if (await client.post("/jobs", json=spec)).status_code == 201 else 0
+        for _ in range(4):
+            t = (await client.get("/jobs/batch_size", params={"job_id": spec["job_id"]})).json()
+            r = await client.post("/report", json={**t, "time": 10.0, "energy": 1000.0, "metric": 0.6, "current_epoch": 3})
+            assert r.status_code == 200
+            n += 2
+        return n
+
+    async def main() -> int:
+        transport = httpx.ASGITransport(app=checking_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            counts = await asyncio.gather(*(one_client(client, j) for j in range(16)))
+        return sum(counts)
+
+    before = folder.fsync_count
+    changes = asyncio.run(main())
+    fsyncs = folder.fsync_count - before
+    ctx.close()
+    assert changes == 16 * 9
+    assert violations == []
+    assert 0 < fsyncs < changes / 2, (fsyncs, changes)

@@ -70,6 +70,10 @@ class ServeContext:
     def __init__(self, state: ZeusServerState, checkpoint_on_shutdown: bool = True) -> None:
         self.state = state
         self.checkpoint_on_shutdown = checkpoint_on_shutdown
+        #: Set once the journal failed (an append or an fsync): from then on every
+        #: request is refused with 503, since the state in memory may be ahead of
+        #: the disk. Restarting the server recovers from what reached the disk.
+        self.failed: Optional[str] = None
         self._fsync_task: Optional[asyncio.Future] = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="banditfleet-fsync")
 
@@ -93,9 +97,11 @@ class ServeContext:
         state = self.state
         try:
             if state.folder is not None:
-                if self.checkpoint_on_shutdown:
+                if self.checkpoint_on_shutdown and self.failed is None:
                     state.checkpoint()
                 state.close()
+        except JournalError as exc:  # the folder is released all the same
+            logger.error("closing the state folder: %s", exc)
         finally:
             self._executor.shutdown(wait=True)
 
@@ -107,20 +113,26 @@ def _json(body: Any, status: int = 200) -> Response:
 async def _answer(request: Request, handle: Callable[[ServeContext], tuple[int, Any]]) -> Response:
     """Run one protocol call, wait for durability, answer; refusals become their JSON bodies."""
     ctx: ServeContext = request.app.state.bf
+    if ctx.failed is not None:
+        return _json({"message": ctx.failed}, 503)
     try:
         status, body = handle(ctx)
+        await ctx.durable()
     except ProtocolError as exc:
         status, body = exc.status, exc.body
     except ZeusServerError as exc:
         status, body = exc.status, {"message": exc.message}
     except JournalError as exc:
-        logger.error("journal failure: %s", exc)
-        return _json({"message": str(exc)}, 503)
-    try:
-        await ctx.durable()
-    except JournalError as exc:
-        logger.error("journal failure: %s", exc)
-        return _json({"message": str(exc)}, 503)
+        ctx.failed = f"the state folder failed ({exc}); restart the server to recover from what reached the disk"
+        logger.error("journal failure, refusing every request from now on: %s", exc)
+        return _json({"message": ctx.failed}, 503)
+    if status >= 400:
+        try:  # a refusal may depend on state another request just changed: durable too
+            await ctx.durable()
+        except JournalError as exc:
+            ctx.failed = f"the state folder failed ({exc}); restart the server to recover from what reached the disk"
+            logger.error("journal failure, refusing every request from now on: %s", exc)
+            return _json({"message": ctx.failed}, 503)
     return _json(body, status)
 
 

@@ -44,6 +44,7 @@ the server which journal offset a response must wait for
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -106,7 +107,7 @@ class _Job:
     """One job's rows: spec, job-level state, trials, arms and random stream."""
 
     __slots__ = ("spec", "stage", "min_cost", "min_cost_batch_size", "seed", "rng", "trials",
-                 "next_trial", "explorations", "arms")
+                 "next_trial", "explorations", "succeeded", "arms")
 
     def __init__(self, spec: dict[str, Any], seed: int) -> None:
         self.spec = spec
@@ -119,6 +120,8 @@ class _Job:
         self.next_trial = 1
         # batch size -> trial numbers of its non-failed explorations, ascending.
         self.explorations: dict[int, list[int]] = {}
+        # batch size -> trial numbers of its succeeded trials (every type), ascending.
+        self.succeeded: dict[int, list[int]] = {}
         # batch size -> [param_mean, param_precision, reward_precision, num_observations],
         # in creation order (ascending batch size).
         self.arms: dict[int, list[Any]] = {}
@@ -151,6 +154,8 @@ class _Job:
             job.trials[n] = _Trial(bs, type_, status, t, e, conv)
             if type_ == EXPLORATION and status != FAILED:
                 job.explorations.setdefault(bs, []).append(n)
+            if status == SUCCEEDED:
+                job.succeeded.setdefault(bs, []).append(n)
         for bs, mean, prec, rprec, nobs in doc["arms"]:
             job.arms[bs] = [mean, prec, rprec, nobs]
         return job
@@ -427,7 +432,7 @@ class ZeusServerState(Journaled):
         ok = bool(converged and within_cost_range)
         if job.stage == MAB:
             self._mab_report(job, trial, result)
-        self._finish_trial(job, trial, result["time"], result["energy"], ok)
+        self._finish_trial(job, tn, trial, result["time"], result["energy"], ok)
         self._record("report", {}, {"result": result})
         return {"stop_train": True, "converged": ok, "message": message}
 
@@ -436,8 +441,8 @@ class ZeusServerState(Journaled):
         spec = job.spec
         bs = result["batch_size"]
         window = spec["window_size"]
-        history = [n for n in sorted(job.trials, reverse=True)
-                   if job.trials[n].batch_size == bs and job.trials[n].status == SUCCEEDED]
+        # Zeus: the batch size's succeeded trials, newest first, at most `window` of them.
+        history = job.succeeded.get(bs, [])[::-1]
         if window > 0:
             history = history[:window]
             if len(history) >= window:
@@ -452,7 +457,8 @@ class ZeusServerState(Journaled):
             raise ZeusServerError(400, "Cannot update an arm since this trial is not issued from MAB stage.")
         job.arms[bs] = new_arm
 
-    def _finish_trial(self, job: _Job, trial: _Trial, time_s: float, energy: float, converged: bool) -> None:
+    def _finish_trial(self, job: _Job, number: int, trial: _Trial, time_s: float, energy: float, converged: bool) -> None:
+        bisect.insort(job.succeeded.setdefault(trial.batch_size, []), number)
         trial.status = SUCCEEDED
         trial.time = time_s
         trial.energy = energy
