@@ -79,7 +79,9 @@ def cfg(request) -> Config:
     return _config(request.config)
 
 
-PARAMS = [pytest.param(case, side, id=f"{case.name}-{side}") for case in CASES for side in ("ours", "comparison")]
+# The ``serve`` group starts servers and load generators: benchmarks/bench_serve.py runs it.
+PARAMS = [pytest.param(case, side, id=f"{case.name}-{side}") for case in CASES if case.group != "serve"
+          for side in ("ours", "comparison")]
 
 
 @pytest.mark.parametrize(("case", "side"), PARAMS)

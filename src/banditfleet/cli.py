@@ -360,7 +360,7 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=_positive_int, default=None, help="jobs of every fleet, checkpoint and replay case (default: 10000; checkpoint 1000000; --quick 2000)")
     parser.add_argument("--arms", type=_arms_arg, default=None, help="batch sizes per job (default: 8)")
     parser.add_argument("--reference-jobs", type=_positive_int, default=None, metavar="N", help="jobs the zeus reference loops run on; fewer than --jobs scales it per job (default: up to 10000; --quick 200)")
-    parser.add_argument("--case", action="append", default=None, metavar="NAME", help="only this case or group (repeatable; groups: rng, thompson, scalar, pruning, power, checkpoint, lifecycle, replay, threads, journal)")
+    parser.add_argument("--case", action="append", default=None, metavar="NAME", help="only this case or group (repeatable; groups: rng, thompson, scalar, pruning, power, checkpoint, lifecycle, replay, threads, journal, serve)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling sweep over jobs and arms")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
     parser.add_argument("--json", metavar="PATH", type=Path, default=None, help="also write the whole report as JSON")
@@ -393,6 +393,62 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "error" for r in report.rows) else 0
 
 
+def _fsync_arg(text: str) -> str | float:
+    if text in ("batch", "never"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'batch', 'never' or milliseconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"fsync interval must be a positive number of milliseconds, got {text!r}")
+    return value
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--folder", required=True, type=Path, help="state folder (created when missing, recovered otherwise; one server per folder)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument("--fsync", type=_fsync_arg, default="batch", help="'batch' (default: no response before its effect is fsynced; fsyncs shared), 'never', or milliseconds between fsyncs")
+    parser.add_argument("--checkpoint-bytes", type=_positive_int, default=None, metavar="N", help="checkpoint whenever the journal reaches N bytes (default: only at shutdown)")
+    parser.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log; off by default)")
+    parser.add_argument("--token-file", type=Path, default=None, metavar="FILE", help="every request must carry 'Authorization: Bearer <token>', the token being FILE's content")
+    parser.add_argument("--insecure", action="store_true", help="allow binding a non-loopback address without --token-file")
+    parser.add_argument("--max-body-bytes", type=_positive_int, default=16 * 1024 * 1024, metavar="N", help="answer 413 to request bodies over N bytes (default: 16 MiB)")
+    parser.add_argument("--microbatch", action="store_true", help="decide concurrent GET /jobs/batch_size requests as one batch (off by default: measured no gain, see docs/performance.md)")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from banditfleet.serve.edge import build_app
+        from banditfleet.serve.security import InsecureBindError, TokenFileError, check_bind, load_token
+    except ImportError as exc:
+        print(f"banditfleet serve: error: {exc.name or exc} is not installed; install banditfleet[serve]", file=sys.stderr)
+        return 2
+    from banditfleet.errors import BanditFleetError
+
+    try:
+        token = load_token(args.token_file) if args.token_file is not None else None
+        check_bind(args.host, token, args.insecure)
+    except (InsecureBindError, TokenFileError) as exc:
+        print(f"banditfleet serve: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        app = build_app(args.folder, token=token, max_body_bytes=args.max_body_bytes, microbatch=args.microbatch,
+                        fsync=args.fsync, checkpoint_bytes=args.checkpoint_bytes)
+    except BanditFleetError as exc:
+        print(f"banditfleet serve: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, workers=1, access_log=args.access_log,
+                    log_level="info", lifespan="on")
+    finally:
+        app.state.bf.close()  # no-op after a clean shutdown (uvicorn ran the lifespan)
+    return 0
+
+
 # ------------------------------------------------------------------ commands
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
@@ -415,6 +471,12 @@ COMMANDS: list[Command] = [
         "time the engine against numpy's random draws and the zeus reference; scaling, memory and compile time",
         _add_bench_arguments,
         _run_bench,
+    ),
+    (
+        "serve",
+        "serve Zeus's batch-size-optimizer protocol over HTTP on a journaled folder (needs banditfleet[serve])",
+        _add_serve_arguments,
+        _run_serve,
     ),
 ]
 

@@ -127,7 +127,9 @@ class Prepared:
     timed call (a fresh optimizer for one-shot work). ``same_repeats`` times
     both sides the same number of times (state that grows with every call,
     such as reward histories, then grows alike). ``missing`` says why the
-    comparison cannot run; ``cleanup`` runs when the row is done.
+    comparison cannot run; ``finalize`` runs after the timing, before the row
+    is made (it may set ``note`` and ``info`` from what the calls recorded);
+    ``cleanup`` runs when the row is done.
     """
 
     ours: Callable[[], Any]
@@ -141,6 +143,7 @@ class Prepared:
     note: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     cleanup: Callable[[], Any] | None = None
+    finalize: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -669,6 +672,10 @@ CASES: list[Case] = [
 from banditfleet.bench.concurrency import CASES as _CONCURRENCY_CASES  # noqa: E402 (needs Case, Config, Prepared)
 
 CASES += _CONCURRENCY_CASES
+
+from banditfleet.bench.serve_cases import CASES as _SERVE_CASES  # noqa: E402 (needs Case, Config, Prepared)
+
+CASES += _SERVE_CASES
 
 GROUPS: list[str] = list(dict.fromkeys(c.group for c in CASES))
 

@@ -218,6 +218,8 @@ def run_case(case: Case, cfg: Config, shared: dict[str, Any]) -> Row:
         prepared = case.setup(cfg, shared)
         setup_seconds = time.perf_counter() - t0
         ours, cmp = measure_pair(prepared, cfg)
+        if prepared.finalize is not None:
+            prepared.finalize()
         row = make_row(case, prepared, ours, cmp)
         row.setup_seconds = setup_seconds
         return row
