@@ -236,7 +236,7 @@ def _row4(row, arm_start, arm_count, arm_active, arm_value, obs, mean, prec, nee
     return arm_value[chosen]
 
 
-def _batch(row_fn):
+def _batch(row_fn, signed=False):
     @numba.njit(**HELPER)
     def loop(rows, arm_start, arm_count, arm_active, arm_value, obs, mean, prec, need, streams, active, order, taken, out):
         for i in range(rows.shape[0]):
@@ -251,7 +251,15 @@ def _batch(row_fn):
         loop(rows, arm_start, arm_count, arm_active, arm_value, obs, mean, prec, need, streams,
              np.empty(m, np.uint64), np.empty(m, np.int64), np.zeros(m, np.uint8), out)
 
-    return kernel
+    @numba.njit(nogil=True, error_model="numpy")
+    def kernel_signed(rows, arm_start, arm_count, arm_active, arm_value, obs, mean, prec, need, streams, out):
+        m = 1
+        for i in range(rows.shape[0]):
+            m = max(m, arm_count[rows[i]])
+        loop(rows, arm_start, arm_count, arm_active, arm_value, obs, mean, prec, need, streams,
+             np.empty(m, np.int64), np.empty(m, np.int64), np.zeros(m, np.uint8), out)
+
+    return kernel_signed if signed else kernel
 
 
 @numba.njit(nogil=True, error_model="numpy")
@@ -265,7 +273,7 @@ def step5(rows, arm_start, arm_count, arm_active, arm_value, obs, mean, prec, ne
 
 STEPS = [
     ("0: before (a compiled per-row call, 13 arguments)", step0),
-    ("1: one function (row inlined in one NRT-free loop)", _batch(_row1)),
+    ("1: one function (row inlined in one NRT-free loop)", _batch(_row1, signed=True)),
     ("2: + unsigned indices", _batch(_row2)),
     ("3: + permutation skipped when nobody explores", _batch(_row3)),
     ("4: + ziggurat tail out of line, first arm peeled", _batch(_row4)),
@@ -279,7 +287,7 @@ def _copy(streams: Streams) -> Streams:
 
 def ladder(fleet, repeats: int) -> list[tuple[str, float, float]]:
     s = fleet.ours._store
-    rows = np.asarray(fleet.rows, np.int64)
+    rows = np.ascontiguousarray(fleet.rows.array, np.int64)
     n = rows.shape[0]
     arrays = (s.arm_start, s.arm_count, s.arm_active, s.arm_value, s.observation_count, s.posterior_mean,
               s.posterior_precision, s.num_exploration)

@@ -262,7 +262,7 @@ def _ts_predict_draws(random: bool) -> Callable[[Config, dict[str, Any]], Prepar
     def setup(cfg: Config, shared: dict[str, Any]) -> Prepared:
         fleet, _ = _random_gts(cfg, shared) if random else _gts(cfg, shared, True)
         store = fleet.ours._store
-        rows = np.asarray(fleet.rows, np.int64)
+        rows = np.ascontiguousarray(fleet.rows.array, np.int64)
         floor = draws.decision_draws(store.streams, rows, store.arm_count)
         counts = store.arm_count[rows]
         what = f"{counts.min()}-{counts.max()} arms (mean {counts.mean():.1f})" if random else f"{cfg.arms} arms"
