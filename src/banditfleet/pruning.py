@@ -36,6 +36,7 @@ from banditfleet.kernels.fleet import (
     pruning_observe_rows,
     pruning_predict_one,
     pruning_predict_rows,
+    predict_rows,
 )
 from banditfleet.errors import (
     UnknownJobError,
@@ -537,6 +538,12 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
                 s.posterior_precision, s.num_exploration, s.streams, out, int(s.arm_count[: s.n_jobs].max()),
                 numba.get_num_threads() * 4,
             )
+            self._record("predict", {"rows": rows})
+            return out
+        if rows.shape[0] > 1 and (s.pr_stage[rows] != STAGE_PRUNING).all():
+            # Every job is past pruning: nothing can be refused or advanced, so the
+            # Thompson-sampling kernel alone (the same decisions, in array order).
+            predict_rows(self._handle(), rows, out)
             self._record("predict", {"rows": rows})
             return out
         index, code = pruning_predict_rows(
