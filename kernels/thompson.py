@@ -60,7 +60,7 @@ CHUNK = 16
 
 
 # ---------------------------------------------------------------------------
-# The decision kernel (docs/kernels.md, "The Thompson-sampling decision").
+# The decision kernel (docs/kernels.md, "The decision kernel").
 #
 # Per job the reference draws choice(k, k, replace=False) -- 2 (k - 1) bounded
 # 32-bit draws with Lemire's method, over the ranges 1 .. k-1 (Floyd) and then
@@ -127,8 +127,8 @@ def _normal_fast(st):
 
 @numba.njit(**_INLINE_HELPER)
 def _lemire_flags(value, e0, e1):
-    """1 when Lemire's rare branch fires for the low half of ``value`` over ``e0`` values
-    or for its high half over ``e1`` values (``e1`` 0: no second draw), else 0."""
+    """Whether Lemire's rare branch fires for the low half of ``value`` bounded to ``e0``
+    values or for its high half bounded to ``e1`` values (two consecutive 32-bit draws)."""
     lo = ((value & _LOW32) * e0) & _LOW32
     hi = ((value >> _U64(32)) * e1) & _LOW32
     return (lo < e0) | (hi < e1)
@@ -137,8 +137,8 @@ def _lemire_flags(value, e0, e1):
 @numba.njit(**_INLINE_HELPER)
 def _skip_choice(st, k):
     """Advance ``st`` past ``choice(k, k, replace=False)`` without computing the
-    permutation: ``(state, 0)``, or ``(anything, 1)`` when Lemire's rare branch fires
-    for one of the 2 (k - 1) draws (the caller redoes the job exactly)."""
+    permutation: ``(state, False)``, or ``(anything, True)`` when Lemire's rare branch
+    fires for one of the 2 (k - 1) draws (the caller then redoes the job exactly)."""
     if k < _U64(2):
         return st, False
     n32 = _U64(2) * (k - _U64(1))
