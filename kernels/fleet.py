@@ -61,13 +61,13 @@ def predict_rows(h, rows, out):
 @numba.njit(**_JIT)
 def predict_one(h, row):
     """One Thompson-sampling decision for ``row`` (its own ``num_exploration``); returns the arm value."""
-    count = h.arm_count[row]
-    active = np.empty(count, np.int64)
+    count = max(h.arm_count[row], 1)
+    active = np.empty(count, np.uint64)
     order = np.empty(count, np.int64)
     taken = np.zeros(count, np.uint8)
     return _thompson_row(
-        row, h.arm_start[row], count, h.arm_active, h.arm_value, h.observation_count,
-        h.posterior_mean, h.posterior_precision, h.num_exploration[row], h.streams, active, order, taken,
+        row, h.arm_start, h.arm_count, h.arm_active, h.arm_value, h.observation_count,
+        h.posterior_mean, h.posterior_precision, h.num_exploration, h.streams, active, order, taken,
     )
 
 

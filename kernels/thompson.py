@@ -23,8 +23,9 @@ from enum import IntEnum
 import numba
 import numpy as np
 
-from .distributions import sample_without_replacement_s, standard_normal_s
-from .streams import load_stream, store_stream
+from ._ziggurat_tables import FI_DOUBLE, KI_DOUBLE, WI_DOUBLE, ZIGGURAT_NOR_INV_R, ZIGGURAT_NOR_R
+from .distributions import sample_without_replacement_s
+from .streams import load_stream, next_double_s, next_uint64_s, store_stream
 from .stats import SUM_STACK_DEPTH, fit_increment, fit_reset_with, precision_from_variance, variance_with
 
 __all__ = [
@@ -41,7 +42,9 @@ __all__ = [
     "refit_slot",
 ]
 
-from ._config import JIT as _JIT, JIT_HELPER as _JIT_HELPER, JIT_PARALLEL as _JIT_PARALLEL
+from ._config import INLINE_HELPER as _INLINE_HELPER, JIT as _JIT, JIT_HELPER as _JIT_HELPER, JIT_PARALLEL as _JIT_PARALLEL
+
+_MASK52 = np.uint64(0x000FFFFFFFFFFFFF)
 
 
 
@@ -56,33 +59,188 @@ class ThompsonCode(IntEnum):
 CHUNK = 16
 
 
+# ---------------------------------------------------------------------------
+# The decision kernel (docs/kernels.md, "The decision kernel").
+#
+# Per job the reference draws choice(k, k, replace=False) -- 2 (k - 1) bounded
+# 32-bit draws with Lemire's method, over the ranges 1 .. k-1 (Floyd) and then
+# k-1 .. 1 (the shuffle) -- and, unless an active arm is under-explored, one
+# standard normal per active arm. When no active arm is under-explored the
+# permutation cannot change the decision, so the fast path only advances the
+# stream through the 32-bit draws, testing each for Lemire's rare branch
+# (low half of draw * range < range); if the branch fires anywhere, the job
+# is redone from its saved state through the exact sampler. Indices are
+# unsigned: numba compiles a signed index as ``i < 0 ? i + n : i``.
+
+_U64 = np.uint64
+_U32 = np.uint32
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
 @numba.njit(**_JIT_HELPER)
-def _thompson_row(row, start, count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision, num_exploration, streams, active, order, taken):
-    k = 0
+def _normal_tail(st, idx, rabs, x):
+    """The ziggurat's rare branches (wedge or tail test, then retries), out of line so
+    that the hot loop keeps its registers; continues exactly as
+    :func:`~.distributions.standard_normal_s` after its first draw failed the fast test."""
+    while True:
+        if idx == 0:
+            while True:
+                st, u = next_double_s(st)
+                xx = -ZIGGURAT_NOR_INV_R * math.log1p(-u)
+                st, u = next_double_s(st)
+                yy = -math.log1p(-u)
+                if yy + yy > xx * xx:
+                    if (rabs >> _U64(8)) & _U64(1):
+                        return st, -(ZIGGURAT_NOR_R + xx)
+                    return st, ZIGGURAT_NOR_R + xx
+        else:
+            st, u = next_double_s(st)
+            if (FI_DOUBLE[idx - _U64(1)] - FI_DOUBLE[idx]) * u + FI_DOUBLE[idx] < math.exp(-0.5 * x * x):
+                return st, x
+        st, r = next_uint64_s(st)
+        idx = r & _U64(0xFF)
+        r >>= _U64(8)
+        sign = r & _U64(1)
+        rabs = (r >> _U64(1)) & _MASK52
+        x = np.float64(rabs) * WI_DOUBLE[idx]
+        if sign:
+            x = -x
+        if rabs < KI_DOUBLE[idx]:
+            return st, x
+
+
+@numba.njit(**_INLINE_HELPER)
+def _normal_fast(st):
+    """numpy's ziggurat standard normal: the common case inline, the rest in :func:`_normal_tail`."""
+    st, r = next_uint64_s(st)
+    idx = r & _U64(0xFF)
+    r >>= _U64(8)
+    sign = r & _U64(1)
+    rabs = (r >> _U64(1)) & _MASK52
+    x = np.float64(rabs) * WI_DOUBLE[idx]
+    if sign:
+        x = -x
+    if rabs < KI_DOUBLE[idx]:
+        return st, x
+    return _normal_tail(st, idx, rabs, x)
+
+
+@numba.njit(**_INLINE_HELPER)
+def _lemire_flags(value, e0, e1):
+    """Whether Lemire's rare branch fires for the low half of ``value`` bounded to ``e0``
+    values or for its high half bounded to ``e1`` values (two consecutive 32-bit draws)."""
+    lo = ((value & _LOW32) * e0) & _LOW32
+    hi = ((value >> _U64(32)) * e1) & _LOW32
+    return (lo < e0) | (hi < e1)
+
+
+@numba.njit(**_INLINE_HELPER)
+def _skip_choice(st, k):
+    """Advance ``st`` past ``choice(k, k, replace=False)`` without computing the
+    permutation: ``(state, False)``, or ``(anything, True)`` when Lemire's rare branch
+    fires for one of the 2 (k - 1) draws (the caller then redoes the job exactly)."""
+    if k < _U64(2):
+        return st, False
+    n32 = _U64(2) * (k - _U64(1))
+    # The t-th 32-bit draw is bounded to min(t + 2, 2k - 1 - t) values (Floyd's
+    # ranges 1 .. k-1, then the shuffle's k-1 .. 1, each plus one).
+    top = _U64(2) * k - _U64(1)
+    t = _U64(0)
+    flag = False
+    if st[4]:
+        flag = ((_U64(st[5]) * _U64(2)) & _LOW32) < _U64(2)
+        t = _U64(1)
+    value = _U64(0)
+    while t + _U64(1) < n32:
+        st, value = next_uint64_s(st)
+        a = t + _U64(2)
+        b = top - t
+        e0 = a if a < b else b
+        a = a + _U64(1)
+        b = b - _U64(1)
+        e1 = a if a < b else b
+        flag |= _lemire_flags(value, e0, e1)
+        t += _U64(2)
+    if t < n32:
+        st, value = next_uint64_s(st)
+        e0 = top - t
+        flag |= ((value & _LOW32) * e0) & _LOW32 < e0
+        return (st[0], st[1], st[2], st[3], np.uint8(1), _U32(value >> _U64(32))), flag
+    # Even: the last output's high half was drawn too, and numpy leaves it in the buffer.
+    return (st[0], st[1], st[2], st[3], np.uint8(0), _U32(value >> _U64(32))), flag
+
+
+@numba.njit(**_INLINE_HELPER)
+def _decide(row, arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision, num_exploration, streams, active, order, taken):
+    """One job's decision (its arm value); ``active``, ``order``, ``taken`` are scratch of
+    at least the job's arm count (``taken`` all zero, left so)."""
+    row = _U64(row)
+    start = _U64(arm_start[row])
+    count = _U64(arm_count[row])
+    need = num_exploration[row]
+    # Active slots, compacted without a branch; and whether any is under-explored.
+    k = _U64(0)
+    explore = False
     for a in range(count):
-        if arm_active[start + a]:
-            active[k] = start + a
-            k += 1
+        slot = start + _U64(a)
+        on = arm_active[slot] != 0
+        active[k] = slot
+        k += _U64(on)
+        explore |= on & (observation_count[slot] < need)
     st = load_stream(streams, row)
-    st = sample_without_replacement_s(st, k, k, order, taken)
-    chosen = -1
-    for p in range(k):
-        slot = active[order[p]]
-        if observation_count[slot] < num_exploration:
-            chosen = slot
-            break
-    if chosen < 0:
-        best = 0.0
+    if explore:
+        st = _choose_exact(st, k, active, order, taken)
+        chosen = _U64(0)
         for p in range(k):
-            slot = active[p]
-            scale = math.sqrt(1.0 / posterior_precision[slot])
-            st, z = standard_normal_s(st)
-            draw = posterior_mean[slot] + scale * z
-            if p == 0 or draw > best:
-                best = draw
+            slot = _U64(active[_U64(order[p])])
+            if observation_count[slot] < need:
                 chosen = slot
+                break
+        store_stream(streams, row, st)
+        return arm_value[chosen]
+    saved = st
+    st, rare = _skip_choice(st, k)
+    if rare:
+        st = _choose_exact(saved, k, active, order, taken)
+    # One normal per active arm in slot order; the first maximum wins.
+    slot = _U64(active[0])
+    st, z = _normal_fast(st)
+    best = posterior_mean[slot] + math.sqrt(1.0 / posterior_precision[slot]) * z
+    chosen = slot
+    for p in range(_U64(1), k):
+        slot = _U64(active[p])
+        st, z = _normal_fast(st)
+        draw = posterior_mean[slot] + math.sqrt(1.0 / posterior_precision[slot]) * z
+        better = draw > best
+        best = draw if better else best
+        chosen = slot if better else chosen
     store_stream(streams, row, st)
     return arm_value[chosen]
+
+
+@numba.njit(**_JIT_HELPER)
+def _choose_exact(st, k, active, order, taken):
+    """``choice(k, k, replace=False)`` into ``order`` (the exact sampler, out of line)."""
+    return sample_without_replacement_s(st, np.int64(k), np.int64(k), order, taken)
+
+
+@numba.njit(**_JIT_HELPER)
+def _decide_rows(rows, lo, hi, arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision, num_exploration, streams, active, order, taken, out):
+    """:func:`_decide` for ``rows[lo:hi]`` into ``out[lo:hi]`` (NRT-free: one compiled call per batch)."""
+    for i in range(_U64(lo), _U64(hi)):
+        out[i] = _decide(
+            rows[i], arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean,
+            posterior_precision, num_exploration, streams, active, order, taken,
+        )
+
+
+@numba.njit(**_JIT_HELPER)
+def _thompson_row(row, arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision, num_exploration, streams, active, order, taken):
+    """One job's decision as a compiled call (the scalar path)."""
+    return _decide(
+        row, arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean,
+        posterior_precision, num_exploration, streams, active, order, taken,
+    )
 
 
 @numba.njit(**_JIT)
@@ -106,20 +264,18 @@ def thompson_predict(
     than ``num_exploration[row]`` observations is chosen. Otherwise one normal per arm
     in arm order from N(mean, 1/precision), and the first maximum wins.
     """
-    max_arms = 0
+    max_arms = 1
     for i in range(rows.shape[0]):
         c = arm_count[rows[i]]
         if c > max_arms:
             max_arms = c
-    active = np.empty(max_arms, np.int64)
+    active = np.empty(max_arms, np.uint64)
     order = np.empty(max_arms, np.int64)
     taken = np.zeros(max_arms, np.uint8)
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        out[i] = _thompson_row(
-            row, arm_start[row], arm_count[row], arm_active, arm_value, observation_count,
-            posterior_mean, posterior_precision, num_exploration[row], streams, active, order, taken,
-        )
+    _decide_rows(
+        rows, 0, rows.shape[0], arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean,
+        posterior_precision, num_exploration, streams, active, order, taken, out,
+    )
 
 
 @numba.njit(**_JIT)
@@ -298,17 +454,13 @@ def thompson_predict_parallel(
     """
     n = rows.shape[0]
     for c in numba.prange(n_chunks):
-        active = np.empty(max_arms, np.int64)
-        order = np.empty(max_arms, np.int64)
-        taken = np.zeros(max_arms, np.uint8)
-        lo = c * n // n_chunks
-        hi = (c + 1) * n // n_chunks
-        for i in range(lo, hi):
-            row = rows[i]
-            out[i] = _thompson_row(
-                row, arm_start[row], arm_count[row], arm_active, arm_value, observation_count,
-                posterior_mean, posterior_precision, num_exploration[row], streams, active, order, taken,
-            )
+        active = np.empty(max(max_arms, 1), np.uint64)
+        order = np.empty(max(max_arms, 1), np.int64)
+        taken = np.zeros(max(max_arms, 1), np.uint8)
+        _decide_rows(
+            rows, c * n // n_chunks, (c + 1) * n // n_chunks, arm_start, arm_count, arm_active, arm_value,
+            observation_count, posterior_mean, posterior_precision, num_exploration, streams, active, order, taken, out,
+        )
 
 
 @numba.njit(**_JIT)

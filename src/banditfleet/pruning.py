@@ -24,6 +24,7 @@ import operator
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 
 from banditfleet._base import JobsLike, _FleetOptimizer, _replayed_settings
@@ -35,6 +36,7 @@ from banditfleet.kernels.fleet import (
     pruning_observe_rows,
     pruning_predict_one,
     pruning_predict_rows,
+    predict_rows,
 )
 from banditfleet.errors import (
     UnknownJobError,
@@ -49,6 +51,7 @@ from banditfleet._settings import job_settings, one_job_settings
 from banditfleet.gts import _add_setting_arrays, seed_template
 from banditfleet.rows import Rows
 from banditfleet.kernels.streams import seed_streams
+from banditfleet.kernels.thompson import rows_are_unique, thompson_predict_parallel
 from banditfleet.kernels.pruning import (
     ADVANCE_FINAL,
     ERR_AWAITING,
@@ -514,17 +517,35 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             self._log(f"{job} -> BS = {bs}")
         return bs
 
-    @B.declare(jobs=B.JOBS)
-    def predict_many(self, jobs: JobsLike) -> np.ndarray:
+    @B.declare(jobs=B.JOBS, parallel=B.PARALLEL)
+    def predict_many(self, jobs: JobsLike, parallel: bool = False) -> np.ndarray:
         """One decision per entry of ``jobs`` (keys, or :class:`~banditfleet.rows.Rows` from
         :meth:`rows`), as int64.
 
         Equal to calling :meth:`predict` for each entry in order; refused whole
         (:class:`PruningOrderError`, :class:`PruningExhaustedError`) before any change.
+        With ``parallel=True`` a batch of distinct jobs that are all past pruning
+        (Thompson sampling) is split over numba's threads (same results: every job
+        owns its stream); any other batch runs sequentially.
         """
         rows = self._resolve(jobs)
+        parallel = B.PARALLEL.check(parallel)
         s = self._store
         out = np.empty(rows.shape[0], np.int64)
+        if parallel and rows.shape[0] > 1 and self._all_sampling_and_unique(rows):
+            thompson_predict_parallel(
+                rows, s.arm_start, s.arm_count, s.arm_active, s.arm_value, s.observation_count, s.posterior_mean,
+                s.posterior_precision, s.num_exploration, s.streams, out, int(s.arm_count[: s.n_jobs].max()),
+                numba.get_num_threads() * 4,
+            )
+            self._record("predict", {"rows": rows})
+            return out
+        if rows.shape[0] > 1 and (s.pr_stage[rows] != STAGE_PRUNING).all():
+            # Every job is past pruning: nothing can be refused or advanced, so the
+            # Thompson-sampling kernel alone (the same decisions, in array order).
+            predict_rows(self._handle(), rows, out)
+            self._record("predict", {"rows": rows})
+            return out
         index, code = pruning_predict_rows(
             self._handle(), rows, self.concurrency, self._next_generation(), out,
         )
@@ -532,6 +553,17 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             raise self._predict_error(int(rows[index]), code)
         self._record("predict", {"rows": rows})
         return out
+
+    def _all_sampling_and_unique(self, rows: np.ndarray) -> bool:
+        """Whether no row repeats and every row is past pruning (nothing to validate)."""
+        s = self._store
+        if not (s.pr_stage[rows] != STAGE_PRUNING).all():
+            return False
+        if getattr(self, "_marks", None) is None or self._marks.shape[0] < s.n_jobs:
+            self._marks = np.full(s.job_capacity, -1, np.int64)
+            self._marks_generation = 0
+        self._marks_generation += 1
+        return bool(rows_are_unique(rows, self._marks, self._marks_generation))
 
     @B.declare(job=B.KEY, batch_size=B.BATCH_SIZE, cost=B.COST, converged=B.OPTIONAL_FLAG)
     def observe(self, job: Hashable, batch_size: int, cost: float, converged: bool | None = None) -> None:

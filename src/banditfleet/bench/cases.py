@@ -43,6 +43,7 @@ from banditfleet.bench.fleets import (
     make_jobs,
     pruning_fleet,
     quiet,
+    random_gts_fleet,
     reaches_target,
     reference,
 )
@@ -249,6 +250,64 @@ def _ts_numpy_ref(cfg: Config, shared: dict[str, Any]) -> Prepared:
         draws.numpy_ts_draws(cfg.jobs, cfg.arms), cfg.jobs, fleet.ref_predict if fleet.ref is not None else None, fleet.n_ref,
         missing=why, note="the ceiling of any predict_many: numpy's vectorized draws alone vs the reference",
     )
+
+
+def _random_gts(cfg: Config, shared: dict[str, Any]):
+    policy, m, why = _ref(cfg)
+    fleet = _shared(shared, "gts-random", lambda: random_gts_fleet(cfg.jobs, cfg.arms, m, policy=policy))
+    return fleet, why
+
+
+def _ts_predict_draws(random: bool) -> Callable[[Config, dict[str, Any]], Prepared]:
+    """Our decisions against our own streams drawing exactly the same numbers (same jobs,
+    the same starting states: a copy of the fleet's streams) and deciding nothing."""
+
+    def setup(cfg: Config, shared: dict[str, Any]) -> Prepared:
+        fleet, _ = _random_gts(cfg, shared) if random else _gts(cfg, shared, True)
+        store = fleet.ours._store
+        rows = np.ascontiguousarray(fleet.rows.array, np.int64)
+        floor = draws.decision_draws(store.streams, rows, store.arm_count)
+        counts = store.arm_count[rows]
+        what = f"{counts.min()}-{counts.max()} arms (mean {counts.mean():.1f})" if random else f"{cfg.arms} arms"
+        return Prepared(
+            fleet.ours_predict, cfg.jobs, floor, cfg.jobs,
+            note=f"{cfg.jobs:,} jobs x {what}; the same 2 (k - 1) bounded integers + k normals per job, per-row streams",
+        )
+
+    return setup
+
+
+def _ts_predict_random_ref(cfg: Config, shared: dict[str, Any]) -> Prepared:
+    fleet, why = _random_gts(cfg, shared)
+    return Prepared(
+        fleet.ours_predict, cfg.jobs, fleet.ref_predict if fleet.ref is not None else None, fleet.n_ref,
+        missing=why, note=_scaled_note(cfg, fleet.n_ref, cfg.jobs, "jobs") or "one zeus optimizer per job (own seed)",
+    )
+
+
+def _threads(kind: str) -> Callable[[Config, dict[str, Any]], Prepared]:
+    """``predict_many(parallel=True)`` on numba's threads against the same call on one thread."""
+
+    def setup(cfg: Config, shared: dict[str, Any]) -> Prepared:
+        import numba
+
+        fleet = _random_gts(cfg, shared)[0] if kind == "gts" else _pruning(cfg, shared)[0]
+        opt, rows = fleet.ours, fleet.rows
+        threads = numba.get_num_threads()
+
+        def one_thread() -> Any:
+            numba.set_num_threads(1)
+            try:
+                return opt.predict_many(rows, parallel=True)
+            finally:
+                numba.set_num_threads(threads)
+
+        return Prepared(
+            lambda: opt.predict_many(rows, parallel=True), cfg.jobs, one_thread, cfg.jobs,
+            note=f"{threads} threads against 1; ratio < 1 is the speedup's inverse", info={"threads": threads},
+        )
+
+    return setup
 
 
 def _ts_observe(learn: bool) -> Callable[[Config, dict[str, Any]], Prepared]:
@@ -620,8 +679,19 @@ CASES: list[Case] = [
          "the draws a Thompson-sampling decision must make: " + _NUMPY_TS, _ts_predict_floor(False), target=1.5),
     Case("ts.predict-parallel:numpy", "thompson", "GTS predict_many(parallel=True)", "numpy same draws", "floor", "decision",
          "the same floor (numpy draws on one thread)", _ts_predict_floor(True)),
+    Case("ts.predict:draws", "thompson", "GTS predict_many (1 thread)", "the same draws, our streams", "floor", "decision",
+         "our per-row streams drawing exactly the numbers the decisions draw (same jobs and states), deciding nothing",
+         _ts_predict_draws(False), target=1.25),
     Case("ts.predict:zeus", "thompson", "GTS predict_many (1 thread)", "zeus predict loop", "reference", "decision",
-         _ZEUS_LOOP + " of GTSBatchSizeOptimizer.predict", _ts_predict_ref, target=300, needs_reference=True),
+         _ZEUS_LOOP + " of GTSBatchSizeOptimizer.predict", _ts_predict_ref, target=400, needs_reference=True),
+    Case("ts.predict-random:draws", "thompson", "GTS predict_many, own seeds, ragged arms", "the same draws, our streams",
+         "floor", "decision", "as ts.predict:draws on a fleet of independent streams, random posteriors, ragged arm counts",
+         _ts_predict_draws(True), target=1.25),
+    Case("ts.predict-random:zeus", "thompson", "GTS predict_many, own seeds, ragged arms", "zeus predict loop, one optimizer per job",
+         "reference", "decision", _ZEUS_LOOP + " of predict, each job in its own optimizer with its own seed",
+         _ts_predict_random_ref, target=400, needs_reference=True),
+    Case("ts.predict-parallel:1-thread", "thompson", "GTS predict_many(parallel=True), own seeds", "the same on 1 thread",
+         "floor", "decision", "the same parallel call with numba limited to one thread", _threads("gts")),
     Case("ts.numpy-draws:zeus", "thompson", "numpy same draws (no decisions)", "zeus predict loop", "reference", "decision",
          _ZEUS_LOOP + " of predict; our side is only numpy's draws, the ceiling of any batch predict", _ts_numpy_ref,
          needs_reference=True),
@@ -643,6 +713,9 @@ CASES: list[Case] = [
          target=300, needs_reference=True),
     Case("pruning.predict:zeus", "pruning", "PruningGTS predict_many, TS stage", "zeus predict loop", "reference", "decision",
          _ZEUS_LOOP + " of PruningGTSBatchSizeOptimizer.predict", _pruning_predict, target=300, needs_reference=True),
+    Case("pruning.predict-parallel:1-thread", "pruning", "PruningGTS predict_many(parallel=True), TS stage",
+         "the same on 1 thread", "floor", "decision", "the same parallel call with numba limited to one thread",
+         _threads("pruning")),
     Case("pruning.observe:zeus", "pruning", "PruningGTS observe_many, TS stage", "zeus observe loop", "reference",
          "observation", _ZEUS_LOOP + f" of observe (window {PRUNING_WINDOW}: 1/np.var of the window, then a refit)",
          _pruning_observe, target=300, needs_reference=True),

@@ -26,6 +26,8 @@ __all__ = [
     "choice_draws",
     "ts_draws",
     "numpy_ts_draws",
+    "decision_draws_batch",
+    "decision_draws",
 ]
 
 
@@ -86,3 +88,37 @@ def numpy_ts_draws(n_jobs: int, k: int, seed: int = 1) -> Callable[[], tuple[np.
     rng = np.random.default_rng(seed)
     n_int, n_norm = ts_draws(k)
     return lambda: (rng.integers(0, k, size=n_int * n_jobs), rng.standard_normal(n_norm * n_jobs))
+
+
+@numba.njit(cache=True, nogil=True)
+def decision_draws_batch(streams, rows, arm_count, out):
+    """Exactly the random numbers a sampling decision of each row draws, and nothing else:
+    the ``2 (k - 1)`` bounded integers of ``choice(k, k, replace=False)`` (Floyd's ranges
+    ``1 .. k-1``, then the shuffle's ``k-1 .. 1``, rejections included) and ``k`` standard
+    normals, ``k = arm_count[row]``; ``out[i]`` gets a sum of them (so none is optimized away)."""
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        k = arm_count[row]
+        st = load_stream(streams, row)
+        acc = 0.0
+        for j in range(1, k):
+            st, value = bounded_uint64_s(st, j)
+            acc += np.float64(value)
+        for j in range(k - 1, 0, -1):
+            st, value = bounded_uint64_s(st, j)
+            acc += np.float64(value)
+        for j in range(k):
+            st, z = standard_normal_s(st)
+            acc += z
+        store_stream(streams, row, st)
+        out[i] = acc
+
+
+def decision_draws(streams: Streams, rows: np.ndarray, arm_count: np.ndarray) -> Callable[[], None]:
+    """:func:`decision_draws_batch` on a copy of ``streams`` (the same states the fleet's
+    jobs start from), as a timed callable."""
+    mine = Streams(*(np.array(a, copy=True) for a in streams))
+    counts = np.ascontiguousarray(arm_count, np.int64)
+    rows = np.ascontiguousarray(rows, np.int64)
+    out = np.empty(rows.shape[0])
+    return lambda: decision_draws_batch(mine, rows, counts, out)

@@ -40,6 +40,7 @@ __all__ = [
     "CostModel",
     "PairedFleet",
     "gts_fleet",
+    "random_gts_fleet",
     "pruning_fleet",
     "PowerFleet",
     "reaches_target",
@@ -218,6 +219,79 @@ def gts_fleet(n: int, arms: int = 8, n_ref: int = 0, learn: bool = True, policy:
     for _ in range(arms):
         fleet.round()
     fleet.observe_every_arm()
+    for _ in range(arms):
+        fleet.round()
+    return fleet
+
+
+class _PerJobReference:
+    """The reference with one optimizer per job (each with the job's own seed), behind the
+    ``predict(job)`` / ``observe(job, ...)`` of one optimizer (a dict lookup per call)."""
+
+    def __init__(self, optimizers: dict[Any, Any]) -> None:
+        self.optimizers = optimizers
+
+    def predict(self, job: Any) -> int:
+        return self.optimizers[job].predict(job)
+
+    def observe(self, job: Any, *args: Any) -> None:
+        self.optimizers[job].observe(job, *args)
+
+
+class _RaggedCostModel(CostModel):
+    """:class:`CostModel` with a bowl around each job's own default batch size."""
+
+    def __init__(self, n_jobs: int, rounds: int, defaults: np.ndarray, seed: int = 7) -> None:
+        super().__init__(n_jobs, rounds, 128, seed)
+        self.defaults = np.asarray(defaults, np.float64)
+
+    def __call__(self, batch_sizes: np.ndarray, k: int, n: int | None = None) -> np.ndarray:
+        n = len(batch_sizes) if n is None else n
+        shape = 1.0 + 0.25 * np.log2(np.asarray(batch_sizes, np.float64) / self.defaults[:n]) ** 2
+        return 1000.0 * self.job_scale[:n] * shape * self.noise[k % self.noise.shape[0], :n]
+
+
+def random_gts_fleet(n: int, arms: int = 8, n_ref: int = 0, policy: Any = None, seed: int = 3) -> PairedFleet:
+    """GTS with learned precision where every job has its own stream (seed), its own
+    number of batch sizes (uniform in ``arms // 2 .. arms + arms // 2``, mean ``arms``),
+    its own cost bowl and scale: the jobs draw different numbers and their posteriors
+    differ, so no branch of a decision repeats from job to job. Warmed up as
+    :func:`gts_fleet`: exploration, a second observation of every arm, then ``arms``
+    sampled rounds. The reference holds one optimizer per job (seeded alike)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = max(1, arms // 2), arms + arms // 2
+    counts = rng.integers(lo, hi + 1, n)
+    per_job = [arm_values(int(c)) for c in counts]
+    defaults = np.array([v[rng.integers(0, len(v))] for v in per_job], np.int64)
+    seeds = rng.integers(0, 2**63, n).astype(np.uint64)
+    jobs = [Job("imagenet", f"rgts-{i}", "adam", 0.7, 100, default_bs=int(d)) for i, d in enumerate(defaults)]
+    kwargs = dict(learn_reward_precision=True, reward_precision=0.0, verbose=False)
+    ours = GTSBatchSizeOptimizer(**kwargs)
+    rows = ours.register_jobs(jobs, [v.tolist() for v in per_job], seeds=seeds)
+    ref = None
+    if policy is not None and n_ref:
+        refs = {}
+        for job, values, s in zip(jobs[:n_ref], per_job, seeds[:n_ref].tolist()):
+            refs[job] = policy.GTSBatchSizeOptimizer(seed=int(s), **kwargs)
+            refs[job].register_job(job, values.tolist())
+        ref = _PerJobReference(refs)
+    fleet = PairedFleet(ours, rows, ref, jobs, n_ref, arms, _RaggedCostModel(n, 64, defaults, seed + 1))
+    fleet.arm_counts = counts
+    for _ in range(int(counts.max())):
+        fleet.round()
+    # a second observation of every arm, arm index by arm index
+    for a in range(int(counts.max())):
+        idx = np.flatnonzero(counts > a)
+        bs = np.array([per_job[i][a] for i in idx.tolist()], np.int64)
+        noise = fleet.costs.noise[fleet.k % fleet.costs.noise.shape[0], idx]
+        cost = 1000.0 * fleet.costs.job_scale[idx] * (1.0 + 0.25 * np.log2(bs / defaults[idx]) ** 2) * noise
+        ours.observe_many(rows[idx], bs, cost)
+        if ref is not None:
+            with quiet():
+                for i, b, c in zip(idx.tolist(), bs.tolist(), cost.tolist()):
+                    if i < n_ref:
+                        ref.observe(jobs[i], b, c)
+        fleet.k += 1
     for _ in range(arms):
         fleet.round()
     return fleet
