@@ -420,6 +420,7 @@ def run_units(
 
 
 _ADVANCE_ENTRY: dict[Any, Callable[..., Any]] = {}
+_TABLES_SIG: dict[int, tuple[ReplayTables, Any]] = {}
 
 
 def _signature(x: Any) -> Any:
@@ -436,7 +437,7 @@ def run_one(
     bso: Any,
     plo: Any,
     key: Any,
-    queue_capacity: int = 4096,
+    queue_capacity: int = 512,
     first_arm: np.ndarray | None = None,
 ) -> UnitsResult:
     """Replay a single unit with the optimizers' scalar calls; equal to :func:`run_units`.
@@ -463,11 +464,17 @@ def run_one(
     state = _init_state(tables, units, np.array([seed], np.uint64), first_arm)
     out = _make_out(1, max(int(queue_capacity), 16))
     ready = np.zeros(1, np.int64)
-    args = (ready, tables, units, state, out)
-    sig = _signature(args)
+    # State and output arrays are always made here (fixed types); the tables' and the units'
+    # types are what may vary (read-only arrays type apart). The tables' signature is cached.
+    cached = _TABLES_SIG.get(id(tables))
+    if cached is None or cached[0] is not tables:
+        if len(_TABLES_SIG) > 64:
+            _TABLES_SIG.clear()
+        cached = _TABLES_SIG[id(tables)] = (tables, _signature(tables))
+    sig = (cached[1], _signature(units))
     adv = _ADVANCE_ENTRY.get(sig)
     if adv is None:
-        adv = _ADVANCE_ENTRY[sig] = entry_point(advance, args)
+        adv = _ADVANCE_ENTRY[sig] = entry_point(advance, (ready, tables, units, state, out))
     wl = int(units.wl[0])
     a0, na = int(tables.wl_arm_start[wl]), int(tables.wl_arm_count[wl])
     arm_bs = tables.arm_bs.tolist()

@@ -82,6 +82,14 @@ def raise_unit_error(result: UnitsResult, u: int, job: Any, bso: Any, key: Any) 
     raise replay_error(code, job=job, default_bs=job.default_bs, max_tries=MAX_TRIES, target_metric=job.target_metric)
 
 
+def _float_column(df: pd.DataFrame, name: str) -> np.ndarray:
+    """A column as a writable float64 array; what is not a number becomes NaN."""
+    col = df[name]
+    if col.dtype.kind in "fiu":
+        return np.array(col.to_numpy(), np.float64)  # a copy: numba types read-only arrays apart
+    return pd.to_numeric(col, errors="coerce").to_numpy(np.float64, copy=True)
+
+
 _BSO_SCALAR = ("register_job", "predict", "observe")
 _PLO_SCALAR = ("predict", "observe")
 _BSO_BATCH = ("register_job", "rows", "predict_many", "observe_many")
@@ -207,9 +215,7 @@ class Simulator:
         missing = [c for c in ("start_time", "end_time", "runtime_ratio") if c not in group_df.columns]
         if missing:
             raise TraceError(f"group_df: missing column(s) {missing}")
-        t0 = pd.to_numeric(group_df.start_time, errors="coerce").to_numpy(np.float64)
-        t1 = pd.to_numeric(group_df.end_time, errors="coerce").to_numpy(np.float64)
-        ratio = pd.to_numeric(group_df.runtime_ratio, errors="coerce").to_numpy(np.float64)
+        t0, t1, ratio = (_float_column(group_df, c) for c in ("start_time", "end_time", "runtime_ratio"))
         if not (np.isfinite(t0).all() and np.isfinite(t1).all() and np.isfinite(ratio).all()):
             raise TraceError("group_df: start_time, end_time and runtime_ratio must be finite numbers")
         if (t0 < 0).any() or (t1 < t0).any():
