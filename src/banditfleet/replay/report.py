@@ -68,6 +68,7 @@ def summarize(result: FleetResult) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     hist_setting = r.unit // G
     hist_group = r.unit % G
+    oracle = result.oracle_costs()
     for si, setting in enumerate(result.settings):
         eta = setting.eta_knob
         ok = r.error[si * G : (si + 1) * G] == ERR_NONE
@@ -87,9 +88,11 @@ def summarize(result: FleetResult) -> pd.DataFrame:
             bt = float((base_t[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
             bc = float((eta * base_e[fleet.group_wl[sel]] * ratio_sum[sel] + (1 - eta) * max_power * base_t[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
             all_sel = (fleet.group_wl == w) if w is not None else np.ones(G, bool)
+            oc = float(oracle[si, sel].sum())
             rows.append(
                 {
                     "setting": setting.label,
+                    "policy": setting.policy,
                     "eta_knob": setting.eta_knob,
                     "beta_knob": setting.beta_knob,
                     "seed": setting.seed,
@@ -108,6 +111,9 @@ def summarize(result: FleetResult) -> pd.DataFrame:
                     "energy_saving": 1 - e / be if be else 0.0,
                     "time_saving": 1 - tt / bt if bt else 0.0,
                     "cost_saving": 1 - cost / bc if bc else 0.0,
+                    "oracle_cost": oc,
+                    "regret": cost - oc,
+                    "regret_ratio": (cost - oc) / oc if oc else 0.0,
                 }
             )
     return pd.DataFrame(rows)
