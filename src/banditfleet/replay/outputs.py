@@ -79,7 +79,7 @@ def history_table(result: FleetResult) -> pa.Table:
 def write_history(result: FleetResult, directory: str | os.PathLike, history_format: str = "parquet", table: Any = None) -> Path | None:
     """Write ``history.parquet`` or ``history.csv`` to ``directory``; ``None`` for ``"none"``.
 
-    Parquet is zstd-compressed with the string columns kept dictionary-encoded
+    Parquet is snappy-compressed with the string columns kept dictionary-encoded
     (pandas reads them as categoricals). CSV has a header and one line per run.
     """
     if history_format not in HISTORY_FORMATS:
@@ -91,7 +91,8 @@ def write_history(result: FleetResult, directory: str | os.PathLike, history_for
     if history_format == "parquet":
         import pyarrow.parquet as pq
 
-        pq.write_table(t, path, compression="zstd")
+        # Dictionary pages only where values repeat; floats go plain (faster, as small).
+        pq.write_table(t, path, compression="snappy", use_dictionary=["setting", "group", "dataset", "submission", "batch_size", "power_limit_W"])
     else:
         import pyarrow as pa
         import pyarrow.csv as pacsv
