@@ -95,6 +95,16 @@ class UnitsResult:
     rounds: int = 0
 
 
+def _own(a: Any, dtype: Any) -> np.ndarray:
+    """``a`` as a writeable, aligned, C-contiguous array of ``dtype`` (copied only if needed).
+
+    The kernels are compiled for exactly these array types: a read-only array
+    (what pandas' ``to_numpy`` returns under copy-on-write) is another numba
+    type and would compile ``advance`` a second time.
+    """
+    return np.require(a, dtype, ["C", "W", "A"])
+
+
 def make_units(
     tables: ReplayTables,
     wl: np.ndarray,
@@ -109,10 +119,10 @@ def make_units(
     retry_cap: np.ndarray | None = None,
 ) -> ReplayUnits:
     """Per-unit inputs with the running-job and power-limit cache offsets filled in."""
+    wl = _own(wl, np.int64)
     n = wl.shape[0]
-    wl = np.ascontiguousarray(wl, np.int64)
-    mode = np.ascontiguousarray(mode, np.int64)
-    n_rec = np.ascontiguousarray(n_rec, np.int64)
+    mode = _own(mode, np.int64)
+    n_rec = _own(n_rec, np.int64)
     run_cap = np.where(mode == MODE_GROUP, n_rec, 0)
     arm_counts = tables.wl_arm_count[wl]
     run_start = np.zeros(n, np.int64)
@@ -128,16 +138,16 @@ def make_units(
     return ReplayUnits(
         wl=wl,
         mode=mode,
-        eta=np.ascontiguousarray(eta, np.float64),
-        beta=np.ascontiguousarray(beta, np.float64),
+        eta=_own(eta, np.float64),
+        beta=_own(beta, np.float64),
         n_rec=n_rec,
-        sub_start=np.ascontiguousarray(sub_start, np.int64),
-        sub_t0=np.ascontiguousarray(sub_t0, np.float64),
-        sub_t1=np.ascontiguousarray(sub_t1, np.float64),
-        sub_ratio=np.ascontiguousarray(sub_ratio, np.float64),
+        sub_start=_own(sub_start, np.int64),
+        sub_t0=_own(sub_t0, np.float64),
+        sub_t1=_own(sub_t1, np.float64),
+        sub_ratio=_own(sub_ratio, np.float64),
         run_start=run_start,
         plc_start=plc_start,
-        retry_cap=np.ascontiguousarray(retry_cap, np.int64),
+        retry_cap=_own(retry_cap, np.int64),
     )
 
 
