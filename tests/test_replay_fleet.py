@@ -212,11 +212,11 @@ def test_cli_replay_builtin(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["replay", "--synthetic-groups", "150", "--no-progress", "--beta-knob", "2", "inf", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "setting eta=0.5,beta=2" in text and "setting eta=0.5,beta=inf" in text and "TOTAL" in text
-    history = pd.read_csv(out / "history.csv")
-    assert list(history.columns) == ["setting", "policy", "group", "dataset", "submission", "batch_size", "power_limit", "energy", "time", "reached", "cost"]
+    assert "setting eta=0.5,beta=2,seed=0" in text and "setting eta=0.5,beta=inf,seed=0" in text and "TOTAL" in text
+    history = pd.read_parquet(out / "history.parquet")
+    assert list(history.columns) == ["setting", "policy", "group", "dataset", "submission", "batch_size", "power_limit_W", "energy_J", "time_s", "reached", "cost_J"]
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary.setting) == {"eta=0.5,beta=2", "eta=0.5,beta=inf"}
+    assert set(summary.setting) == {"eta=0.5,beta=2,seed=0", "eta=0.5,beta=inf,seed=0"}
     assert (out / "summary.json").is_file()
     pytest.importorskip("matplotlib")
     for name in ("cost_per_recurrence.png", "batch_size_over_runs.png", "savings_per_workload.png"):
@@ -229,7 +229,7 @@ def test_cli_replay_without_matplotlib(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["replay", "--synthetic-groups", "20", "--no-progress", "--out", str(tmp_path)]) == 0
     assert "plots skipped: matplotlib is not installed" in capsys.readouterr().out
-    assert (tmp_path / "history.csv").is_file() and not (tmp_path / "cost_per_recurrence.png").exists()
+    assert (tmp_path / "history.parquet").is_file() and not (tmp_path / "cost_per_recurrence.png").exists()
 
 
 def test_cli_export_then_replay_the_export(tmp_path, capsys):
@@ -239,7 +239,7 @@ def test_cli_export_then_replay_the_export(tmp_path, capsys):
     assert "summary_power_synthetic.csv" in capsys.readouterr().out
     assert main(["replay", "--trace-dir", str(tmp_path), "--no-progress", "--eta-knob", "0.5", "1"]) == 0
     text = capsys.readouterr().out
-    assert "30 groups" in text and "setting eta=1,beta=2" in text
+    assert "30 groups" in text and "setting eta=1,beta=2,seed=0" in text
 
 
 def test_cli_replay_zeus_traces_with_generated_groups(capsys):

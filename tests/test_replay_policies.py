@@ -188,7 +188,7 @@ def test_oracle_equals_brute_force_and_regret_is_cost_minus_oracle():
     summary = __import__("banditfleet.replay.report", fromlist=["summarize"]).summarize(result)
     total = summary.loc[summary.dataset == "TOTAL"].set_index("setting")
     for si, label in enumerate(labels):
-        assert total.loc[label, "regret"] == pytest.approx(np.nansum(regret[si]), rel=1e-9)
+        assert total.loc[label, "regret_J"] == pytest.approx(np.nansum(regret[si]), rel=1e-9)
         assert total.loc[label, "policy"] == settings_[si].policy
 
 
@@ -239,7 +239,7 @@ def test_cli_policy_sweep(tmp_path, capsys):
     assert "regret against the oracle" in text
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary.policy) == {"grid-search", "oracle"}
-    assert {"oracle_cost", "regret", "regret_ratio"} <= set(summary.columns)
+    assert {"oracle_cost_J", "regret_J", "regret_pct"} <= set(summary.columns)
     assert main(["replay", "--synthetic-groups", "5", "--no-progress", "--policy", "gts-known"]) == 2
     assert "reward_precision" in capsys.readouterr().err
     assert main(["replay", "--synthetic-groups", "5", "--no-progress", "--reward-precision", "1"]) == 2

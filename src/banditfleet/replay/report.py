@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from banditfleet.errors import OutputError
 from banditfleet.kernels.replay import ERR_NONE
 from banditfleet.replay.fleet import FleetResult
+from banditfleet.replay.outputs import HISTORY_FORMATS
 
 __all__ = ["baseline_per_submission", "summarize", "write_outputs", "ERROR_NAMES"]
 
@@ -55,8 +57,18 @@ def baseline_per_submission(result: FleetResult) -> tuple[np.ndarray, np.ndarray
     return energy, time
 
 
+def _change_pct(value: float, baseline: float) -> float:
+    """Change against the baseline in percent: -27.1 is 27.1 % less than the baseline."""
+    return 100.0 * (value / baseline - 1.0) if baseline else 0.0
+
+
 def summarize(result: FleetResult) -> pd.DataFrame:
-    """One row per (setting, dataset) and a total per setting: energy, time, cost, baseline, savings."""
+    """One row per (setting, dataset) and a total per setting: energy, time, cost, baseline, change.
+
+    Units are in the column names: ``energy_J``, ``time_s``, ``cost_J`` and the
+    baseline's; ``*_change_pct`` is the change against the baseline in percent
+    (negative: less than the baseline), as the terminal table prints it.
+    """
     fleet = result.fleet
     r = result.result
     G = len(fleet)
@@ -104,16 +116,16 @@ def summarize(result: FleetResult) -> pd.DataFrame:
                     "failed_runs": int(failed[sel].sum()),
                     "energy_J": e,
                     "time_s": tt,
-                    "cost": cost,
+                    "cost_J": cost,
                     "baseline_energy_J": be,
                     "baseline_time_s": bt,
-                    "baseline_cost": bc,
-                    "energy_saving": 1 - e / be if be else 0.0,
-                    "time_saving": 1 - tt / bt if bt else 0.0,
-                    "cost_saving": 1 - cost / bc if bc else 0.0,
-                    "oracle_cost": oc,
-                    "regret": cost - oc,
-                    "regret_ratio": (cost - oc) / oc if oc else 0.0,
+                    "baseline_cost_J": bc,
+                    "energy_change_pct": _change_pct(e, be),
+                    "time_change_pct": _change_pct(tt, bt),
+                    "cost_change_pct": _change_pct(cost, bc),
+                    "oracle_cost_J": oc,
+                    "regret_J": cost - oc,
+                    "regret_pct": _change_pct(cost, oc),
                 }
             )
     return pd.DataFrame(rows)
@@ -122,14 +134,14 @@ def summarize(result: FleetResult) -> pd.DataFrame:
 def format_table(summary: pd.DataFrame, setting: str) -> str:
     """The per-workload table of one setting, for the terminal."""
     df = summary.loc[summary.setting == setting]
-    head = f"{'workload':<18} {'groups':>7} {'runs':>9} {'energy MJ':>11} {'vs base':>8} {'time h':>10} {'vs base':>8} {'cost':>12} {'vs base':>8}"
+    head = f"{'workload':<18} {'groups':>7} {'runs':>9} {'energy MJ':>11} {'vs base':>8} {'time h':>10} {'vs base':>8} {'cost J':>12} {'vs base':>8}"
     lines = [head, "-" * len(head)]
     for rec in df.itertuples(index=False):
         if rec.dataset == "TOTAL":
             lines.append("-" * len(head))
         lines.append(
-            f"{rec.dataset:<18} {rec.groups:>7,} {rec.runs:>9,} {rec.energy_J / 1e6:>11,.1f} {-rec.energy_saving:>+8.1%} "
-            f"{rec.time_s / 3600:>10,.1f} {-rec.time_saving:>+8.1%} {rec.cost:>12.4g} {-rec.cost_saving:>+8.1%}"
+            f"{rec.dataset:<18} {rec.groups:>7,} {rec.runs:>9,} {rec.energy_J / 1e6:>11,.1f} {rec.energy_change_pct:>+7.1f}% "
+            f"{rec.time_s / 3600:>10,.1f} {rec.time_change_pct:>+7.1f}% {rec.cost_J:>12.4g} {rec.cost_change_pct:>+7.1f}%"
         )
     return "\n".join(lines)
 
@@ -158,7 +170,7 @@ def _plots(result: FleetResult, summary: pd.DataFrame, out: Path, history: pd.Da
     sub_global = fleet.sub_start[gi] + h0.submission.to_numpy()
     w_of = fleet.group_wl[gi]
     base_cost = (eta * base_e[w_of] + (1 - eta) * t.wl_max_power[w_of] * base_t[w_of]) * ratio[sub_global]
-    per_sub = pd.DataFrame({"w": w_of, "k": h0.submission.to_numpy(), "sub": sub_global, "cost": h0.cost.to_numpy(), "base": base_cost})
+    per_sub = pd.DataFrame({"w": w_of, "k": h0.submission.to_numpy(), "sub": sub_global, "cost": h0.cost_J.to_numpy(), "base": base_cost})
     per_sub = per_sub.groupby(["w", "k", "sub"], as_index=False).agg(cost=("cost", "sum"), base=("base", "first"))
     per_sub["rel"] = per_sub.cost / per_sub.base
     k_max = 60
@@ -203,11 +215,11 @@ def _plots(result: FleetResult, summary: pd.DataFrame, out: Path, history: pd.Da
     s0 = summary.loc[summary.setting == setting0.label]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     x = np.arange(len(s0))
-    for i, (col, label) in enumerate((("energy_saving", "energy"), ("time_saving", "time"), ("cost_saving", "cost"))):
-        ax.bar(x + (i - 1) * 0.27, 100 * s0[col].to_numpy(), width=0.27, label=label)
+    for i, (col, label) in enumerate((("energy_change_pct", "energy"), ("time_change_pct", "time"), ("cost_change_pct", "cost"))):
+        ax.bar(x + (i - 1) * 0.27, s0[col].to_numpy(), width=0.27, label=label)
     ax.set_xticks(x, s0.dataset.tolist(), rotation=20, fontsize=8)
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("saving vs baseline (%)")
+    ax.set_ylabel("change vs baseline (%)")
     ax.set_title(f"Savings per workload, {setting0.label}")
     ax.legend()
     fig.tight_layout()
@@ -217,30 +229,47 @@ def _plots(result: FleetResult, summary: pd.DataFrame, out: Path, history: pd.Da
     return files
 
 
-def write_outputs(result: FleetResult, summary: pd.DataFrame, out: str | os.PathLike, extra: dict[str, Any] | None = None) -> tuple[list[Path], str | None]:
-    """history.csv, summary.csv, summary.json and (with matplotlib) the PNG plots.
+def write_outputs(
+    result: FleetResult,
+    summary: pd.DataFrame,
+    out: str | os.PathLike,
+    extra: dict[str, Any] | None = None,
+    history_format: str = "parquet",
+    plots: bool = True,
+) -> tuple[list[Path], str | None]:
+    """history.parquet (or .csv, or none), summary.csv, summary.json and (with matplotlib) the PNG plots.
 
-    Returns the files written and, when plots were skipped, why.
+    Returns the files written and, when plots were skipped, why. Raises
+    :class:`~banditfleet.errors.OutputError` when ``out`` exists and is not a
+    folder, or for an unknown ``history_format`` (before writing anything).
     """
+    from banditfleet.replay.outputs import history_table, write_history
+
+    if history_format not in HISTORY_FORMATS:
+        raise OutputError(f"history format must be one of {list(HISTORY_FORMATS)}, got {history_format!r}")
     d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise OutputError(f"output folder {str(d)!r} exists and is not a folder")
     d.mkdir(parents=True, exist_ok=True)
-    history = result.history_frame()
-    files = [d / "history.csv", d / "summary.csv", d / "summary.json"]
-    history.to_csv(files[0], index=False)
-    summary.to_csv(files[1], index=False)
+    table = history_table(result)
+    history_file = write_history(result, d, history_format, table=table)
+    files = ([history_file] if history_file is not None else []) + [d / "summary.csv", d / "summary.json"]
+    summary.to_csv(d / "summary.csv", index=False)
     errors = result.errors()
     payload = {
         **(extra or {}),
-        "settings": [s.__dict__ for s in result.settings],
+        "settings": [{**s.__dict__, "label": s.label} for s in result.settings],
         "groups": len(result.fleet),
         "submissions": result.fleet.n_submissions,
         "runs": result.n_runs,
         "failed_groups": {ERROR_NAMES.get(int(k), str(k)): int(v) for k, v in errors.error.value_counts().items()},
         "summary": summary.to_dict(orient="records"),
     }
-    files[2].write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    (d / "summary.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    if not plots:
+        return files, "not requested"
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         return files, "matplotlib is not installed (pip install 'banditfleet[plot]')"
-    return files + _plots(result, summary, d, history), None
+    return files + _plots(result, summary, d, table.to_pandas()), None
