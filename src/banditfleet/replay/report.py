@@ -56,58 +56,45 @@ def baseline_per_submission(result: FleetResult) -> tuple[np.ndarray, np.ndarray
 
 
 def summarize(result: FleetResult) -> pd.DataFrame:
-    """One row per (setting, dataset) and a total per setting: energy, time, cost, baseline, savings."""
+    """One row per (setting, dataset) and a total per setting: energy, time, cost, baseline, savings.
+
+    Every setting is summarized over the same groups: a group that stopped on
+    an error in *any* setting is left out of every row and counted in
+    ``failed`` (groups left out), with ``failed_reasons`` saying which error
+    in which setting (:func:`banditfleet.replay.stats.common_groups`).
+    Savings are fractions, positive when cheaper than the baseline.
+    """
+    from banditfleet.replay.stats import _failure_table, _reasons, _sums, _with_total, common_groups, group_table
+
     fleet = result.fleet
-    r = result.result
-    G = len(fleet)
-    t = fleet.workloads.tables
-    base_e, base_t = baseline_per_submission(result)
-    ratio_sum = np.add.reduceat(fleet.runtime_ratio, fleet.sub_start) if G and fleet.n_submissions else np.zeros(G)
-    ratio_sum = np.where(fleet.sub_count > 0, ratio_sum, 0.0)
+    groups = group_table(result)
+    compared = common_groups(groups).to_numpy()
+    failures = _failure_table(groups, compared)
     names = [j.dataset for j in fleet.workloads.jobs]
+    datasets = [*names, "TOTAL"]
+    sums = _sums(_with_total(groups.loc[compared]), ["setting", "dataset"]).set_index(["setting", "dataset"])
+    left_out = groups.loc[~compared, ["group", "dataset"]].drop_duplicates().dataset.value_counts().to_dict()
+    left_out["TOTAL"] = sum(left_out.values())
+    reasons = {d: _reasons(failures.loc[failures.dataset == d]) for d in names}
+    reasons["TOTAL"] = _reasons(failures)
     rows: list[dict[str, Any]] = []
-    hist_setting = r.unit // G
-    hist_group = r.unit % G
-    for si, setting in enumerate(result.settings):
-        eta = setting.eta_knob
-        ok = r.error[si * G : (si + 1) * G] == ERR_NONE
-        m = hist_setting == si
-        hg = hist_group[m]
-        energy = np.bincount(hg, weights=r.energy[m], minlength=G)
-        time = np.bincount(hg, weights=r.time[m], minlength=G)
-        runs = np.bincount(hg, minlength=G)
-        failed = np.bincount(hg, weights=~r.reached[m], minlength=G)
-        for w in [*range(len(names)), None]:
-            sel = ok & ((fleet.group_wl == w) if w is not None else True)
-            max_power = t.wl_max_power[fleet.group_wl[sel]]
-            e = float(energy[sel].sum())
-            tt = float(time[sel].sum())
-            cost = float((eta * energy[sel] + (1 - eta) * max_power * time[sel]).sum())
-            be = float((base_e[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
-            bt = float((base_t[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
-            bc = float((eta * base_e[fleet.group_wl[sel]] * ratio_sum[sel] + (1 - eta) * max_power * base_t[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
-            all_sel = (fleet.group_wl == w) if w is not None else np.ones(G, bool)
+    for setting in result.settings:
+        for dataset in datasets:
+            key = (setting.label, dataset)
+            d = sums.loc[key] if key in sums.index else None
             rows.append(
                 {
                     "setting": setting.label,
                     "eta_knob": setting.eta_knob,
                     "beta_knob": setting.beta_knob,
                     "seed": setting.seed,
-                    "dataset": names[w] if w is not None else "TOTAL",
-                    "groups": int(sel.sum()),
-                    "failed_groups": int((all_sel & ~ok).sum()),
-                    "submissions": int(fleet.sub_count[sel].sum()),
-                    "runs": int(runs[sel].sum()),
-                    "failed_runs": int(failed[sel].sum()),
-                    "energy_J": e,
-                    "time_s": tt,
-                    "cost": cost,
-                    "baseline_energy_J": be,
-                    "baseline_time_s": bt,
-                    "baseline_cost": bc,
-                    "energy_saving": 1 - e / be if be else 0.0,
-                    "time_saving": 1 - tt / bt if bt else 0.0,
-                    "cost_saving": 1 - cost / bc if bc else 0.0,
+                    "dataset": dataset,
+                    "groups": int(d.groups) if d is not None else 0,
+                    "failed": int(left_out.get(dataset, 0)),
+                    "failed_reasons": reasons[dataset],
+                    **{c: (int(d[c]) if d is not None else 0) for c in ("submissions", "runs", "failed_runs")},
+                    **{c: (float(d[c]) if d is not None else 0.0) for c in ("energy_J", "time_s", "cost", "baseline_energy_J", "baseline_time_s", "baseline_cost")},
+                    **{c: (float(d[c]) if d is not None and not np.isnan(d[c]) else 0.0) for c in ("energy_saving", "time_saving", "cost_saving")},
                 }
             )
     return pd.DataFrame(rows)
