@@ -115,92 +115,18 @@ def format_table(summary: pd.DataFrame, setting: str) -> str:
     return "\n".join(lines)
 
 
-def _plots(result: FleetResult, summary: pd.DataFrame, out: Path, history: pd.DataFrame) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fleet = result.fleet
-    G = len(fleet)
-    names = [j.dataset for j in fleet.workloads.jobs]
-    base_e, base_t = baseline_per_submission(result)
-    t = fleet.workloads.tables
-    files: list[Path] = []
-    setting0 = result.settings[0]
-    eta = setting0.eta_knob
-    h0 = history.loc[history.setting == setting0.label]
-
-    # 1. cost per recurrence, relative to the baseline, averaged over groups
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ratio = fleet.runtime_ratio
-    g_index = {gid: i for i, gid in enumerate(fleet.group_ids)}
-    gi = h0.group.map(g_index).to_numpy()
-    sub_global = fleet.sub_start[gi] + h0.submission.to_numpy()
-    w_of = fleet.group_wl[gi]
-    base_cost = (eta * base_e[w_of] + (1 - eta) * t.wl_max_power[w_of] * base_t[w_of]) * ratio[sub_global]
-    per_sub = pd.DataFrame({"w": w_of, "k": h0.submission.to_numpy(), "sub": sub_global, "cost": h0.cost.to_numpy(), "base": base_cost})
-    per_sub = per_sub.groupby(["w", "k", "sub"], as_index=False).agg(cost=("cost", "sum"), base=("base", "first"))
-    per_sub["rel"] = per_sub.cost / per_sub.base
-    k_max = 60
-    for w, name in enumerate(names):
-        d = per_sub.loc[(per_sub.w == w) & (per_sub.k < k_max)].groupby("k").rel.mean()
-        if len(d):
-            ax.plot(d.index + 1, d.to_numpy(), label=name, lw=1.4)
-    ax.axhline(1.0, color="black", ls="--", lw=1, label="baseline (default bs, max power)")
-    ax.set_xlabel("recurrence (submission number in its group)")
-    ax.set_ylabel("cost / baseline cost (mean over groups)")
-    ax.set_yscale("log")
-    ax.set_title(f"Cost per recurrence, {setting0.label}")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    files.append(out / "cost_per_recurrence.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-
-    # 2. chosen batch size over the runs of sample groups (the busiest group of each workload)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for w, name in enumerate(names):
-        members = np.flatnonzero(fleet.group_wl == w)
-        if not members.size:
-            continue
-        g = int(members[np.argmax(fleet.sub_count[members])])
-        hist = result.history(0, g)
-        if not hist:
-            continue
-        ax.plot(np.arange(1, len(hist) + 1), [e.bs for e in hist], marker=".", ms=3, lw=0.8, label=f"{name} ({fleet.group_ids[g][:8]})")
-    ax.set_yscale("log", base=2)
-    ax.set_xscale("log")
-    ax.set_xlabel("run of the group")
-    ax.set_ylabel("batch size")
-    ax.set_title("Chosen batch size over the runs of sample groups")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    files.append(out / "batch_size_over_runs.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-
-    # 3. savings per workload
-    s0 = summary.loc[summary.setting == setting0.label]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    x = np.arange(len(s0))
-    for i, (col, label) in enumerate((("energy_saving", "energy"), ("time_saving", "time"), ("cost_saving", "cost"))):
-        ax.bar(x + (i - 1) * 0.27, 100 * s0[col].to_numpy(), width=0.27, label=label)
-    ax.set_xticks(x, s0.dataset.tolist(), rotation=20, fontsize=8)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("saving vs baseline (%)")
-    ax.set_title(f"Savings per workload, {setting0.label}")
-    ax.legend()
-    fig.tight_layout()
-    files.append(out / "savings_per_workload.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-    return files
-
-
-def write_outputs(result: FleetResult, summary: pd.DataFrame, out: str | os.PathLike, extra: dict[str, Any] | None = None) -> tuple[list[Path], str | None]:
+def write_outputs(
+    result: FleetResult,
+    summary: pd.DataFrame,
+    out: str | os.PathLike,
+    extra: dict[str, Any] | None = None,
+    comparison: Any = None,
+) -> tuple[list[Path], str | None]:
     """history.csv, summary.csv, summary.json and (with matplotlib) the PNG plots.
 
+    The plots are those of :func:`banditfleet.replay.plots.write_plots`;
+    ``comparison`` (a :class:`banditfleet.replay.stats.Comparison`, computed
+    from ``result`` when None) is charted in ``savings_per_workload.png``.
     Returns the files written and, when plots were skipped, why.
     """
     d = Path(out)
@@ -224,4 +150,6 @@ def write_outputs(result: FleetResult, summary: pd.DataFrame, out: str | os.Path
         import matplotlib  # noqa: F401
     except ImportError:
         return files, "matplotlib is not installed (pip install 'banditfleet[plot]')"
-    return files + _plots(result, summary, d, history), None
+    from banditfleet.replay.plots import write_plots
+
+    return files + write_plots(result, d, comparison), None

@@ -19,13 +19,16 @@ t-interval across the replicates (``mean +- t(1 - alpha/2, n - 1) x sd /
 sqrt(n)``; no interval with one replicate).
 
 **Bootstrap over groups.** The spread that comes from *which* groups the
-fleet happens to hold: the groups (each group's cost averaged over the
-configuration's seed replicates, groups of every fleet replicate pooled) are
-resampled with replacement by :func:`scipy.stats.bootstrap`, and the pooled
-saving ``1 - sum(cost) / sum(baseline)`` is recomputed on each resample. The
-resamples are seeded per workload (``bootstrap_seed``), the same for every
-configuration, so the intervals are reproducible and configurations are
-resampled on the same draws.
+fleet happens to hold. Each compared group's cost (averaged over the
+configuration's seed replicates; the groups of every fleet replicate pooled)
+and baseline cost are resampled with replacement by
+:func:`scipy.stats.bootstrap`, within each workload (a stratified bootstrap:
+every resample keeps the fleet's workload mix), and the pooled saving ``1 -
+sum(cost) / sum(baseline)`` is recomputed on each resample; the TOTAL of a
+resample is the union of its workloads' resamples. The interval is the
+percentile interval. Every configuration is evaluated on the same resamples
+(they are paired on groups), and the resamples are seeded per workload from
+``bootstrap_seed``, so the intervals are reproducible.
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ from banditfleet.replay.fleet import FleetResult, Setting
 
 __all__ = [
     "Comparison",
+    "auto_resamples",
     "bootstrap_saving",
     "common_groups",
     "compare",
     "config_label",
     "format_comparison",
     "group_table",
+    "stratum_sums",
     "t_interval",
     "write_statistics",
 ]
@@ -180,8 +185,57 @@ def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -
     return mean, mean - half, mean + half
 
 
-def _saving_statistic(cost: np.ndarray, base: np.ndarray, axis: int = -1) -> np.ndarray:
-    return 1.0 - np.sum(cost, axis=axis) / np.sum(base, axis=axis)
+def _batch(n_resamples: int, n: int) -> int:
+    """Resamples drawn at once: at most ~4 million indices in memory."""
+    return max(1, min(n_resamples, 4_000_000 // max(n, 1)))
+
+
+def auto_resamples(groups: int) -> int:
+    """The default number of bootstrap resamples for ``groups`` groups: 2000, fewer for huge fleets.
+
+    About 20 million resampled groups in all (at least 200 resamples), so the
+    bootstrap stays a small part of a replay: 2000 up to 10,000 groups,
+    200 from 100,000.
+    """
+    return int(min(2000, max(200, 20_000_000 // max(groups, 1))))
+
+
+def stratum_sums(values: np.ndarray, n_resamples: int, seed: int | Sequence[int]) -> np.ndarray:
+    """Bootstrap distribution of the column sums of ``values`` (groups x columns) over resampled groups.
+
+    The groups (rows) are resampled with replacement by
+    :func:`scipy.stats.bootstrap` from ``numpy.random.default_rng(seed)``;
+    every column is summed over the same resamples. Returns an array of
+    shape (columns, n_resamples).
+    """
+    values = np.asarray(values, np.float64)
+    n, k = values.shape
+    if n == 0 or n_resamples <= 0:
+        return np.zeros((k, max(n_resamples, 0)))
+
+    def sums(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        idx = np.asarray(idx)
+        lead = idx.shape[:-1]
+        flat = idx.reshape(-1, n)
+        counts = np.empty(flat.shape, np.float64)
+        for r in range(flat.shape[0]):  # resample counts of every group, then one product
+            counts[r] = np.bincount(flat[r], minlength=n)
+        return (counts @ values).T.reshape((k, *lead))
+
+    res = scipy.stats.bootstrap(
+        (np.arange(n),), sums, n_resamples=n_resamples, batch=_batch(n_resamples, n), vectorized=True,
+        method="percentile", rng=np.random.default_rng(seed),
+    )
+    return np.asarray(res.bootstrap_distribution, np.float64).reshape(k, n_resamples)
+
+
+def _percentile_interval(distribution: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's ``method="percentile"`` interval of each row (NaN where a row has a NaN)."""
+    alpha = (1 - confidence) / 2
+    with np.errstate(invalid="ignore"):
+        low = np.percentile(distribution, 100 * alpha, axis=-1)
+        high = np.percentile(distribution, 100 * (1 - alpha), axis=-1)
+    return low, high
 
 
 def bootstrap_saving(
@@ -190,34 +244,21 @@ def bootstrap_saving(
     confidence: float = 0.95,
     n_resamples: int = 2000,
     seed: int | Sequence[int] = 0,
-    method: str = "percentile",
 ) -> tuple[float, float, float]:
-    """Bootstrap interval over groups of the pooled saving ``1 - sum(cost) / sum(base)``.
+    """Bootstrap percentile interval over groups of the pooled saving ``1 - sum(cost) / sum(base)``.
 
     ``cost`` and ``base`` hold one value per group and are resampled together
-    (:func:`scipy.stats.bootstrap`, ``paired=True``) from
-    ``numpy.random.default_rng(seed)``. Returns ``(saving, low, high)``; NaN
-    bounds with fewer than two groups or ``n_resamples == 0``.
+    (:func:`stratum_sums`). Returns ``(saving, low, high)``; NaN bounds with
+    fewer than two groups or ``n_resamples == 0``.
     """
     cost = np.asarray(cost, np.float64)
     base = np.asarray(base, np.float64)
-    point = float(_saving_statistic(cost, base)) if cost.size and base.sum() else math.nan
+    point = float(1.0 - cost.sum() / base.sum()) if cost.size and base.sum() else math.nan
     if cost.size < 2 or n_resamples <= 0 or not base.sum():
         return point, math.nan, math.nan
-    # Memory: one batch of resamples holds batch x groups indices.
-    batch = max(1, min(n_resamples, 4_000_000 // cost.size))
-    res = scipy.stats.bootstrap(
-        (cost, base),
-        _saving_statistic,
-        n_resamples=n_resamples,
-        batch=batch,
-        vectorized=True,
-        paired=True,
-        confidence_level=confidence,
-        method=method,
-        rng=np.random.default_rng(seed),
-    )
-    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
+    dist = stratum_sums(np.column_stack([cost, base]), n_resamples, seed)
+    low, high = _percentile_interval(1.0 - dist[0] / dist[1], confidence)
+    return point, float(low), float(high)
 
 
 @dataclass
@@ -258,15 +299,15 @@ def compare(
     results: FleetResult | Sequence[FleetResult],
     fleets: Sequence[Any] | None = None,
     confidence: float = 0.95,
-    n_resamples: int = 2000,
+    n_resamples: int | None = None,
     bootstrap_seed: int = 0,
-    method: str = "percentile",
 ) -> Comparison:
     """Compare every configuration of one or several fleet replays on their common groups.
 
     ``results`` are replays of fleet replicates (say, one per ``--fleet-seed``),
     each under the same settings; ``fleets`` names them (default: each fleet's
-    ``meta["seed"]``, else its position). ``n_resamples=0`` skips the bootstrap.
+    ``meta["seed"]``, else its position). ``n_resamples`` bootstrap resamples
+    (default :func:`auto_resamples` of the compared groups; 0 skips the bootstrap).
     """
     results = [results] if isinstance(results, FleetResult) else list(results)
     if not results:
@@ -308,15 +349,44 @@ def compare(
     fail_reason = {d: _reasons(failures.loc[failures.dataset == d]) for d in datasets}
     fail_reason["TOTAL"] = _reasons(failures)
 
-    # Per (configuration, fleet, group): cost and baseline averaged over the seed replicates.
-    per_group = (
-        groups.loc[compared.to_numpy()].groupby(["config", "fleet", "group"], sort=False)
-        .agg(dataset=("dataset", "first"), cost=("cost", "mean"), base=("baseline_cost", "first"))
-        .reset_index()
-    )
+    # Per (configuration, fleet, group): cost and baseline averaged over the seed replicates,
+    # a column per configuration, the same compared groups (rows) in every column.
+    kept = groups.loc[compared.to_numpy()]
+    per_group = kept.groupby(["fleet", "group", "config"], sort=False).agg(cost=("cost", "mean"), base=("baseline_cost", "first"))
+    cost_m = per_group.cost.unstack("config").reindex(columns=configs)
+    base_m = per_group.base.unstack("config").reindex(columns=configs)
+    ds_of = kept.groupby(["fleet", "group"], sort=False).dataset.first().reindex(cost_m.index).to_numpy()
+    n_groups = len(cost_m)
+    if n_resamples is None:
+        n_resamples = auto_resamples(n_groups)
+    C = len(configs)
+    boot_total = np.zeros((2 * C, max(n_resamples, 0)))
+    boot: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for dataset in datasets:  # stratified: each workload's groups are resampled on their own
+        m = ds_of == dataset
+        values = np.hstack([cost_m.to_numpy()[m], base_m.to_numpy()[m]])
+        point = 1.0 - values[:, :C].sum(0) / values[:, C:].sum(0) if m.any() else np.full(C, np.nan)
+        if m.sum() >= 2 and n_resamples > 0:
+            dist = stratum_sums(values, n_resamples, [bootstrap_seed, order[dataset]])
+            boot_total += dist
+            with np.errstate(divide="ignore", invalid="ignore"):
+                low, high = _percentile_interval(1.0 - dist[:C] / dist[C:], confidence)
+        else:
+            if m.any() and n_resamples > 0:  # one group: always resampled as itself
+                boot_total += values.sum(0)[:, None]
+            low = high = np.full(C, np.nan)
+        boot[dataset] = (point, low, high)
+    all_values = np.hstack([cost_m.to_numpy(), base_m.to_numpy()])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        point = 1.0 - all_values[:, :C].sum(0) / all_values[:, C:].sum(0) if n_groups else np.full(C, np.nan)
+        if n_groups >= 2 and n_resamples > 0:
+            low, high = _percentile_interval(1.0 - boot_total[:C] / boot_total[C:], confidence)
+        else:
+            low = high = np.full(C, np.nan)
+    boot["TOTAL"] = (point, low, high)
+
     rows: list[dict[str, Any]] = []
-    for config in configs:
-        pg = per_group.loc[per_group.config == config]
+    for ci, config in enumerate(configs):
         for dataset in [*datasets, "TOTAL"]:
             rr = reps.loc[(reps.config == config) & (reps.dataset == dataset)]
             row: dict[str, Any] = {
@@ -324,10 +394,10 @@ def compare(
                 "policy": policy_of[config],
                 "dataset": dataset,
                 "replicates": len(rr),
-                "groups": int(rr.groups.sum()),
+                "groups": int(rr.groupby("fleet")["groups"].first().sum()),
                 "failed": int(fail_count.get(dataset, 0)),
                 "failed_reasons": fail_reason.get(dataset, ""),
-                "submissions": int(rr.submissions.sum()),
+                "submissions": int(rr.groupby("fleet").submissions.first().sum()),
                 "runs": int(rr.runs.sum()),
             }
             for name, _c, _b in METRICS:
@@ -335,13 +405,10 @@ def compare(
                 row[f"{name}_saving"] = mean
                 row[f"{name}_saving_ci_low"] = low
                 row[f"{name}_saving_ci_high"] = high
-            sel = pg if dataset == "TOTAL" else pg.loc[pg.dataset == dataset]
-            point, low, high = bootstrap_saving(
-                sel.cost.to_numpy(), sel.base.to_numpy(), confidence, n_resamples, [bootstrap_seed, order[dataset]], method
-            )
-            row["cost_saving_pooled"] = point
-            row["cost_saving_boot_low"] = low
-            row["cost_saving_boot_high"] = high
+            point, low, high = boot[dataset]
+            row["cost_saving_pooled"] = float(point[ci])
+            row["cost_saving_boot_low"] = float(low[ci])
+            row["cost_saving_boot_high"] = float(high[ci])
             rows.append(row)
     table = pd.DataFrame(rows)
     reps["_c"] = reps.config.map({c: i for i, c in enumerate(configs)})

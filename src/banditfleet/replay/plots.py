@@ -1,0 +1,314 @@
+"""Plots of a fleet replay (matplotlib, the ``plot`` extra): every setting, on common groups.
+
+Each plot is built in two steps, so that what is drawn can be checked
+without looking at pixels: a ``*_data`` function computes the series as a
+DataFrame, and a ``plot_*`` function draws exactly those series into a new
+:class:`matplotlib.figure.Figure` (one line or bar series per row group).
+:func:`write_plots` and :func:`write_comparison_plot` save them as PNG files.
+
+Like the statistics (:mod:`banditfleet.replay.stats`), the plots use only
+the groups that succeeded in every setting, and pool a configuration's seed
+replicates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from banditfleet.replay.fleet import FleetResult
+from banditfleet.replay.stats import Comparison, common_groups, config_label, group_table
+
+__all__ = [
+    "batch_size_data",
+    "comparison_data",
+    "cost_per_recurrence_data",
+    "plot_batch_size",
+    "plot_comparison",
+    "plot_cost_per_recurrence",
+    "write_comparison_plot",
+    "write_plots",
+]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _compared_units(result: FleetResult) -> np.ndarray:
+    """Per unit (setting-major): whether its group succeeded in every setting."""
+    return common_groups(group_table(result)).to_numpy()
+
+
+def cost_per_recurrence_data(result: FleetResult, bins: int | None = 60) -> pd.DataFrame:
+    """Mean cost of the k-th submission of a group over its baseline cost, per configuration and workload.
+
+    The whole horizon, up to the longest compared group: recurrences
+    ``first`` to ``last`` (1-based) form a bin, one recurrence each while
+    the horizon has at most ``bins`` recurrences (or ``bins=None``), else
+    geometric bins (single recurrences first, wider ones in the sparse
+    tail). One row per (config, dataset, bin) that has data:
+    ``recurrence`` (the bin's geometric centre, the x of the plot),
+    ``first``, ``last``, ``relative_cost`` (the mean over the (group, seed
+    replicate, recurrence) triples in the bin of the submission's cost,
+    retries included, over the baseline's cost of that submission) and
+    ``groups`` (how many triples the mean is over).
+    """
+    from banditfleet.replay.report import baseline_per_submission
+
+    fl = result.fleet
+    r = result.result
+    G = len(fl)
+    S = len(result.settings)
+    N = fl.n_submissions
+    t = fl.workloads.tables
+    base_e, base_t = baseline_per_submission(result)
+    configs = list(dict.fromkeys(config_label(s) for s in result.settings))
+    cfg_of_setting = np.array([configs.index(config_label(s)) for s in result.settings], np.int64)
+    eta = np.array([s.eta_knob for s in result.settings], np.float64)
+    sub_wl = np.repeat(fl.group_wl, fl.sub_count)
+    sub_k = np.arange(N, dtype=np.int64) - np.repeat(fl.sub_start, fl.sub_count)
+    max_power = t.wl_max_power[fl.group_wl].astype(np.float64)
+    setting = r.unit // G
+    group = r.unit % G
+    cost = eta[setting] * r.energy + (1.0 - eta[setting]) * max_power[group] * r.time
+    sub_global = fl.sub_start[group] + r.sub
+    compared = _compared_units(result).reshape(S, G) if G else np.zeros((S, 0), bool)
+    sub_group = np.repeat(np.arange(G), fl.sub_count)
+    W = len(fl.workloads.jobs)
+    K = int(fl.sub_count.max()) if G else 0
+    C = len(configs)
+    total = np.zeros(C * W * K)
+    count = np.zeros(C * W * K, np.int64)
+    cell = sub_wl * K + sub_k
+    for si in range(S):  # one setting at a time: memory stays O(submissions)
+        m = setting == si
+        per_sub = np.bincount(sub_global[m], weights=cost[m], minlength=N)
+        base = eta[si] * base_e[sub_wl] * fl.runtime_ratio + (1.0 - eta[si]) * t.wl_max_power[sub_wl] * base_t[sub_wl] * fl.runtime_ratio
+        keep = compared[si][sub_group]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = per_sub[keep] / base[keep]
+        key = cfg_of_setting[si] * W * K + cell[keep]
+        total += np.bincount(key, weights=rel, minlength=C * W * K)
+        count += np.bincount(key, minlength=C * W * K)
+    # Recurrence bins: [lo, hi) edges, 1-based; one recurrence each unless ``bins`` merges the tail.
+    if bins is None or K <= bins:
+        edges = np.arange(1, K + 2, dtype=np.int64)
+    else:
+        edges = np.unique(np.floor(np.geomspace(1, K + 1, bins + 1)).astype(np.int64))
+        edges = np.unique(np.concatenate([edges, [K + 1]]))
+    which = np.searchsorted(edges, np.arange(1, K + 1), side="right") - 1  # bin of recurrence k+1
+    B = len(edges) - 1
+    total = total.reshape(C * W, K)
+    count = count.reshape(C * W, K)
+    bt = np.zeros((C * W, B))
+    bc = np.zeros((C * W, B), np.int64)
+    for b in range(B):
+        bt[:, b] = total[:, which == b].sum(axis=1)
+        bc[:, b] = count[:, which == b].sum(axis=1)
+    nz = np.flatnonzero(bc.ravel())
+    cw, b = np.divmod(nz, B)
+    c, w = np.divmod(cw, W)
+    names = np.array([j.dataset for j in fl.workloads.jobs], dtype=object)
+    lo, hi = edges[b], edges[b + 1] - 1
+    return pd.DataFrame(
+        {
+            "config": np.array(configs, dtype=object)[c] if nz.size else np.zeros(0, object),
+            "dataset": names[w] if nz.size else np.zeros(0, object),
+            "recurrence": np.sqrt(lo * hi),
+            "first": lo,
+            "last": hi,
+            "relative_cost": bt.ravel()[nz] / bc.ravel()[nz],
+            "groups": bc.ravel()[nz],
+        }
+    )
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(3, max(n, 1))
+    return math.ceil(max(n, 1) / cols), cols
+
+
+def plot_cost_per_recurrence(data: pd.DataFrame, title: str = "") -> Any:
+    """One panel per workload, one line per configuration: ``relative_cost`` over ``recurrence``."""
+    plt = _pyplot()
+    datasets = list(dict.fromkeys(data.dataset.tolist()))
+    configs = list(dict.fromkeys(data.config.tolist()))
+    rows, cols = _grid(len(datasets))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, dataset in zip(axes.flat, datasets):
+        for i, config in enumerate(configs):
+            d = data.loc[(data.dataset == dataset) & (data.config == config)]
+            if len(d):
+                ax.plot(d.recurrence.to_numpy(), d.relative_cost.to_numpy(), lw=1.0, color=f"C{i % 10}", label=config)
+        ax.axhline(1.0, color="black", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(dataset, fontsize=9)
+        ax.set_xlabel("recurrence (submission of its group)", fontsize=8)
+        ax.set_ylabel("cost / baseline (mean)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(datasets) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(len(labels), 1)), fontsize=7)
+    fig.suptitle(title or "Cost per recurrence against the baseline (dashed: the baseline)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 4), 1, 0.96))
+    return fig
+
+
+def batch_size_data(result: FleetResult) -> pd.DataFrame:
+    """The chosen batch size over the runs of the busiest compared group of each workload, in every setting.
+
+    One row per run: ``setting``, ``dataset``, ``group``, ``run`` (1-based, in
+    the order of the group's history) and ``batch_size``.
+    """
+    fl = result.fleet
+    G = len(fl)
+    ok = _compared_units(result).reshape(len(result.settings), G).all(axis=0) if G else np.zeros(0, bool)
+    parts = []
+    for w, job in enumerate(fl.workloads.jobs):
+        members = np.flatnonzero((fl.group_wl == w) & ok)
+        if not members.size:
+            continue
+        g = int(members[np.argmax(fl.sub_count[members])])
+        for si, s in enumerate(result.settings):
+            hist = result.history(si, g)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "setting": s.label,
+                        "dataset": job.dataset,
+                        "group": fl.group_ids[g],
+                        "run": np.arange(1, len(hist) + 1, dtype=np.int64),
+                        "batch_size": np.array([e.bs for e in hist], np.int64),
+                    }
+                )
+            )
+    if not parts:
+        return pd.DataFrame({"setting": [], "dataset": [], "group": [], "run": [], "batch_size": []})
+    return pd.concat(parts, ignore_index=True)
+
+
+def plot_batch_size(data: pd.DataFrame) -> Any:
+    """One panel per workload (its sample group), one line per setting: ``batch_size`` over ``run``."""
+    plt = _pyplot()
+    datasets = list(dict.fromkeys(data.dataset.tolist()))
+    settings = list(dict.fromkeys(data.setting.tolist()))
+    rows, cols = _grid(len(datasets))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, dataset in zip(axes.flat, datasets):
+        group = ""
+        for i, setting in enumerate(settings):
+            d = data.loc[(data.dataset == dataset) & (data.setting == setting)]
+            if len(d):
+                group = str(d.group.iloc[0])
+                ax.plot(d.run.to_numpy(), d.batch_size.to_numpy(), marker=".", ms=2, lw=0.7, color=f"C{i % 10}", label=setting)
+        ax.set_yscale("log", base=2)
+        ax.set_xscale("log")
+        ax.set_title(f"{dataset} (group {group[:8]})", fontsize=9)
+        ax.set_xlabel("run of the group", fontsize=8)
+        ax.set_ylabel("batch size", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(datasets) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(len(labels), 1)), fontsize=7)
+    fig.suptitle("Chosen batch size over the runs of the busiest group of each workload", fontsize=10)
+    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 4), 1, 0.96))
+    return fig
+
+
+def comparison_data(comparison: Comparison) -> pd.DataFrame:
+    """The bars of the comparison plot: per (config, dataset) the cost saving (%) and its interval.
+
+    With several replicates the bar is the mean saving and the error bar the
+    t-interval across replicates; with one, the pooled saving and the
+    bootstrap interval over groups. Columns: ``config``, ``policy``,
+    ``dataset``, ``saving``, ``low``, ``high`` (percent), ``interval``.
+    """
+    t = comparison.table
+    several = int(t.replicates.max()) > 1 if len(t) else False
+    if several:
+        saving, low, high, kind = t.cost_saving, t.cost_saving_ci_low, t.cost_saving_ci_high, "t"
+    else:
+        saving, low, high, kind = t.cost_saving_pooled, t.cost_saving_boot_low, t.cost_saving_boot_high, "bootstrap"
+    return pd.DataFrame(
+        {
+            "config": t.config.to_numpy(),
+            "policy": t.policy.to_numpy(),
+            "dataset": t.dataset.to_numpy(),
+            "saving": 100 * saving.to_numpy(),
+            "low": 100 * low.to_numpy(),
+            "high": 100 * high.to_numpy(),
+            "interval": kind,
+        }
+    )
+
+
+def plot_comparison(comparison: Comparison) -> Any:
+    """Grouped bars: cost saving per workload (and in total), one bar per configuration, with error bars."""
+    plt = _pyplot()
+    data = comparison_data(comparison)
+    datasets = list(dict.fromkeys(data.dataset.tolist()))
+    configs = list(dict.fromkeys(data.config.tolist()))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.35 * len(configs) * len(datasets) + 2), 4.8))
+    x = np.arange(len(datasets), dtype=np.float64)
+    width = 0.8 / max(len(configs), 1)
+    for i, config in enumerate(configs):
+        d = data.loc[data.config == config].set_index("dataset").reindex(datasets)
+        err = np.vstack([d.saving - d.low, d.high - d.saving])
+        err = np.where(np.isnan(err), 0.0, err)
+        ax.bar(x + (i - (len(configs) - 1) / 2) * width, d.saving.to_numpy(), width=width, yerr=err, capsize=2,
+               color=f"C{i % 10}", label=config, error_kw={"lw": 0.8})
+    ax.set_xticks(x, datasets, rotation=20, fontsize=8)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("cost saving vs baseline (%)")
+    kind = data.interval.iloc[0] if len(data) else "t"
+    how = "t-interval across replicates" if kind == "t" else "bootstrap over groups"
+    ax.set_title(f"Cost saving per workload and configuration ({100 * comparison.confidence:g}% {how})", fontsize=10)
+    ax.legend(fontsize=7, ncol=max(1, math.ceil(len(configs) / 8)), loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig: Any, path: Path) -> Path:
+    plt = _pyplot()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_comparison_plot(comparison: Comparison, out: str | os.PathLike) -> Path:
+    """``savings_per_workload.png`` in ``out``: :func:`plot_comparison`."""
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    return _save(plot_comparison(comparison), d / "savings_per_workload.png")
+
+
+def write_plots(result: FleetResult, out: str | os.PathLike, comparison: Comparison | None = None) -> list[Path]:
+    """Every plot of one fleet replay, as PNG files in ``out``; returns the files.
+
+    ``cost_per_recurrence.png``, ``batch_size_over_runs.png`` and
+    ``savings_per_workload.png`` (of ``comparison``, else of this result).
+    """
+    from banditfleet.replay.stats import compare
+
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    files = [
+        _save(plot_cost_per_recurrence(cost_per_recurrence_data(result)), d / "cost_per_recurrence.png"),
+        _save(plot_batch_size(batch_size_data(result)), d / "batch_size_over_runs.png"),
+    ]
+    files.append(write_comparison_plot(comparison if comparison is not None else compare(result), d))
+    return files
