@@ -214,7 +214,7 @@ def test_cli_replay_builtin(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "setting eta=0.5,beta=2" in text and "setting eta=0.5,beta=inf" in text and "TOTAL" in text
     history = pd.read_csv(out / "history.csv")
-    assert list(history.columns) == ["setting", "group", "dataset", "submission", "batch_size", "power_limit", "energy", "time", "reached", "cost"]
+    assert list(history.columns) == ["setting", "policy", "group", "dataset", "submission", "batch_size", "power_limit", "energy", "time", "reached", "cost"]
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary.setting) == {"eta=0.5,beta=2", "eta=0.5,beta=inf"}
     assert (out / "summary.json").is_file()

@@ -179,6 +179,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------- replay
+_REPLAY_POLICIES = ("pruning-gts", "gts", "gts-known", "grid-search", "default", "oracle")
+
 def _float_list_arg(name: str, low: float, high: float, allow_inf: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -222,6 +224,11 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     sw.add_argument("--eta-knob", type=_float_list_arg("eta knob", 0.0, 1.0), nargs="+", default=[0.5], help="energy-time trade-off (default: 0.5)")
     sw.add_argument("--beta-knob", type=_beta, nargs="+", default=[2.0], help="early-stopping threshold, inf for none (default: 2.0)")
     sw.add_argument("--seed", type=_nonnegative_int, nargs="+", default=[0], help="seed replicates; 0 seeds each group with adler32(group id) as the Zeus artifacts (default: 0)")
+    sw.add_argument("--policy", nargs="+", default=["pruning-gts"], choices=_REPLAY_POLICIES, metavar="POLICY",
+                    help="policies to replay (several join the sweep): pruning-gts (Zeus's, default), gts (learned precision), "
+                         "gts-known (--reward-precision), grid-search, default (the baseline, replayed), oracle (best fixed config in hindsight)")
+    sw.add_argument("--reward-precision", type=_nonnegative_float, default=None, metavar="P",
+                    help="known reward precision (1 / variance of -cost) of --policy gts-known")
     sw.add_argument("--window-size", type=_nonnegative_int, default=0, help="PruningGTS window size, 0 keeps every reward (default: 0)")
     dist = parser.add_argument_group("distributed (needs banditfleet[distributed]; see docs/distributed.md)")
     where = dist.add_mutually_exclusive_group()
@@ -292,7 +299,13 @@ def _run_replay(args: argparse.Namespace) -> int:
     from banditfleet.replay.synthetic import export_trace
 
     try:
-        settings = sweep(args.eta_knob, args.beta_knob, args.seed, window_size=args.window_size)
+        policies = list(dict.fromkeys(args.policy))
+        if args.reward_precision is not None and "gts-known" not in policies:
+            raise ValueError("--reward-precision applies only to --policy gts-known")
+        settings = sweep(
+            args.eta_knob, args.beta_knob, args.seed, policies, window_size=args.window_size,
+            reward_precision=args.reward_precision or 0.0,
+        )
         if args.window_size == 1:
             raise ValueError("--window-size 1 cannot work (a single reward has no variance); use 0 or >= 2")
         if args.export_trace is not None and len(set(args.fleet_seed)) > 1:
@@ -335,7 +348,8 @@ def _run_replay(args: argparse.Namespace) -> int:
                 results.append(replay_fleet_distributed(fleet, settings, client=client, shards=args.shards, progress=bar))
         else:
             t0 = time.perf_counter()
-            replay_fleet(fleets[0].subset([0]), settings[:1])  # compile or load the kernels outside the timing
+            # compile or load the kernels outside the timing: one setting of each policy
+            replay_fleet(fleets[0].subset([0]), list({s.policy: s for s in settings}.values()))
             warm = time.perf_counter() - t0
             for fleet in fleets:
                 results.append(replay_fleet(fleet, settings, progress=bar))
@@ -365,6 +379,9 @@ def _run_replay(args: argparse.Namespace) -> int:
         s = settings[0]
         print(f"\nsetting {s.label}: energy, time and cost against the baseline (default batch size at the maximum power limit)")
         print(format_table(summaries[0], s.label))
+        total = summaries[0].loc[(summaries[0].setting == s.label) & (summaries[0].dataset == "TOTAL")].iloc[0]
+        print(f"regret against the oracle (best fixed batch size and power limit in hindsight): {total.regret:.4g} "
+              f"({total.regret_ratio:+.1%} of the oracle's cost {total.oracle_cost:.4g})")
     comparison = compare(results, fleet_names, confidence=args.confidence, n_resamples=args.bootstrap, bootstrap_seed=args.bootstrap_seed)
     print()
     print(format_comparison(comparison))

@@ -141,7 +141,7 @@ def make_units(
     )
 
 
-def _init_state(tables: ReplayTables, units: ReplayUnits, seeds: np.ndarray) -> ReplayState:
+def _init_state(tables: ReplayTables, units: ReplayUnits, seeds: np.ndarray, first_arm: np.ndarray | None = None) -> ReplayState:
     n = units.wl.shape[0]
     n_run = int(np.where(units.mode == MODE_GROUP, units.n_rec, 0).sum())
     n_plc = int(tables.wl_arm_count[units.wl].sum())
@@ -165,7 +165,7 @@ def _init_state(tables: ReplayTables, units: ReplayUnits, seeds: np.ndarray) -> 
         runs=i64(),
         cost_acc=f64(),
         min_cost=f64(np.inf),
-        best_arm=tables.wl_default_arm[units.wl].astype(np.int64),
+        best_arm=(tables.wl_default_arm[units.wl] if first_arm is None else first_arm).astype(np.int64),
         now=f64(),
         dec_arm=i64(-1),
         dec_pl=i64(-1),
@@ -354,13 +354,19 @@ def run_units(
     partitions: Sequence[Partition],
     progress: Callable[[int, int], None] | None = None,
     queue_capacity: int = _QUEUE,
+    first_arm: np.ndarray | None = None,
 ) -> UnitsResult:
-    """Replay every unit to its end; see the module docstring."""
+    """Replay every unit to its end; see the module docstring.
+
+    ``first_arm`` (global arm per unit) is the best batch size a group starts
+    with, which concurrent launches use before any run has reached the target;
+    by default the workload's default batch size, as the reference.
+    """
     import time as _time
 
     n = units.wl.shape[0]
     t0 = _time.perf_counter()
-    state = _init_state(tables, units, seeds)
+    state = _init_state(tables, units, seeds, first_arm)
     driver = _Driver(tables, units, state, partitions)
     out = _make_out(n, max(int(queue_capacity), 16))
     chunks: list[tuple[np.ndarray, ...]] = []

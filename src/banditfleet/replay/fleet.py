@@ -27,8 +27,18 @@ from banditfleet.errors import TraceError
 from banditfleet.job import Job
 from banditfleet.kernels.replay import ERR_NONE, MODE_GROUP
 from banditfleet.power import JITPowerLimitOptimizer
+from banditfleet.gts import GTSBatchSizeOptimizer
 from banditfleet.pruning import PruningGTSBatchSizeOptimizer
 from banditfleet.replay.engine import Partition, UnitsResult, make_units, run_units
+from banditfleet.replay.policies import (
+    FIXED_POLICIES,
+    FixedBatchSizeOptimizer,
+    FixedPowerLimitOptimizer,
+    GridSearchBatchSizeOptimizer,
+    OracleTable,
+    check_policy,
+    oracle_table,
+)
 from banditfleet.replay.simulator import HistoryEntry, check_knobs
 from banditfleet.replay.traces import Trace, Workloads, build_workloads, jobs_for, read_groups
 
@@ -48,8 +58,13 @@ def group_seed(group_id: str, replicate: int = 0) -> int:
 
 @dataclass(frozen=True)
 class Setting:
-    """One replay setting: the knobs, the optimizer's parameters and a seed replicate.
+    """One replay setting: the policy, the knobs, the optimizer's parameters and a seed replicate.
 
+    ``policy`` is one of :data:`~banditfleet.replay.policies.POLICIES`
+    (``pruning-gts``, Zeus's, by default); ``reward_precision`` is the known
+    precision of ``gts-known`` (0 for every other policy). ``window_size``
+    applies to ``pruning-gts`` and ``gts``, the priors to the GTS policies;
+    ``default`` and ``oracle`` ignore ``beta_knob`` (they never stop early).
     ``seed=0`` seeds every group as the Zeus artifacts do (:func:`group_seed`).
     """
 
@@ -59,15 +74,22 @@ class Setting:
     prior_mean: float = 0.0
     prior_precision: float = 0.0
     seed: int = 0
+    policy: str = "pruning-gts"
+    reward_precision: float = 0.0
 
     def __post_init__(self) -> None:
         check_knobs(self.beta_knob, self.eta_knob)
+        check_policy(self.policy, self.reward_precision)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise TraceError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     @property
     def label(self) -> str:
-        parts = [f"eta={self.eta_knob:g}", f"beta={self.beta_knob:g}"]
+        """``policy=...,`` (left out for ``pruning-gts``), then the knobs, e.g. ``policy=gts,eta=0.5,beta=2``."""
+        parts = [] if self.policy == "pruning-gts" else [f"policy={self.policy}"]
+        if self.policy == "gts-known":
+            parts.append(f"precision={self.reward_precision:g}")
+        parts += [f"eta={self.eta_knob:g}", f"beta={self.beta_knob:g}"]
         if self.window_size:
             parts.append(f"window={self.window_size}")
         if self.prior_mean or self.prior_precision:
@@ -76,13 +98,30 @@ class Setting:
             parts.append(f"seed={self.seed}")
         return ",".join(parts)
 
-    def optimizer_key(self) -> tuple[int, float, float]:
-        return (int(self.window_size), float(self.prior_mean), float(self.prior_precision))
+    def optimizer_key(self) -> tuple[str, float, int, float, float]:
+        """Settings with equal keys share one pair of optimizers in a replay."""
+        return (self.policy, float(self.reward_precision), int(self.window_size), float(self.prior_mean), float(self.prior_precision))
 
 
-def sweep(eta_knobs: Sequence[float] = (0.5,), beta_knobs: Sequence[float] = (2.0,), seeds: Sequence[int] = (0,), **optimizer: Any) -> list[Setting]:
-    """Every combination of the knobs and seeds (optimizer parameters fixed)."""
-    return [Setting(eta, beta, seed=seed, **optimizer) for eta in eta_knobs for beta in beta_knobs for seed in seeds]
+def sweep(
+    eta_knobs: Sequence[float] = (0.5,),
+    beta_knobs: Sequence[float] = (2.0,),
+    seeds: Sequence[int] = (0,),
+    policies: Sequence[str] = ("pruning-gts",),
+    **optimizer: Any,
+) -> list[Setting]:
+    """Every combination of the policies, knobs and seeds (policy outermost; optimizer parameters fixed).
+
+    ``reward_precision`` in ``optimizer`` goes to the ``gts-known`` settings only.
+    """
+    rp = optimizer.pop("reward_precision", 0.0)
+    return [
+        Setting(eta, beta, seed=seed, policy=p, reward_precision=rp if p == "gts-known" else 0.0, **optimizer)
+        for p in policies
+        for eta in eta_knobs
+        for beta in beta_knobs
+        for seed in seeds
+    ]
 
 
 @dataclass
@@ -215,6 +254,82 @@ class FleetResult:
             {"setting": [self.settings[u // g].label for u in bad.tolist()], "group": [self.fleet.group_ids[u % g] for u in bad.tolist()], "error": r.error[bad]}
         )
 
+    # ------------------------------------------------------------ oracle, regret
+    def oracle_tables(self) -> list[OracleTable]:
+        """Per setting: the oracle of every workload at the setting's ``eta_knob``
+        (:func:`~banditfleet.replay.policies.oracle_table`)."""
+        cache = self.__dict__.setdefault("_oracle_cache", {})
+        out = []
+        for s in self.settings:
+            if s.eta_knob not in cache:
+                cache[s.eta_knob] = oracle_table(self.fleet.workloads.tables, s.eta_knob)
+            out.append(cache[s.eta_knob])
+        return out
+
+    def oracle(self) -> pd.DataFrame:
+        """One row per (setting, workload): the oracle's batch size and power limit (W) and the
+        expected energy (J), time (s) and energy-time cost of one submission of runtime ratio 1."""
+        names = [j.dataset for j in self.fleet.workloads.jobs]
+        rows = []
+        for s, o in zip(self.settings, self.oracle_tables()):
+            for w, name in enumerate(names):
+                rows.append({"setting": s.label, "policy": s.policy, "eta_knob": s.eta_knob, "dataset": name,
+                             "batch_size": int(o.bs[w]), "power_limit": int(o.pl[w]), "energy_J": float(o.energy[w]),
+                             "time_s": float(o.time[w]), "cost": float(o.cost[w])})
+        return pd.DataFrame(rows)
+
+    def submission_oracle_costs(self) -> np.ndarray:
+        """float64 (settings, submissions): the oracle's expected cost of each submission of the
+        fleet (in the fleet's submission order), its runtime ratio times the workload's oracle cost."""
+        f = self.fleet
+        wl = np.repeat(f.group_wl, f.sub_count)
+        return np.stack([o.cost[wl] * f.runtime_ratio for o in self.oracle_tables()]) if self.settings else np.zeros((0, f.n_submissions))
+
+    def submission_costs(self) -> np.ndarray:
+        """float64 (settings, submissions): the replayed energy-time cost of each submission, all its
+        runs (retries included) summed; NaN for the submissions of (setting, group) pairs that failed."""
+        f = self.fleet
+        r = self.result
+        G, S, N = len(f), len(self.settings), f.n_submissions
+        group = r.unit % G if G else r.unit
+        setting = r.unit // G if G else r.unit
+        eta = np.array([s.eta_knob for s in self.settings], np.float64)[setting]
+        cost = eta * r.energy + (1.0 - eta) * f.workloads.tables.wl_max_power[f.group_wl[group]] * r.time
+        key = setting * N + f.sub_start[group] + r.sub
+        out = np.bincount(key, weights=cost, minlength=S * N).reshape(S, N)
+        failed = (r.error != ERR_NONE).reshape(S, G)
+        out[np.repeat(failed, f.sub_count, axis=1)] = np.nan
+        return out
+
+    def submission_regret(self) -> np.ndarray:
+        """float64 (settings, submissions): each submission's cost minus the oracle's
+        (energy-time cost; NaN where the pair failed). ``[:, fleet.sub_start[g] + k]`` is the
+        k-th recurrence of group ``g``."""
+        return self.submission_costs() - self.submission_oracle_costs()
+
+    def group_costs(self) -> np.ndarray:
+        """float64 (settings, groups): each group's replayed energy-time cost (NaN: failed)."""
+        return self._per_group(self.submission_costs())
+
+    def oracle_costs(self) -> np.ndarray:
+        """float64 (settings, groups): each group's oracle cost, the sum of its runtime ratios
+        times its workload's oracle cost per submission (never NaN)."""
+        return self._per_group(self.submission_oracle_costs())
+
+    def regret(self) -> np.ndarray:
+        """float64 (settings, groups): group cost minus oracle cost (energy-time cost; NaN: failed)."""
+        return self.group_costs() - self.oracle_costs()
+
+    def _per_group(self, per_sub: np.ndarray) -> np.ndarray:
+        f = self.fleet
+        S, G = per_sub.shape[0], len(f)
+        if not f.n_submissions:
+            return np.zeros((S, G))
+        starts = np.minimum(f.sub_start, max(f.n_submissions - 1, 0))
+        out = np.add.reduceat(per_sub, starts, axis=1) if G else np.zeros((S, 0))
+        out[:, f.sub_count == 0] = 0.0
+        return out
+
     def history_frame(self) -> pd.DataFrame:
         """One row per simulated run: group, setting, submission, batch size, power limit, energy, time, reached, cost."""
         r = self.result
@@ -227,9 +342,11 @@ class FleetResult:
         labels = np.array([s.label for s in self.settings], dtype=object)
         ids = np.array(self.fleet.group_ids, dtype=object)
         names = np.array([j.dataset for j in self.fleet.workloads.jobs], dtype=object)
+        policies = np.array([s.policy for s in self.settings], dtype=object)
         return pd.DataFrame(
             {
                 "setting": labels[setting],
+                "policy": policies[setting],
                 "group": ids[group],
                 "dataset": names[self.fleet.group_wl[group]],
                 "submission": r.sub,
@@ -270,23 +387,61 @@ def replay_fleet(
         seeds[si * G : (si + 1) * G] = [group_seed(gid, s.seed) for gid in fleet.group_ids]
     defaults = t.arm_bs[t.wl_default_arm[wl]]
     arm_lists = [np.asarray(a, np.int64) for a in fleet.workloads.arms]
+    first_arm = t.wl_default_arm[wl].astype(np.int64)
+    fixed_pl = np.full(n, -1, np.int64)
+    oracles: dict[float, OracleTable] = {}
+    for si, s in enumerate(settings):
+        if s.policy not in FIXED_POLICIES:
+            continue
+        part = slice(si * G, (si + 1) * G)
+        beta[part] = np.inf  # the baseline and the oracle never stop early
+        if s.policy == "oracle":
+            if s.eta_knob not in oracles:
+                oracles[s.eta_knob] = oracle_table(t, s.eta_knob)
+            o = oracles[s.eta_knob]
+            # a workload without a feasible cell keeps its default (its runs then fail as the trace says)
+            first_arm[part] = np.where(o.arm[fleet.group_wl] >= 0, o.arm[fleet.group_wl], first_arm[part])
+        fixed_pl[part] = t.cell_pl[t.arm_cell_start[first_arm[part]]]
+        if s.policy == "oracle":
+            o = oracles[s.eta_knob]
+            fixed_pl[part] = np.where(o.arm[fleet.group_wl] >= 0, o.pl[fleet.group_wl], fixed_pl[part])
+    units = units._replace(beta=beta)
     partitions: list[Partition] = []
     by_key: dict[tuple, list[int]] = {}
     for si, s in enumerate(settings):
         by_key.setdefault(s.optimizer_key(), []).append(si)
-    for (window, prior_mean, prior_precision), members in by_key.items():
-        bso = PruningGTSBatchSizeOptimizer(
-            prior_mean=prior_mean, prior_precision=prior_precision, window_size=window, concurrency=True, verbose=False
-        )
-        plo = JITPowerLimitOptimizer(verbose=False)
+    for (policy, reward_precision, window, prior_mean, prior_precision), members in by_key.items():
         us = np.concatenate([np.arange(si * G, (si + 1) * G, dtype=np.int64) for si in members])
+        if policy in FIXED_POLICIES:
+            bso: Any = FixedBatchSizeOptimizer()
+            plo: Any = FixedPowerLimitOptimizer()
+            bso_rows = bso.register_jobs(us.tolist(), t.arm_bs[first_arm[us]])
+            plo_rows = plo.register_jobs(us.tolist(), fixed_pl[us])
+            partitions.append(Partition(bso, plo, us, bso_rows, plo_rows))
+            continue
+        if policy == "pruning-gts":
+            bso = PruningGTSBatchSizeOptimizer(
+                prior_mean=prior_mean, prior_precision=prior_precision, window_size=window, concurrency=True, verbose=False
+            )
+        elif policy in ("gts", "gts-known"):
+            bso = GTSBatchSizeOptimizer(
+                learn_reward_precision=policy == "gts", reward_precision=reward_precision, prior_mean=prior_mean,
+                prior_precision=prior_precision, window_size=window if policy == "gts" else 0, verbose=False,
+            )
+        else:
+            bso = GridSearchBatchSizeOptimizer()
+        plo = JITPowerLimitOptimizer(verbose=False)
         # One registration per workload: its units share one batch-size list (a 2-D array).
         for w in range(len(arm_lists)):
             idx = np.flatnonzero(wl[us] == w)
             if idx.size:
                 mine = us[idx]
-                bso.register_jobs(mine.tolist(), np.tile(arm_lists[w], (idx.size, 1)), default_bs=defaults[mine], seeds=seeds[mine])
+                arms2d = np.tile(arm_lists[w], (idx.size, 1))
+                if policy in ("gts", "gts-known"):
+                    bso.register_jobs(mine.tolist(), arms2d, seeds=seeds[mine])
+                else:
+                    bso.register_jobs(mine.tolist(), arms2d, default_bs=defaults[mine], seeds=seeds[mine])
         partitions.append(Partition(bso, plo, us, bso.rows(us), plo.rows(us)))
     logger.info("replaying %d groups x %d settings (%d submissions each pass)", G, S, fleet.n_submissions)
-    result = run_units(t, units, seeds, partitions, progress=progress)
+    result = run_units(t, units, seeds, partitions, progress=progress, first_arm=first_arm)
     return FleetResult(fleet, settings, result)

@@ -85,6 +85,7 @@ def summarize(result: FleetResult) -> pd.DataFrame:
             rows.append(
                 {
                     "setting": setting.label,
+                    "policy": setting.policy,
                     "eta_knob": setting.eta_knob,
                     "beta_knob": setting.beta_knob,
                     "seed": setting.seed,
@@ -95,6 +96,9 @@ def summarize(result: FleetResult) -> pd.DataFrame:
                     **{c: (int(d[c]) if d is not None else 0) for c in ("submissions", "runs", "failed_runs")},
                     **{c: (float(d[c]) if d is not None else 0.0) for c in ("energy_J", "time_s", "cost", "baseline_energy_J", "baseline_time_s", "baseline_cost")},
                     **{c: (float(d[c]) if d is not None and not np.isnan(d[c]) else 0.0) for c in ("energy_saving", "time_saving", "cost_saving")},
+                    "oracle_cost": float(d.oracle_cost) if d is not None else 0.0,
+                    "regret": float(d.regret) if d is not None else 0.0,
+                    "regret_ratio": float(d.regret / d.oracle_cost) if d is not None and d.oracle_cost else 0.0,
                 }
             )
     return pd.DataFrame(rows)

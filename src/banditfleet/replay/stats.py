@@ -74,7 +74,7 @@ def config_label(setting: Setting) -> str:
 
 
 def _policy(setting: Setting) -> str:
-    return str(getattr(setting, "policy", "pruning-gts"))
+    return str(setting.policy)
 
 
 def _error_name(code: int) -> str:
@@ -92,8 +92,10 @@ def group_table(result: FleetResult, fleet: Any = 0) -> pd.DataFrame:
     :data:`banditfleet.replay.report.ERROR_NAMES`), ``ok``, ``submissions``,
     ``runs`` (runs that started), ``failed_runs`` (started runs that missed
     the target), ``energy_J``, ``time_s``, ``cost`` (energy-time cost, J),
-    ``baseline_energy_J``, ``baseline_time_s``, ``baseline_cost``. A group
-    that stopped on an error keeps the totals of the runs it made.
+    ``baseline_energy_J``, ``baseline_time_s``, ``baseline_cost``,
+    ``oracle_cost`` (:meth:`FleetResult.oracle_costs`) and ``regret`` (cost
+    minus oracle cost). A group that stopped on an error keeps the totals of
+    the runs it made.
     """
     from banditfleet.replay.report import baseline_per_submission
 
@@ -121,6 +123,7 @@ def group_table(result: FleetResult, fleet: Any = 0) -> pd.DataFrame:
     bt = np.tile(base_t[wl] * ratio_sum, S)
     names = np.array([j.dataset for j in fl.workloads.jobs], dtype=object)
     error = r.error[:n].astype(np.int64)
+    oracle = result.oracle_costs().reshape(n) if S and G else np.zeros(n)
     return pd.DataFrame(
         {
             "fleet": np.full(n, fleet, dtype=object) if not isinstance(fleet, (int, np.integer)) else np.full(n, int(fleet), np.int64),
@@ -143,6 +146,8 @@ def group_table(result: FleetResult, fleet: Any = 0) -> pd.DataFrame:
             "baseline_energy_J": be,
             "baseline_time_s": bt,
             "baseline_cost": eta * be + (1.0 - eta) * mp * bt,
+            "oracle_cost": oracle,
+            "regret": eta * energy + (1.0 - eta) * mp * time - oracle,
         }
     )
 
@@ -261,6 +266,45 @@ def bootstrap_saving(
     return point, float(low), float(high)
 
 
+def _ratios(sums: np.ndarray, C: int) -> dict[str, np.ndarray]:
+    """Cost saving and regret ratio from the sums of (cost, baseline, oracle) x configurations."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {"cost_saving": 1.0 - sums[:C] / sums[C : 2 * C], "regret_ratio": sums[:C] / sums[2 * C :] - 1.0}
+
+
+def _bootstrap_ratios(
+    values: np.ndarray, dataset_of: np.ndarray, datasets: list[str], order: dict[str, int], C: int,
+    confidence: float, n_resamples: int, seed: int,
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Per workload and TOTAL, per ratio: (point, low, high) arrays over the configurations.
+
+    ``values``: groups x (cost, baseline, oracle) x configurations. Stratified:
+    each workload's groups are resampled on their own (seed ``[seed, its
+    position]``), and a TOTAL resample is the union of the workloads' resamples.
+    """
+    R = max(n_resamples, 0)
+    total = np.zeros((3 * C, R))
+    nan = np.full(C, np.nan)
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for dataset in datasets:
+        v = values[dataset_of == dataset]
+        points = _ratios(v.sum(0), C) if len(v) else {"cost_saving": nan, "regret_ratio": nan}
+        bounds = {k: (nan, nan) for k in points}
+        if len(v) >= 2 and R:
+            dist = stratum_sums(v, R, [seed, order[dataset]])
+            total += dist
+            bounds = {k: _percentile_interval(x, confidence) for k, x in _ratios(dist, C).items()}
+        elif len(v) and R:  # one group is always resampled as itself
+            total += v.sum(0)[:, None]
+        out[dataset] = {k: (points[k], *bounds[k]) for k in points}
+    points = _ratios(values.sum(0), C) if len(values) else {"cost_saving": nan, "regret_ratio": nan}
+    bounds = {k: (nan, nan) for k in points}
+    if len(values) >= 2 and R:
+        bounds = {k: _percentile_interval(x, confidence) for k, x in _ratios(total, C).items()}
+    out["TOTAL"] = {k: (points[k], *bounds[k]) for k in points}
+    return out
+
+
 @dataclass
 class Comparison:
     """Configurations compared on common groups (see the module docstring).
@@ -280,12 +324,13 @@ class Comparison:
 
 
 def _sums(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    cols = ["submissions", "runs", "failed_runs", *(c for _, c, _b in METRICS), *(b for _, _c, b in METRICS)]
+    cols = ["submissions", "runs", "failed_runs", *(c for _, c, _b in METRICS), *(b for _, _c, b in METRICS), "oracle_cost", "regret"]
     out = df.groupby(keys, sort=False)[cols].sum()
     out["groups"] = df.groupby(keys, sort=False).size()
-    for name, c, b in METRICS:
-        with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name, c, b in METRICS:
             out[f"{name}_saving"] = np.where(out[b] > 0, 1.0 - out[c] / out[b], np.nan)
+        out["regret_ratio"] = np.where(out.oracle_cost > 0, out.regret / out.oracle_cost, np.nan)
     return out.reset_index()
 
 
@@ -349,41 +394,19 @@ def compare(
     fail_reason = {d: _reasons(failures.loc[failures.dataset == d]) for d in datasets}
     fail_reason["TOTAL"] = _reasons(failures)
 
-    # Per (configuration, fleet, group): cost and baseline averaged over the seed replicates,
-    # a column per configuration, the same compared groups (rows) in every column.
+    # Per (configuration, fleet, group): cost, baseline and oracle cost averaged over the seed
+    # replicates, a column per configuration, the same compared groups (rows) in every column.
     kept = groups.loc[compared.to_numpy()]
-    per_group = kept.groupby(["fleet", "group", "config"], sort=False).agg(cost=("cost", "mean"), base=("baseline_cost", "first"))
-    cost_m = per_group.cost.unstack("config").reindex(columns=configs)
-    base_m = per_group.base.unstack("config").reindex(columns=configs)
-    ds_of = kept.groupby(["fleet", "group"], sort=False).dataset.first().reindex(cost_m.index).to_numpy()
-    n_groups = len(cost_m)
+    per_group = kept.groupby(["fleet", "group", "config"], sort=False).agg(
+        cost=("cost", "mean"), base=("baseline_cost", "first"), oracle=("oracle_cost", "first")
+    )
+    mats = [per_group[c].unstack("config").reindex(columns=configs) for c in ("cost", "base", "oracle")]
+    ds_of = kept.groupby(["fleet", "group"], sort=False).dataset.first().reindex(mats[0].index).to_numpy()
+    values_all = np.hstack([m.to_numpy() for m in mats]) if len(mats[0]) else np.zeros((0, 3 * len(configs)))
+    n_groups = values_all.shape[0]
     if n_resamples is None:
         n_resamples = auto_resamples(n_groups)
-    C = len(configs)
-    boot_total = np.zeros((2 * C, max(n_resamples, 0)))
-    boot: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for dataset in datasets:  # stratified: each workload's groups are resampled on their own
-        m = ds_of == dataset
-        values = np.hstack([cost_m.to_numpy()[m], base_m.to_numpy()[m]])
-        point = 1.0 - values[:, :C].sum(0) / values[:, C:].sum(0) if m.any() else np.full(C, np.nan)
-        if m.sum() >= 2 and n_resamples > 0:
-            dist = stratum_sums(values, n_resamples, [bootstrap_seed, order[dataset]])
-            boot_total += dist
-            with np.errstate(divide="ignore", invalid="ignore"):
-                low, high = _percentile_interval(1.0 - dist[:C] / dist[C:], confidence)
-        else:
-            if m.any() and n_resamples > 0:  # one group: always resampled as itself
-                boot_total += values.sum(0)[:, None]
-            low = high = np.full(C, np.nan)
-        boot[dataset] = (point, low, high)
-    all_values = np.hstack([cost_m.to_numpy(), base_m.to_numpy()])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        point = 1.0 - all_values[:, :C].sum(0) / all_values[:, C:].sum(0) if n_groups else np.full(C, np.nan)
-        if n_groups >= 2 and n_resamples > 0:
-            low, high = _percentile_interval(1.0 - boot_total[:C] / boot_total[C:], confidence)
-        else:
-            low = high = np.full(C, np.nan)
-    boot["TOTAL"] = (point, low, high)
+    boot = _bootstrap_ratios(values_all, ds_of, datasets, order, len(configs), confidence, n_resamples, bootstrap_seed)
 
     rows: list[dict[str, Any]] = []
     for ci, config in enumerate(configs):
@@ -405,17 +428,21 @@ def compare(
                 row[f"{name}_saving"] = mean
                 row[f"{name}_saving_ci_low"] = low
                 row[f"{name}_saving_ci_high"] = high
-            point, low, high = boot[dataset]
-            row["cost_saving_pooled"] = float(point[ci])
-            row["cost_saving_boot_low"] = float(low[ci])
-            row["cost_saving_boot_high"] = float(high[ci])
+            mean, low, high = t_interval(rr.regret_ratio.to_numpy(), confidence)
+            row["regret_ratio"], row["regret_ratio_ci_low"], row["regret_ratio_ci_high"] = mean, low, high
+            for name in ("cost_saving", "regret_ratio"):
+                point, low, high = boot[dataset][name]
+                row[f"{name}_pooled"] = float(point[ci])
+                row[f"{name}_boot_low"] = float(low[ci])
+                row[f"{name}_boot_high"] = float(high[ci])
             rows.append(row)
     table = pd.DataFrame(rows)
     reps["_c"] = reps.config.map({c: i for i, c in enumerate(configs)})
     reps["_d"] = reps.dataset.map(order)
     reps = reps.sort_values(["_c", "fleet", "seed", "_d"], kind="stable")
     cols = ["config", "policy", "fleet", "seed", "dataset", "groups", "submissions", "runs", "failed_runs"]
-    cols += [c for _n, c, b in METRICS] + [b for _n, _c, b in METRICS] + [f"{n}_saving" for n, _c, _b in METRICS]
+    cols += [c for _n, c, b in METRICS] + [b for _n, _c, b in METRICS] + ["oracle_cost", "regret"]
+    cols += [f"{n}_saving" for n, _c, _b in METRICS] + ["regret_ratio"]
     return Comparison(table, reps[cols].reset_index(drop=True), failures, confidence, n_resamples, bootstrap_seed)
 
 
@@ -443,9 +470,10 @@ def format_comparison(comparison: Comparison) -> str:
     width = max([len("configuration"), *(len(c) for c in configs)])
     cols = [max(len(d), 12) for d in datasets]
     head = f"{'configuration':<{width}} {'groups':>7} " + " ".join(f"{d:>{w}}" for d, w in zip(datasets, cols))
-    head += f" {'TOTAL':>12} {'bootstrap ' + conf:>18}"
+    head += f" {'TOTAL':>12} {'bootstrap ' + conf:>18} {'regret %':>12}"
     lines = [
-        f"cost saving against the baseline, % (positive: cheaper), {conf} {how}; every configuration on the same groups",
+        f"cost saving against the baseline, % (positive: cheaper), {conf} {how}; every configuration on the same groups;",
+        "regret: cost above the oracle's (best fixed batch size and power limit in hindsight), % of the oracle's cost",
         head,
         "-" * len(head),
     ]
@@ -459,7 +487,8 @@ def format_comparison(comparison: Comparison) -> str:
         tot = c.loc["TOTAL"]
         total = _cell(tot.cost_saving_pooled, tot.cost_saving_boot_low, tot.cost_saving_boot_high) if boot_mode else _cell(tot.cost_saving, tot.cost_saving_ci_low, tot.cost_saving_ci_high)
         boot = "-" if math.isnan(tot.cost_saving_boot_low) else f"[{100 * tot.cost_saving_boot_low:+.1f}, {100 * tot.cost_saving_boot_high:+.1f}]"
-        lines.append(f"{config:<{width}} {int(tot.groups):>7,} " + " ".join(cells) + f" {total:>12} {boot:>18}")
+        regret = _cell(tot.regret_ratio_pooled, tot.regret_ratio_boot_low, tot.regret_ratio_boot_high) if boot_mode else _cell(tot.regret_ratio, tot.regret_ratio_ci_low, tot.regret_ratio_ci_high)
+        lines.append(f"{config:<{width}} {int(tot.groups):>7,} " + " ".join(cells) + f" {total:>12} {boot:>18} {regret:>12}")
     failed = int(t.loc[t.dataset == "TOTAL", "failed"].iloc[0]) if len(t) else 0
     if failed:
         f = comparison.failures
