@@ -31,6 +31,8 @@ __all__ = [
     "plot_batch_size",
     "plot_comparison",
     "plot_cost_per_recurrence",
+    "plot_regret_per_recurrence",
+    "regret_per_recurrence_data",
     "write_comparison_plot",
     "write_plots",
 ]
@@ -50,19 +52,12 @@ def _compared_units(result: FleetResult) -> np.ndarray:
     return common_groups(group_table(result)).to_numpy()
 
 
-def cost_per_recurrence_data(result: FleetResult, bins: int | None = 60) -> pd.DataFrame:
-    """Mean cost of the k-th submission of a group over its baseline cost, per configuration and workload.
+def _per_recurrence(result: FleetResult, value: str, bins: int | None) -> pd.DataFrame:
+    """Per (config, dataset, recurrence bin): the mean of a per-submission value over compared groups.
 
-    The whole horizon, up to the longest compared group: recurrences
-    ``first`` to ``last`` (1-based) form a bin, one recurrence each while
-    the horizon has at most ``bins`` recurrences (or ``bins=None``), else
-    geometric bins (single recurrences first, wider ones in the sparse
-    tail). One row per (config, dataset, bin) that has data:
-    ``recurrence`` (the bin's geometric centre, the x of the plot),
-    ``first``, ``last``, ``relative_cost`` (the mean over the (group, seed
-    replicate, recurrence) triples in the bin of the submission's cost,
-    retries included, over the baseline's cost of that submission) and
-    ``groups`` (how many triples the mean is over).
+    ``value``: ``"relative_cost"`` (a submission's cost over the baseline's)
+    or ``"cumulative_regret"`` (the sum, over the group's submissions up to
+    this one, of each submission's cost over the oracle's, minus 1).
     """
     from banditfleet.replay.report import baseline_per_submission
 
@@ -77,14 +72,16 @@ def cost_per_recurrence_data(result: FleetResult, bins: int | None = 60) -> pd.D
     cfg_of_setting = np.array([configs.index(config_label(s)) for s in result.settings], np.int64)
     eta = np.array([s.eta_knob for s in result.settings], np.float64)
     sub_wl = np.repeat(fl.group_wl, fl.sub_count)
-    sub_k = np.arange(N, dtype=np.int64) - np.repeat(fl.sub_start, fl.sub_count)
+    sub_first = np.repeat(fl.sub_start, fl.sub_count)
+    sub_k = np.arange(N, dtype=np.int64) - sub_first
     max_power = t.wl_max_power[fl.group_wl].astype(np.float64)
-    setting = r.unit // G
-    group = r.unit % G
+    setting = r.unit // G if G else r.unit
+    group = r.unit % G if G else r.unit
     cost = eta[setting] * r.energy + (1.0 - eta[setting]) * max_power[group] * r.time
     sub_global = fl.sub_start[group] + r.sub
     compared = _compared_units(result).reshape(S, G) if G else np.zeros((S, 0), bool)
     sub_group = np.repeat(np.arange(G), fl.sub_count)
+    oracles = result.oracle_tables() if value == "cumulative_regret" else None
     W = len(fl.workloads.jobs)
     K = int(fl.sub_count.max()) if G else 0
     C = len(configs)
@@ -94,12 +91,17 @@ def cost_per_recurrence_data(result: FleetResult, bins: int | None = 60) -> pd.D
     for si in range(S):  # one setting at a time: memory stays O(submissions)
         m = setting == si
         per_sub = np.bincount(sub_global[m], weights=cost[m], minlength=N)
-        base = eta[si] * base_e[sub_wl] * fl.runtime_ratio + (1.0 - eta[si]) * t.wl_max_power[sub_wl] * base_t[sub_wl] * fl.runtime_ratio
-        keep = compared[si][sub_group]
         with np.errstate(divide="ignore", invalid="ignore"):
-            rel = per_sub[keep] / base[keep]
+            if oracles is None:
+                base = (eta[si] * base_e[sub_wl] + (1.0 - eta[si]) * t.wl_max_power[sub_wl] * base_t[sub_wl]) * fl.runtime_ratio
+                x = per_sub / base
+            else:
+                x = per_sub / (oracles[si].cost[sub_wl] * fl.runtime_ratio) - 1.0
+                c = np.cumsum(x)
+                x = c - (c[sub_first] - x[sub_first]) if N else x  # running sum within each group
+        keep = compared[si][sub_group]
         key = cfg_of_setting[si] * W * K + cell[keep]
-        total += np.bincount(key, weights=rel, minlength=C * W * K)
+        total += np.bincount(key, weights=x[keep], minlength=C * W * K)
         count += np.bincount(key, minlength=C * W * K)
     # Recurrence bins: [lo, hi) edges, 1-based; one recurrence each unless ``bins`` merges the tail.
     if bins is None or K <= bins:
@@ -128,10 +130,41 @@ def cost_per_recurrence_data(result: FleetResult, bins: int | None = 60) -> pd.D
             "recurrence": np.sqrt(lo * hi),
             "first": lo,
             "last": hi,
-            "relative_cost": bt.ravel()[nz] / bc.ravel()[nz],
+            value: bt.ravel()[nz] / bc.ravel()[nz],
             "groups": bc.ravel()[nz],
         }
     )
+
+
+def cost_per_recurrence_data(result: FleetResult, bins: int | None = 60) -> pd.DataFrame:
+    """Mean cost of the k-th submission of a group over its baseline cost, per configuration and workload.
+
+    The whole horizon, up to the longest compared group: recurrences
+    ``first`` to ``last`` (1-based) form a bin, one recurrence each while
+    the horizon has at most ``bins`` recurrences (or ``bins=None``), else
+    geometric bins (single recurrences first, wider ones in the sparse
+    tail). One row per (config, dataset, bin) that has data:
+    ``recurrence`` (the bin's geometric centre, the x of the plot),
+    ``first``, ``last``, ``relative_cost`` (the mean over the (group, seed
+    replicate, recurrence) triples in the bin of the submission's cost,
+    retries included, over the baseline's cost of that submission) and
+    ``groups`` (how many triples the mean is over).
+    """
+    return _per_recurrence(result, "relative_cost", bins)
+
+
+def regret_per_recurrence_data(result: FleetResult, bins: int | None = 60) -> pd.DataFrame:
+    """Cumulative regret against the oracle over recurrences, per configuration and workload.
+
+    A group's cumulative regret at recurrence k is the sum over its first k
+    submissions of ``cost / oracle cost - 1``: how many submissions' worth
+    of the oracle's cost it has paid above the oracle
+    (:meth:`FleetResult.oracle_tables`; a policy that keeps learning grows
+    it ever more slowly). Rows as :func:`cost_per_recurrence_data`, with
+    ``cumulative_regret`` the mean over the (group, seed replicate,
+    recurrence) triples of the bin.
+    """
+    return _per_recurrence(result, "cumulative_regret", bins)
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -139,8 +172,7 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(max(n, 1) / cols), cols
 
 
-def plot_cost_per_recurrence(data: pd.DataFrame, title: str = "") -> Any:
-    """One panel per workload, one line per configuration: ``relative_cost`` over ``recurrence``."""
+def _plot_per_recurrence(data: pd.DataFrame, column: str, ylabel: str, title: str, log_y: bool, reference: float) -> Any:
     plt = _pyplot()
     datasets = list(dict.fromkeys(data.dataset.tolist()))
     configs = list(dict.fromkeys(data.config.tolist()))
@@ -150,21 +182,37 @@ def plot_cost_per_recurrence(data: pd.DataFrame, title: str = "") -> Any:
         for i, config in enumerate(configs):
             d = data.loc[(data.dataset == dataset) & (data.config == config)]
             if len(d):
-                ax.plot(d.recurrence.to_numpy(), d.relative_cost.to_numpy(), lw=1.0, color=f"C{i % 10}", label=config)
-        ax.axhline(1.0, color="black", ls="--", lw=0.8)
+                ax.plot(d.recurrence.to_numpy(), d[column].to_numpy(), lw=1.0, color=f"C{i % 10}", label=config)
+        ax.axhline(reference, color="black", ls="--", lw=0.8)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if log_y:
+            ax.set_yscale("log")
         ax.set_title(dataset, fontsize=9)
         ax.set_xlabel("recurrence (submission of its group)", fontsize=8)
-        ax.set_ylabel("cost / baseline (mean)", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(datasets) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, max(len(labels), 1)), fontsize=7)
-    fig.suptitle(title or "Cost per recurrence against the baseline (dashed: the baseline)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 4), 1, 0.96))
     return fig
+
+
+def plot_cost_per_recurrence(data: pd.DataFrame) -> Any:
+    """One panel per workload, one line per configuration: ``relative_cost`` over ``recurrence``."""
+    return _plot_per_recurrence(
+        data, "relative_cost", "cost / baseline (mean)", "Cost per recurrence against the baseline (dashed: the baseline)", True, 1.0
+    )
+
+
+def plot_regret_per_recurrence(data: pd.DataFrame) -> Any:
+    """One panel per workload, one line per configuration: ``cumulative_regret`` over ``recurrence``."""
+    return _plot_per_recurrence(
+        data, "cumulative_regret", "cumulative regret (oracle submissions)",
+        "Cumulative regret against the oracle (best fixed batch size and power limit in hindsight)", False, 0.0,
+    )
 
 
 def batch_size_data(result: FleetResult) -> pd.DataFrame:
@@ -299,7 +347,7 @@ def write_comparison_plot(comparison: Comparison, out: str | os.PathLike) -> Pat
 def write_plots(result: FleetResult, out: str | os.PathLike, comparison: Comparison | None = None) -> list[Path]:
     """Every plot of one fleet replay, as PNG files in ``out``; returns the files.
 
-    ``cost_per_recurrence.png``, ``batch_size_over_runs.png`` and
+    ``cost_per_recurrence.png``, ``regret_per_recurrence.png``, ``batch_size_over_runs.png`` and
     ``savings_per_workload.png`` (of ``comparison``, else of this result).
     """
     from banditfleet.replay.stats import compare
@@ -308,6 +356,7 @@ def write_plots(result: FleetResult, out: str | os.PathLike, comparison: Compari
     d.mkdir(parents=True, exist_ok=True)
     files = [
         _save(plot_cost_per_recurrence(cost_per_recurrence_data(result)), d / "cost_per_recurrence.png"),
+        _save(plot_regret_per_recurrence(regret_per_recurrence_data(result)), d / "regret_per_recurrence.png"),
         _save(plot_batch_size(batch_size_data(result)), d / "batch_size_over_runs.png"),
     ]
     files.append(write_comparison_plot(comparison if comparison is not None else compare(result), d))
