@@ -167,6 +167,31 @@ def regret_per_recurrence_data(result: FleetResult, bins: int | None = 60) -> pd
     return _per_recurrence(result, "cumulative_regret", bins)
 
 
+def _plain_log_axis(axis: Any) -> None:
+    """Log-scale ticks labelled as plain numbers, no minor labels (mathtext labels are slow to lay out)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    base = float(getattr(axis.get_transform(), "base", 10.0))
+    axis.set_major_locator(LogLocator(base=base, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if base == 10 else (1.0,), numticks=12))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_locator(NullLocator())
+
+
+def _finish_panels(fig: Any, axes: Any, used: int, title: str) -> None:
+    """Hide unused panels, one legend below, the title above; fixed margins (no tight_layout pass)."""
+    for ax in list(axes.flat)[used:]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    ncol = min(4, max(len(labels), 1))
+    legend_rows = math.ceil(len(labels) / ncol) if labels else 0
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    height = fig.get_figheight()
+    fig.subplots_adjust(
+        left=0.07, right=0.98, top=1 - 0.5 / height, bottom=(0.55 + 0.16 * legend_rows) / height, hspace=0.5, wspace=0.3
+    )
+
+
 def _grid(n: int) -> tuple[int, int]:
     cols = min(3, max(n, 1))
     return math.ceil(max(n, 1) / cols), cols
@@ -185,18 +210,15 @@ def _plot_per_recurrence(data: pd.DataFrame, column: str, ylabel: str, title: st
                 ax.plot(d.recurrence.to_numpy(), d[column].to_numpy(), lw=1.0, color=f"C{i % 10}", label=config)
         ax.axhline(reference, color="black", ls="--", lw=0.8)
         ax.set_xscale("log")
+        _plain_log_axis(ax.xaxis)
         if log_y:
             ax.set_yscale("log")
+            _plain_log_axis(ax.yaxis)
         ax.set_title(dataset, fontsize=9)
         ax.set_xlabel("recurrence (submission of its group)", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(datasets) :]:
-        ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(len(labels), 1)), fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 4), 1, 0.96))
+    _finish_panels(fig, axes, len(datasets), title)
     return fig
 
 
@@ -261,19 +283,16 @@ def plot_batch_size(data: pd.DataFrame) -> Any:
             d = data.loc[(data.dataset == dataset) & (data.setting == setting)]
             if len(d):
                 group = str(d.group.iloc[0])
-                ax.plot(d.run.to_numpy(), d.batch_size.to_numpy(), marker=".", ms=2, lw=0.7, color=f"C{i % 10}", label=setting)
+                ax.plot(d.run.to_numpy(), d.batch_size.to_numpy(), lw=0.8, color=f"C{i % 10}", label=setting)
         ax.set_yscale("log", base=2)
+        _plain_log_axis(ax.yaxis)
         ax.set_xscale("log")
+        _plain_log_axis(ax.xaxis)
         ax.set_title(f"{dataset} (group {group[:8]})", fontsize=9)
         ax.set_xlabel("run of the group", fontsize=8)
         ax.set_ylabel("batch size", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(datasets) :]:
-        ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(len(labels), 1)), fontsize=7)
-    fig.suptitle("Chosen batch size over the runs of the busiest group of each workload", fontsize=10)
-    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 4), 1, 0.96))
+    _finish_panels(fig, axes, len(datasets), "Chosen batch size over the runs of the busiest group of each workload")
     return fig
 
 
