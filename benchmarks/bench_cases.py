@@ -29,7 +29,7 @@ from banditfleet.bench.runner import make_row, measure_pair
 
 #: Sizes with --benchmark-disable: every case runs once, in seconds.
 TINY = dict(
-    jobs=40, arms=8, reference_jobs=10, checkpoint_jobs=500, replay_groups=20, reference_groups=2, scalar_calls=10,
+    jobs=40, arms=8, reference_jobs=10, checkpoint_jobs=500, replay_groups=20, reference_groups=2, cli_groups=20, scalar_calls=10,
     budget=0.0, min_repeats=1, max_repeats=1, reference_min_repeats=1,
 )
 

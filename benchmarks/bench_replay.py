@@ -10,6 +10,11 @@
   reference-shaped :class:`banditfleet.Simulator`, one group per call (its
   cost per run is dominated by the per-call setup, not the replay).
   Target: the fleet replay is at least 1000x faster per run.
+* ``cli-process``: the whole ``banditfleet replay --synthetic-groups 100000 --out DIR``
+  process (default outputs, warm cache) per simulated run, against the reference on
+  groups of the same fleet exported with ``--export-trace``, run as ``run_alibaba.py``
+  runs them; the ``banditfleet bench`` case ``replay.cli-process:zeus``, timed in
+  alternating blocks. Target: at least 1000x per run (and 8 s for the process here).
 * ``builtin-fleet``: ``banditfleet replay``'s built-in fleet with 100,000 groups
   (millions of runs), generation and replay timed apart. Target: the replay
   (registration included) in under a minute on 2 cores.
@@ -189,4 +194,28 @@ def test_builtin_fleet(benchmark, request):
     _ROWS.append((f"built-in fleet {groups:,} groups", runs, seconds / runs * 1e6, f"replay {seconds:.1f} s wall (generation {generate:.1f} s)"))
     if groups == BUILTIN_GROUPS:
         assert seconds < 60, f"{groups} groups took {seconds:.1f} s"
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+
+
+def test_cli_process_per_run(benchmark, request):
+    from banditfleet.bench.cases import Config, _replay_cli
+    from banditfleet.bench.runner import measure_pair
+
+    quick = _quick(request.config)
+    cfg = Config.standard(quick=True, cli_groups=200, reference_groups=2) if quick else Config.standard(reference_groups=20)
+    prepared = _replay_cli(cfg, {})
+    try:
+        ours, ref = measure_pair(prepared, cfg)
+    finally:
+        if prepared.cleanup is not None:
+            prepared.cleanup()
+    us = ours.median / prepared.units * 1e6
+    info = dict(groups=cfg.cli_groups, runs=prepared.units, process_seconds=ours.median, us_per_run=us)
+    note = f"whole process {ours.median:.1f} s wall, {cfg.cli_groups:,} groups"
+    if ref is not None:
+        ref_us = ref.median / prepared.comparison_units * 1e6
+        info.update(reference_us_per_run=ref_us, reference_runs=prepared.comparison_units, speedup=ref_us / us)
+        note += f", {ref_us / us:,.0f}x the reference per run"
+    benchmark.extra_info.update(info)
+    _ROWS.append((f"CLI process {cfg.cli_groups:,} groups", prepared.units, us, note))
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)

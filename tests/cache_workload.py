@@ -1,6 +1,8 @@
 """Run every kernel family once; then report which numba dispatchers compiled.
 
-Used by tests/test_kernel_cache.py in fresh processes (``python cache_workload.py OUT``):
+Used by tests/test_kernel_cache.py in fresh processes (``python cache_workload.py OUT [all|cli|simulator]``;
+``cli``: only the command line's replay, the first thing a new user runs; ``simulator``: only
+the reference-shaped Simulator):
 the first run fills numba's on-disk cache, the second must load everything from it.
 Writes JSON: for each kernel module, the dispatchers that have signatures, with their
 cache hits and misses.
@@ -17,6 +19,35 @@ from pathlib import Path
 import numpy as np
 
 FAMILIES = ("streams", "distributions", "stats", "thompson", "pruning", "power", "replay", "lifecycle", "handle", "fleet")
+
+
+def cli_workload(tmp: Path) -> None:
+    """What a new user runs first: the command line's replay, with its default outputs."""
+    from banditfleet.cli import main
+
+    assert main(["replay", "--synthetic-groups", "12", "--no-progress", "--no-plots", "--out", str(tmp / "cli")]) == 0
+
+
+def simulator_workload(tmp: Path) -> None:
+    """The reference-shaped Simulator: groups and sequential jobs, PruningGTS and GTS."""
+    from banditfleet import GTSBatchSizeOptimizer, JITPowerLimitOptimizer, PruningGTSBatchSizeOptimizer, Simulator
+    from banditfleet.replay.synthetic import export_trace, synthetic_fleet
+
+    fleet = synthetic_fleet(8, seed=2)
+    export_trace(fleet, tmp / "trace")
+    import pandas as pd
+
+    train = pd.read_csv(tmp / "trace" / "summary_train.csv")
+    power = pd.read_csv(tmp / "trace" / "summary_power_synthetic.csv")
+    g = int(np.argmax(fleet.sub_count))
+    job = fleet.workloads.jobs[int(fleet.group_wl[g])]
+    for bso in (PruningGTSBatchSizeOptimizer(seed=1, concurrency=True, verbose=False), GTSBatchSizeOptimizer(seed=1, verbose=False)):
+        sim = Simulator(train, power, bso, JITPowerLimitOptimizer(verbose=False), seed=1, verbose=False)
+        try:
+            sim.simulate_one_alibaba_group(job, fleet.group_frame(g), 2.0, 0.5)
+            sim.simulate_one_job(job, 3, 2.0, 0.5)
+        except (RuntimeError, ValueError):
+            pass  # a replay error (GTS may launch an unprofiled batch size): the kernels still ran
 
 
 def workload(tmp: Path) -> None:
@@ -80,6 +111,8 @@ def workload(tmp: Path) -> None:
     population_variance(values, 5, np.empty(5))
     fit_reset(values, 5, 1.0, 0.0, 0.0)
     replay_fleet(synthetic_fleet(6, seed=1), [Setting(), Setting(window_size=3)])
+    cli_workload(tmp)
+    simulator_workload(tmp)
 
 
 def report() -> dict[str, dict[str, dict[str, list[str]]]]:
@@ -101,6 +134,7 @@ def report() -> dict[str, dict[str, dict[str, list[str]]]]:
 
 
 if __name__ == "__main__":
+    mode = sys.argv[2] if len(sys.argv) > 2 else "all"
     with tempfile.TemporaryDirectory() as tmp:
-        workload(Path(tmp))
+        {"all": workload, "cli": cli_workload, "simulator": simulator_workload}[mode](Path(tmp))
     Path(sys.argv[1]).write_text(json.dumps(report()))

@@ -25,7 +25,7 @@ HAVE_ZEUS = reference()[0] is not None
 
 def tiny(tmp_path, **changes) -> Config:
     cfg = Config(
-        jobs=30, arms=4, reference_jobs=10, checkpoint_jobs=200, replay_groups=8, reference_groups=2, scalar_calls=5,
+        jobs=30, arms=4, reference_jobs=10, checkpoint_jobs=200, replay_groups=8, reference_groups=2, cli_groups=8, scalar_calls=5,
         budget=0.0, min_repeats=2, max_repeats=2, reference_min_repeats=2, quick=True, workdir=str(tmp_path),
     )
     return replace(cfg, **changes)
@@ -68,7 +68,8 @@ def test_case_table_is_well_formed():
     assert targets["ts.predict:numpy"] == 1.5
     assert targets["ts.predict:zeus"] == 300 and targets["replay.runs:zeus"] == 1000
     assert select(["rng"]) == [c for c in CASES if c.group == "rng"]
-    assert [c.name for c in select(["ts.predict:zeus", "replay"])] == ["ts.predict:zeus", "replay.runs:zeus"]
+    assert [c.name for c in select(["ts.predict:zeus", "replay"])] == ["ts.predict:zeus", "replay.runs:zeus", "replay.cli-process:zeus"]
+    assert targets["replay.cli-process:zeus"] == 1000
     with pytest.raises(ValueError, match="unknown case"):
         select(["nope"])
 
@@ -153,6 +154,7 @@ def test_every_case_runs_and_its_ratio_comes_from_the_medians(rows):
         assert "first 10 of 30 jobs" in by["ts.predict:zeus"].note
     assert by["checkpoint.save:write"].info["bytes"] > 0
     assert by["replay.runs:zeus"].info["runs"] == by["replay.runs:zeus"].units
+    assert by["replay.cli-process:zeus"].info["runs"] == by["replay.cli-process:zeus"].units
 
 
 def test_report_json_round_trip(rows, tmp_path):

@@ -212,14 +212,14 @@ def test_cli_replay_builtin(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["replay", "--synthetic-groups", "150", "--no-progress", "--beta-knob", "2", "inf", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    # a sweep prints one comparison table (a row per setting), not one table per setting
+    # a sweep prints one comparison table (a row per configuration: the label without the seed)
     assert "setting eta=0.5" not in text and text.count("TOTAL") == 1
     rows = [line.split()[0] for line in text.splitlines() if line.startswith("eta=")]
     assert rows == ["eta=0.5,beta=2", "eta=0.5,beta=inf"]
-    history = pd.read_csv(out / "history.csv")
-    assert list(history.columns) == ["setting", "policy", "group", "dataset", "submission", "batch_size", "power_limit", "energy", "time", "reached", "cost"]
+    history = pd.read_parquet(out / "history.parquet")
+    assert list(history.columns) == ["setting", "policy", "group", "dataset", "submission", "batch_size", "power_limit_W", "energy_J", "time_s", "reached", "cost_J"]
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary.setting) == {"eta=0.5,beta=2", "eta=0.5,beta=inf"}
+    assert set(summary.setting) == {"eta=0.5,beta=2,seed=0", "eta=0.5,beta=inf,seed=0"}
     assert (out / "summary.json").is_file()
     pytest.importorskip("matplotlib")
     for name in ("cost_per_recurrence.png", "batch_size_over_runs.png", "savings_per_workload.png"):
@@ -232,7 +232,7 @@ def test_cli_replay_without_matplotlib(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["replay", "--synthetic-groups", "20", "--no-progress", "--out", str(tmp_path)]) == 0
     assert "plots skipped: matplotlib is not installed" in capsys.readouterr().out
-    assert (tmp_path / "history.csv").is_file() and not (tmp_path / "cost_per_recurrence.png").exists()
+    assert (tmp_path / "history.parquet").is_file() and not (tmp_path / "cost_per_recurrence.png").exists()
 
 
 def test_cli_export_then_replay_the_export(tmp_path, capsys):

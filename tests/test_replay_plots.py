@@ -49,7 +49,7 @@ def naive_per_submission(result):
     errors = result.errors()
     bad = set(errors.group)
     cost = defaultdict(float)
-    for s, g, k, c in zip(hist.setting, hist.group, hist.submission, hist.cost):
+    for s, g, k, c in zip(hist.setting, hist.group, hist.submission, hist.cost_J):
         cost[(s, g, k)] += c
     oracle = result.oracle_tables()
     rel = defaultdict(list)
@@ -153,12 +153,12 @@ def test_comparison_plot_bars_and_error_bars(result, replicates):
     data = comparison_data(comparison)
     t = comparison.table
     if replicates:
-        np.testing.assert_allclose(data.saving, 100 * t.cost_saving)
-        np.testing.assert_allclose(data.low, 100 * t.cost_saving_ci_low)
+        np.testing.assert_allclose(data.change_pct, t.cost_change_pct)
+        np.testing.assert_allclose(data.low, t.cost_change_pct_ci_low)
         assert (data.interval == "t").all()
     else:
-        np.testing.assert_allclose(data.saving, 100 * t.cost_saving_pooled)
-        np.testing.assert_allclose(data.high, 100 * t.cost_saving_boot_high)
+        np.testing.assert_allclose(data.change_pct, t.cost_change_pct_pooled)
+        np.testing.assert_allclose(data.high, t.cost_change_pct_boot_high)
         assert (data.interval == "bootstrap").all()
     fig = plot_comparison(comparison)
     ax = fig.axes[0]
@@ -171,7 +171,7 @@ def test_comparison_plot_bars_and_error_bars(result, replicates):
     assert [b.get_label() for b in bars] == configs and len(errs) == len(configs)
     for config, b, e in zip(configs, bars, errs):
         d = data.loc[data.config == config].set_index("dataset").loc[datasets]
-        np.testing.assert_allclose([p.get_height() for p in b.patches], d.saving)
+        np.testing.assert_allclose([p.get_height() for p in b.patches], d.change_pct)
         segments = e.lines[2][0].get_segments()
         for (seg, low, high) in zip(segments, d.low, d.high):
             if not (math.isnan(low) or math.isnan(high)):
@@ -216,7 +216,7 @@ def test_cli_sweep_with_fleet_replicates(tmp_path, capsys, monkeypatch):
     reps = pd.read_csv(out / "replicates.csv")
     assert set(zip(reps.fleet, reps.seed)) == {(0, 0), (0, 1), (1, 0), (1, 1)}
     for sub in ("fleet-seed-0", "fleet-seed-1"):
-        assert (out / sub / "summary.csv").is_file() and (out / sub / "history.csv").is_file()
+        assert (out / sub / "summary.csv").is_file() and (out / sub / "history.parquet").is_file()
     assert "plots skipped: matplotlib is not installed" in text
 
 

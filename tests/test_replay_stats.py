@@ -19,7 +19,7 @@ import scipy.stats
 from banditfleet.replay.fleet import replay_fleet, sweep
 from banditfleet.replay.stats import (
     auto_resamples,
-    bootstrap_saving,
+    bootstrap_change,
     common_groups,
     compare,
     config_label,
@@ -65,7 +65,7 @@ def naive_group_totals(result):
     base = naive_baseline(fleet)
     hist = result.history_frame()
     cost = defaultdict(float)
-    for s, g, c in zip(hist.setting, hist.group, hist.cost):
+    for s, g, c in zip(hist.setting, hist.group, hist.cost_J):
         cost[(s, g)] += c
     out = {}
     for s in result.settings:
@@ -81,8 +81,8 @@ def naive_group_totals(result):
     return out, failed
 
 
-def naive_replicate_savings(results, fleets):
-    """{(config, fleet, seed, dataset or TOTAL): saving} over the groups that never failed in their fleet."""
+def naive_replicate_changes(results, fleets):
+    """{(config, fleet, seed, dataset or TOTAL): cost change in %} over the groups that never failed in their fleet."""
     savings = {}
     left_out = set()
     for res, f in zip(results, fleets):
@@ -99,7 +99,7 @@ def naive_replicate_savings(results, fleets):
                     sums[key][0] += c
                     sums[key][1] += b
             for key, (c, b) in sums.items():
-                savings[(config_label(s), f, s.seed, key)] = 1 - c / b
+                savings[(config_label(s), f, s.seed, key)] = 100 * (c / b - 1)
     return savings, left_out
 
 
@@ -127,28 +127,28 @@ def test_bootstrap_equals_scipy_paired_bootstrap():
     base = rng.uniform(1.0, 3.0, 40)
     cost = base * rng.uniform(0.4, 1.2, 40)
 
-    def saving(c, b, axis=-1):
-        return 1 - c.sum(axis=axis) / b.sum(axis=axis)
+    def change(c, b, axis=-1):
+        return 100 * (c.sum(axis=axis) / b.sum(axis=axis) - 1)
 
     ref = scipy.stats.bootstrap(
-        (cost, base), saving, paired=True, vectorized=True, n_resamples=999, method="percentile",
+        (cost, base), change, paired=True, vectorized=True, n_resamples=999, method="percentile",
         confidence_level=0.9, rng=np.random.default_rng([7, 1]),
     )
-    point, low, high = bootstrap_saving(cost, base, 0.9, 999, [7, 1])
-    assert point == pytest.approx(1 - cost.sum() / base.sum(), rel=1e-12)
+    point, low, high = bootstrap_change(cost, base, 0.9, 999, [7, 1])
+    assert point == pytest.approx(100 * (cost.sum() / base.sum() - 1), rel=1e-12)
     assert low == pytest.approx(ref.confidence_interval.low, rel=1e-9)
     assert high == pytest.approx(ref.confidence_interval.high, rel=1e-9)
     # reproducible, and the seed matters
-    assert bootstrap_saving(cost, base, 0.9, 999, [7, 1]) == (point, low, high)
-    assert bootstrap_saving(cost, base, 0.9, 999, [8, 1])[1] != low
+    assert bootstrap_change(cost, base, 0.9, 999, [7, 1]) == (point, low, high)
+    assert bootstrap_change(cost, base, 0.9, 999, [8, 1])[1] != low
 
 
 def test_bootstrap_degenerate_inputs():
-    assert all(math.isnan(v) for v in bootstrap_saving([], [], 0.95, 100, 0))
-    point, low, high = bootstrap_saving([1.0], [2.0], 0.95, 100, 0)
-    assert point == 0.5 and math.isnan(low) and math.isnan(high)
-    point, low, high = bootstrap_saving([1.0, 2.0], [2.0, 2.0], 0.95, 0, 0)
-    assert point == 0.25 and math.isnan(low)
+    assert all(math.isnan(v) for v in bootstrap_change([], [], 0.95, 100, 0))
+    point, low, high = bootstrap_change([1.0], [2.0], 0.95, 100, 0)
+    assert point == -50.0 and math.isnan(low) and math.isnan(high)
+    point, low, high = bootstrap_change([1.0, 2.0], [2.0, 2.0], 0.95, 0, 0)
+    assert point == -25.0 and math.isnan(low)
 
 
 def test_auto_resamples():
@@ -188,8 +188,8 @@ def test_summary_compares_settings_on_the_same_groups(results):
             if kept:
                 c = sum(totals[(s.label, g)][1] for g in kept)
                 b = sum(totals[(s.label, g)][2] for g in kept)
-                assert row.cost == pytest.approx(c, rel=1e-9)
-                assert row.cost_saving == pytest.approx(1 - c / b, rel=1e-9)
+                assert row.cost_J == pytest.approx(c, rel=1e-9)
+                assert row.cost_change_pct == pytest.approx(100 * (c / b - 1), rel=1e-9)
             if row.failed:
                 assert "no batch size survived pruning" in row.failed_reasons or "retry limit" in row.failed_reasons
     total = summary.loc[summary.dataset == "TOTAL"]
@@ -199,13 +199,13 @@ def test_summary_compares_settings_on_the_same_groups(results):
 # ---------------------------------------------------------------- compare
 def test_compare_equals_naive_model(results):
     comparison = compare(results, [0, 3], confidence=0.95, n_resamples=300, bootstrap_seed=11)
-    savings, left_out = naive_replicate_savings(results, [0, 3])
+    savings, left_out = naive_replicate_changes(results, [0, 3])
     reps = comparison.replicates
-    assert len(reps.dropna(subset=["cost_saving"])) == len(savings)
+    assert len(reps.dropna(subset=["cost_change_pct"])) == len(savings)
     for rec in reps.itertuples(index=False):
         key = (rec.config, rec.fleet, rec.seed, rec.dataset)
         if key in savings:
-            assert rec.cost_saving == pytest.approx(savings[key], rel=1e-9, abs=1e-12)
+            assert rec.cost_change_pct == pytest.approx(savings[key], rel=1e-9, abs=1e-10)
     table = comparison.table
     configs = list(dict.fromkeys(config_label(s) for s in results[0].settings))
     assert list(dict.fromkeys(table.config)) == configs == ["eta=0.5,beta=1", "eta=0.5,beta=2"]
@@ -214,9 +214,9 @@ def test_compare_equals_naive_model(results):
         assert rec.replicates == 4
         if len(x) == 4:
             low, high = scipy.stats.t.interval(0.95, 3, loc=x.mean(), scale=scipy.stats.sem(x))
-            assert rec.cost_saving == pytest.approx(x.mean(), rel=1e-9)
-            assert rec.cost_saving_ci_low == pytest.approx(low, rel=1e-9)
-            assert rec.cost_saving_ci_high == pytest.approx(high, rel=1e-9)
+            assert rec.cost_change_pct == pytest.approx(x.mean(), rel=1e-9)
+            assert rec.cost_change_pct_ci_low == pytest.approx(low, rel=1e-9)
+            assert rec.cost_change_pct_ci_high == pytest.approx(high, rel=1e-9)
     total = table.loc[table.dataset == "TOTAL"]
     assert (total.failed == len(left_out)).all()
     n_groups = sum(len(r.fleet) for r in results)
@@ -256,16 +256,16 @@ def test_compare_bootstrap_equals_naive_stratified_bootstrap(results):
             sum_c += c[idx].sum(axis=1)
             sum_b += b[idx].sum(axis=1)
             row = comparison.table.loc[(comparison.table.config == config) & (comparison.table.dataset == dataset)].iloc[0]
-            dist = 1 - c[idx].sum(axis=1) / b[idx].sum(axis=1)
-            assert row.cost_saving_boot_low == pytest.approx(np.percentile(dist, 5), rel=1e-9)
-            assert row.cost_saving_boot_high == pytest.approx(np.percentile(dist, 95), rel=1e-9)
+            dist = 100 * (c[idx].sum(axis=1) / b[idx].sum(axis=1) - 1)
+            assert row.cost_change_pct_boot_low == pytest.approx(np.percentile(dist, 5), rel=1e-9)
+            assert row.cost_change_pct_boot_high == pytest.approx(np.percentile(dist, 95), rel=1e-9)
         total = comparison.table.loc[(comparison.table.config == config) & (comparison.table.dataset == "TOTAL")].iloc[0]
-        dist = 1 - sum_c / sum_b
-        assert total.cost_saving_boot_low == pytest.approx(np.percentile(dist, 5), rel=1e-9)
-        assert total.cost_saving_boot_high == pytest.approx(np.percentile(dist, 95), rel=1e-9)
+        dist = 100 * (sum_c / sum_b - 1)
+        assert total.cost_change_pct_boot_low == pytest.approx(np.percentile(dist, 5), rel=1e-9)
+        assert total.cost_change_pct_boot_high == pytest.approx(np.percentile(dist, 95), rel=1e-9)
         all_c = np.concatenate([by_dataset[d][0] for d in datasets])
         all_b = np.concatenate([by_dataset[d][1] for d in datasets])
-        assert total.cost_saving_pooled == pytest.approx(1 - all_c.sum() / all_b.sum(), rel=1e-9)
+        assert total.cost_change_pct_pooled == pytest.approx(100 * (all_c.sum() / all_b.sum() - 1), rel=1e-9)
 
 
 def test_compare_is_reproducible_and_seeded(results):
@@ -273,11 +273,11 @@ def test_compare_is_reproducible_and_seeded(results):
     b = compare(results, n_resamples=200, bootstrap_seed=1)
     c = compare(results, n_resamples=200, bootstrap_seed=2)
     pd.testing.assert_frame_equal(a.table, b.table)
-    assert not np.allclose(a.table.cost_saving_boot_low, c.table.cost_saving_boot_low)
-    np.testing.assert_array_equal(a.table.cost_saving, c.table.cost_saving)  # the t-intervals use no randomness
+    assert not np.allclose(a.table.cost_change_pct_boot_low, c.table.cost_change_pct_boot_low)
+    np.testing.assert_array_equal(a.table.cost_change_pct, c.table.cost_change_pct)  # the t-intervals use no randomness
 
 
-def test_regret_ratio_equals_naive(results):
+def test_regret_pct_equals_naive(results):
     res = results[0]
     comparison = compare(res, n_resamples=0)
     totals, failed = naive_group_totals(res)
@@ -288,7 +288,7 @@ def test_regret_ratio_equals_naive(results):
         o = sum(float(oracle[si, gi]) for gi, g in enumerate(res.fleet.group_ids) if g not in bad)
         rep = comparison.replicates
         row = rep.loc[(rep.config == config_label(s)) & (rep.seed == s.seed) & (rep.dataset == "TOTAL")].iloc[0]
-        assert row.regret_ratio == pytest.approx(c / o - 1, rel=1e-9)
+        assert row.regret_pct == pytest.approx(100 * (c / o - 1), rel=1e-9)
 
 
 def test_compare_refuses_mismatched_inputs(results):
@@ -310,5 +310,5 @@ def test_format_and_write(results, tmp_path):
     files = write_statistics(comparison, tmp_path)
     assert [f.name for f in files] == ["comparison.csv", "replicates.csv", "failed_groups.csv"]
     back = pd.read_csv(files[0])
-    np.testing.assert_allclose(back.cost_saving, comparison.table.cost_saving)
+    np.testing.assert_allclose(back.cost_change_pct, comparison.table.cost_change_pct)
     assert len(pd.read_csv(files[2])) == len(comparison.failures)

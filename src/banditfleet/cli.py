@@ -25,45 +25,44 @@ __all__ = ["main", "build_parser", "ProgressBar"]
 
 
 class ProgressBar:
-    """A one-line progress bar redrawn in place with ``\\r`` (no dependencies).
+    """A tqdm progress bar on stderr, called as ``bar(done, total)``.
 
-    Redraws only when the whole percentage changes, so a long run writes at
-    most 101 updates.
+    ``status(text)`` shows a message (for example while the kernels load)
+    until the first progress call; tqdm throttles the redraws.
     """
 
-    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self._start = time.perf_counter()
-        self._last: int | None = None
-        self._written = 0
+    def __init__(self, label: str, stream: TextIO | None = None, width: int | None = None) -> None:
+        from tqdm import tqdm
 
-    def _write(self, text: str) -> None:
-        # Pad over whatever the previous, possibly longer, line left behind.
-        self.stream.write("\r" + text.ljust(self._written))
-        self.stream.flush()
-        self._written = len(text)
+        self._label = label
+        self._bar = tqdm(
+            total=None, desc=label, file=stream if stream is not None else sys.stderr, ncols=width and width + 60,
+            leave=True, mininterval=0.2, bar_format="{desc}",
+        )
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @label.setter
+    def label(self, value: str) -> None:
+        self._label = value
+        self._bar.set_description_str(value, refresh=False)
 
     def status(self, text: str) -> None:
         """Show a message on the bar's line until the next redraw."""
-        self._write(f"{self.label}: {text}")
+        self._bar.set_description_str(f"{self._label}: {text}")
 
     def __call__(self, done: int, total: int) -> None:
-        frac = done / total if total else 1.0
-        pct = int(frac * 100)
-        if pct == self._last:
-            return
-        self._last = pct
-        filled = pct * self.width // 100
-        elapsed = time.perf_counter() - self._start
-        bar = "#" * filled + "." * (self.width - filled)
-        self._write(f"{self.label} [{bar}] {pct:3d}% {done}/{total} ({elapsed:5.1f} s)")
+        bar = self._bar
+        if bar.total != total:
+            bar.total = total
+            bar.bar_format = None
+            bar.set_description_str(self._label, refresh=False)
+        bar.update(done - bar.n)
 
     def close(self) -> None:
-        if self._written:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()
 
 
 # ---------------------------------------------------------------------- demo
@@ -235,12 +234,15 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--scheduler", default=None, metavar="ADDRESS", help="replay on a running Dask cluster, e.g. tcp://host:8786")
     where.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="replay on a new local Dask cluster of N worker processes")
     dist.add_argument("--shards", type=_positive_int, default=None, metavar="N", help="shards of groups to send (default: 4 per worker thread)")
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="local threads to replay on (default: every core, as numba.get_num_threads(); results are the same for any N)")
     st = parser.add_argument_group("statistics (see docs/replay.md)")
     st.add_argument("--confidence", type=_float_list_arg("confidence", 0.5, 0.999), default=0.95, help="level of the confidence intervals (default: 0.95)")
     st.add_argument("--bootstrap", type=_nonnegative_int, default=None, metavar="N", help="bootstrap resamples over groups, 0 for none (default: 2000, fewer above 10,000 groups, at least 200)")
     st.add_argument("--bootstrap-seed", type=_nonnegative_int, default=0, help="seed of the bootstrap resamples (default: 0)")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=None, metavar="DIR", help="write history.csv, summary.csv, summary.json and PNG plots to DIR")
+    out.add_argument("--out", type=Path, default=None, metavar="DIR", help="write the history, summary.csv, summary.json and PNG plots to DIR")
+    out.add_argument("--history-format", choices=("parquet", "csv", "none"), default="parquet", help="history file in --out: history.parquet (default), history.csv, or none")
+    out.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots in --out")
     out.add_argument("--no-progress", action="store_true", help="do not draw the progress bar on stderr")
 
 
@@ -260,6 +262,7 @@ def _load_fleets(args: argparse.Namespace) -> list:
 
 
 def _load_fleet(args: argparse.Namespace):
+    from banditfleet.errors import TraceError
     from banditfleet.replay.fleet import Fleet
     from banditfleet.replay.synthetic import generate_groups, synthetic_fleet
     from banditfleet.replay.traces import Trace, build_workloads, jobs_for, read_jobs
@@ -270,6 +273,11 @@ def _load_fleet(args: argparse.Namespace):
                 raise ValueError(f"{flag} needs --trace-dir")
         return synthetic_fleet(args.synthetic_groups, args.fleet_seed)
     d = args.trace_dir
+    if not d.is_dir():
+        raise TraceError(f"--trace-dir: no such folder {str(d)!r}" if not d.exists() else f"--trace-dir: {str(d)!r} is not a folder")
+    for flag, value in (("--groups", args.groups), ("--jobs", args.jobs)):
+        if value is not None and not value.is_file():
+            raise TraceError(f"{flag}: no such file {str(value)!r}")
     gpu = args.gpu
     if gpu is None:
         have = sorted(p.name[len("summary_power_") : -4] for p in d.glob("summary_power_*.csv"))
@@ -291,7 +299,7 @@ def _load_fleet(args: argparse.Namespace):
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from banditfleet.errors import BanditFleetError
+    from banditfleet.errors import BanditFleetError, OutputError
     from banditfleet.replay.fleet import replay_fleet, sweep
     from banditfleet.replay.plots import write_comparison_plot
     from banditfleet.replay.report import format_table, summarize, write_outputs
@@ -308,6 +316,8 @@ def _run_replay(args: argparse.Namespace) -> int:
         )
         if args.window_size == 1:
             raise ValueError("--window-size 1 cannot work (a single reward has no variance); use 0 or >= 2")
+        if args.out is not None and args.out.exists() and not args.out.is_dir():
+            raise OutputError(f"--out: {str(args.out)!r} exists and is not a folder")
         if args.export_trace is not None and len(set(args.fleet_seed)) > 1:
             raise ValueError("--export-trace writes one fleet: give one --fleet-seed")
         fleets = _load_fleets(args)
@@ -334,7 +344,9 @@ def _run_replay(args: argparse.Namespace) -> int:
     results = []
     try:
         if args.scheduler is not None or args.workers is not None:
-            from banditfleet.replay.distributed import connect, local_cluster, replay_fleet_distributed
+            from banditfleet.replay.distributed import connect, local_cluster, replay_fleet_distributed, quiet_dask_logs
+
+            quiet_dask_logs(args.verbose)
 
             if bar is not None:
                 bar.status("connecting to the Dask cluster" if args.scheduler else f"starting {args.workers} local Dask workers")
@@ -349,10 +361,10 @@ def _run_replay(args: argparse.Namespace) -> int:
         else:
             t0 = time.perf_counter()
             # compile or load the kernels outside the timing: one setting of each policy
-            replay_fleet(fleets[0].subset([0]), list({s.policy: s for s in settings}.values()))
+            replay_fleet(fleets[0].subset([0]), list({s.policy: s for s in settings}.values()), threads=1)
             warm = time.perf_counter() - t0
             for fleet in fleets:
-                results.append(replay_fleet(fleet, settings, progress=bar))
+                results.append(replay_fleet(fleet, settings, progress=bar, threads=args.threads))
     except (BanditFleetError, ValueError, OSError) as exc:
         if bar is not None:
             bar.close()
@@ -377,27 +389,32 @@ def _run_replay(args: argparse.Namespace) -> int:
     summaries = [summarize(res) for res in results]
     if len(settings) == 1 and len(results) == 1:
         s = settings[0]
-        print(f"\nsetting {s.label}: energy, time and cost against the baseline (default batch size at the maximum power limit)")
+        print(f"\nsetting {s.label}: energy, time and cost; vs base: change in % against the baseline (default batch size at the maximum power limit)")
         print(format_table(summaries[0], s.label))
         total = summaries[0].loc[(summaries[0].setting == s.label) & (summaries[0].dataset == "TOTAL")].iloc[0]
-        print(f"regret against the oracle (best fixed batch size and power limit in hindsight): {total.regret:.4g} "
-              f"({total.regret_ratio:+.1%} of the oracle's cost {total.oracle_cost:.4g})")
+        print(f"regret against the oracle (best fixed batch size and power limit in hindsight): {total.regret_J:.4g} J "
+              f"({total.regret_pct:+.1f}% of the oracle's cost {total.oracle_cost_J:.4g} J)")
     comparison = compare(results, fleet_names, confidence=args.confidence, n_resamples=args.bootstrap, bootstrap_seed=args.bootstrap_seed)
     print()
     print(format_comparison(comparison))
     if args.out is not None:
         written = []
         skipped = None
-        for fleet_name, res, summary in zip(fleet_names, results, summaries):
-            where = args.out if len(results) == 1 else args.out / f"fleet-seed-{fleet_name}"
-            files, skipped = write_outputs(
-                res, summary, where, {"source": res.fleet.source, "replay_seconds": res.result.seconds, "version": __version__},
-                comparison=comparison if len(results) == 1 else None,
-            )
-            written += [f.relative_to(args.out) for f in files]
-        written += [f.relative_to(args.out) for f in write_statistics(comparison, args.out)]
-        if skipped is None and len(results) > 1:
-            written.append(write_comparison_plot(comparison, args.out).relative_to(args.out))
+        try:
+            for fleet_name, res, summary in zip(fleet_names, results, summaries):
+                where = args.out if len(results) == 1 else args.out / f"fleet-seed-{fleet_name}"
+                files, skipped = write_outputs(
+                    res, summary, where, {"source": res.fleet.source, "replay_seconds": res.result.seconds, "version": __version__},
+                    history_format=args.history_format, plots=not args.no_plots,
+                    comparison=comparison if len(results) == 1 else None,
+                )
+                written += [f.relative_to(args.out) for f in files]
+            written += [f.relative_to(args.out) for f in write_statistics(comparison, args.out)]
+            if skipped is None and len(results) > 1:
+                written.append(write_comparison_plot(comparison, args.out).relative_to(args.out))
+        except (BanditFleetError, OSError) as exc:
+            print(f"banditfleet replay: error: cannot write to {args.out}: {exc}", file=sys.stderr)
+            return 2
         print(f"\n  wrote {len(written)} files to {args.out}: {', '.join(str(f) for f in written)}")
         if skipped:
             print(f"  plots skipped: {skipped}")

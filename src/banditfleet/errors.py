@@ -28,6 +28,7 @@ __all__ = [
     "FolderLockedError",
     "TraceError",
     "ReplayError",
+    "OutputError",
     "MissingDependencyError",
 ]
 
@@ -109,6 +110,11 @@ class ReplayError(BanditFleetError, RuntimeError):
     """A replayed job that cannot go on, where the reference simulator raises too: the
     default batch size failing in the first recurrence, no success in 20 tries, a
     concurrent launch with a batch size whose power limits were never profiled, ..."""
+
+
+class OutputError(BanditFleetError, ValueError):
+    """An output that cannot be written: an output folder that is a file, an unknown
+    history format, ..."""
 
 
 class MissingDependencyError(BanditFleetError, ImportError):

@@ -65,6 +65,7 @@ class Config:
         checkpoint_jobs: Jobs of the checkpoint fleet.
         replay_groups: Groups of the synthetic replay fleet.
         reference_groups: Groups of it the reference simulator replays.
+        cli_groups: Groups of the ``banditfleet replay`` process case.
         scalar_calls: Scalar calls per timed repeat.
         budget: Seconds to spend timing each side of a row (repeats are
             chosen from the first call's time within ``min_repeats`` and
@@ -79,6 +80,7 @@ class Config:
     checkpoint_jobs: int = 1_000_000
     replay_groups: int = 10_000
     reference_groups: int = 100
+    cli_groups: int = 100_000
     scalar_calls: int = 1_000
     budget: float = 1.0
     min_repeats: int = 5
@@ -103,13 +105,13 @@ class Config:
         ``quick``) unless ``reference_jobs`` says otherwise.
         """
         if quick:
-            base = cls(jobs=2_000, reference_jobs=200, checkpoint_jobs=20_000, replay_groups=1_000, reference_groups=5,
+            base = cls(jobs=2_000, reference_jobs=200, checkpoint_jobs=20_000, replay_groups=1_000, reference_groups=5, cli_groups=2_000,
                        scalar_calls=200, budget=0.12, min_repeats=3, max_repeats=20, reference_min_repeats=2, quick=True)
         else:
             base = cls()
         changes: dict[str, Any] = {}
         if jobs is not None:
-            changes.update(jobs=jobs, checkpoint_jobs=jobs, replay_groups=jobs)
+            changes.update(jobs=jobs, checkpoint_jobs=jobs, replay_groups=jobs, cli_groups=jobs)
         if arms is not None:
             changes["arms"] = arms
         n = changes.get("jobs", base.jobs)
@@ -126,7 +128,8 @@ class Prepared:
     call of ``ours`` / ``comparison``. ``*_before`` run untimed before every
     timed call (a fresh optimizer for one-shot work). ``same_repeats`` times
     both sides the same number of times (state that grows with every call,
-    such as reward histories, then grows alike). ``missing`` says why the
+    such as reward histories, then grows alike). ``max_repeats`` caps the timed
+    repeats of each side (for cases of several seconds). ``missing`` says why the
     comparison cannot run; ``cleanup`` runs when the row is done.
     """
 
@@ -137,6 +140,7 @@ class Prepared:
     ours_before: Callable[[], Any] | None = None
     comparison_before: Callable[[], Any] | None = None
     same_repeats: bool = False
+    max_repeats: int | None = None
     missing: str | None = None
     note: str = ""
     info: dict[str, Any] = field(default_factory=dict)
@@ -602,6 +606,69 @@ def _replay(cfg: Config, shared: dict[str, Any]) -> Prepared:
     )
 
 
+def _replay_cli(cfg: Config, shared: dict[str, Any]) -> Prepared:
+    """The whole ``banditfleet replay --synthetic-groups N --out DIR`` process, default outputs
+    (history.parquet, summaries, plots), warm numba cache, per simulated run; against the
+    reference on groups of the same fleet exported with ``--export-trace``, run as the Zeus
+    artifacts' ``run_alibaba.py`` runs them (per group: its own seeded optimizers and a new
+    ``Simulator`` over the traces read once).
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from banditfleet.replay.fleet import Setting, group_seed, replay_fleet
+    from banditfleet.replay.synthetic import export_trace, synthetic_fleet
+
+    groups = cfg.cli_groups
+    fleet = synthetic_fleet(groups, seed=0)
+    setting = Setting()
+    result = replay_fleet(fleet, [setting])
+    runs = int(result.result.runs.sum())
+    work = tempfile.mkdtemp(prefix="banditfleet-bench-cli-", dir=cfg.workdir)
+    out = Path(work) / "out"
+    command = [sys.executable, "-m", "banditfleet", "replay", "--synthetic-groups", str(groups), "--out", str(out), "--no-progress"]
+
+    def ours() -> None:
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    info = {"groups": groups, "runs": runs, "command": " ".join(command[2:])}
+    note = f"whole process, {groups:,} groups, {runs:,} simulated runs, default outputs"
+    policy, why = reference()
+    if policy is None:
+        return Prepared(ours, runs, missing=why, info=info, note=note, max_repeats=3, cleanup=lambda: shutil.rmtree(work, True))
+    import pandas as pd
+    from zeus._legacy.job import Job as RefJob
+    from zeus._legacy.simulate import Simulator as RefSimulator
+
+    failed = set(result.errors().group.tolist())
+    chosen = [g for g in range(len(fleet)) if fleet.group_ids[g] not in failed][: cfg.reference_groups]
+    export_trace(fleet.subset(chosen), Path(work) / "trace")  # what `banditfleet replay --export-trace` writes
+    trace_dir = Path(work) / "trace"
+    train = pd.read_csv(trace_dir / "summary_train.csv")
+    power = pd.read_csv(next(trace_dir.glob("summary_power_*.csv")))
+    jobs = pd.read_csv(trace_dir / "jobs.csv").set_index("dataset")
+    frames = [frame for _, frame in pd.read_csv(trace_dir / "groups.csv").groupby("group", sort=False)]
+    ref_runs = int(sum(int(result.result.runs[g]) for g in chosen))
+
+    def ref() -> None:
+        with quiet():
+            for frame in frames:
+                dataset = frame.dataset.unique().item()
+                j = jobs.loc[dataset]
+                job = RefJob(dataset, j.network, j.optimizer, float(j.target_metric), int(j.max_epochs), int(j.default_bs))
+                seed = group_seed(frame.group.unique().item())
+                bso = policy.PruningGTSBatchSizeOptimizer(seed=seed, concurrency=True, verbose=False)
+                plo = policy.JITPowerLimitOptimizer(verbose=False)
+                RefSimulator(train, power, bso, plo, seed=seed, verbose=False).simulate_one_alibaba_group(job, frame, 2.0, 0.5)
+
+    return Prepared(
+        ours, runs, ref, ref_runs, info=dict(info, reference_groups=len(frames), reference_runs=ref_runs), max_repeats=3,
+        note=note + f"; zeus on {len(frames)} exported groups ({ref_runs:,} runs), as run_alibaba.py, per run",
+        cleanup=lambda: shutil.rmtree(work, True),
+    )
+
+
 # ------------------------------------------------------------------ table
 _NUMPY_TS = "numpy Generator: the same bounded integers and normals, two vectorized calls"
 _ZEUS_LOOP = "zeus 0.16.0: a Python loop over the jobs"
@@ -664,6 +731,9 @@ CASES: list[Case] = [
     Case("replay.runs:zeus", "replay", "replay_fleet (synthetic fleet)", "zeus Simulator per group", "reference", "run",
          "zeus 0.16.0's Simulator.simulate_one_alibaba_group, one simulator per group, as run_alibaba.py", _replay,
          target=1000, needs_reference=True),
+    Case("replay.cli-process:zeus", "replay", "banditfleet replay process (--out, default outputs)", "zeus run_alibaba.py per group",
+         "reference", "run", "zeus 0.16.0 on groups of the same fleet exported with --export-trace, a Simulator per group as "
+         "run_alibaba.py", _replay_cli, target=1000, needs_reference=True),
 ]
 
 from banditfleet.bench.concurrency import CASES as _CONCURRENCY_CASES  # noqa: E402 (needs Case, Config, Prepared)

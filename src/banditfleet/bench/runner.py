@@ -122,6 +122,8 @@ def measure_pair(p: Prepared, cfg: Config) -> tuple[Timing, Timing | None]:
             n_cmp = _repeats(first_cmp, cfg.budget, cfg.reference_min_repeats, cfg.max_repeats)
             if p.same_repeats:
                 n_ours = n_cmp = min(n_ours, n_cmp)
+        if p.max_repeats is not None:
+            n_ours, n_cmp = min(n_ours, p.max_repeats), min(n_cmp, p.max_repeats)
         ours_w, ours_c, cmp_w, cmp_c = [], [], [], []
         for block in range(BLOCKS):
             for fn, before, n, wall, cpu in ((p.ours, p.ours_before, n_ours, ours_w, ours_c),

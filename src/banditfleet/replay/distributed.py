@@ -32,7 +32,7 @@ from banditfleet.errors import BanditFleetError, MissingDependencyError, ReplayE
 from banditfleet.replay.engine import UnitsResult
 from banditfleet.replay.fleet import Fleet, FleetResult, Setting, replay_fleet
 
-__all__ = ["replay_fleet_distributed", "connect", "local_cluster", "shard_bounds"]
+__all__ = ["replay_fleet_distributed", "connect", "local_cluster", "quiet_dask_logs", "shard_bounds"]
 
 logger = logging.getLogger("banditfleet")
 
@@ -48,6 +48,24 @@ def _distributed():
     except ImportError as exc:  # pragma: no cover - exercised by monkeypatching in tests
         raise MissingDependencyError(_INSTALL_HINT) from exc
     return distributed
+
+
+def quiet_dask_logs(verbose: int = 0) -> None:
+    """Dask's own loggers at ERROR (``verbose`` 0), INFO (1) or DEBUG (2 and more).
+
+    Importing ``distributed`` sets its loggers to INFO, which prints a few
+    dozen lines for a local cluster that starts and stops; the command line
+    calls this so that they show only with ``-v``.
+    """
+    _distributed()  # imported first: its import configures the levels this overrides
+    level = logging.ERROR if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    for name in ("distributed", "dask", "tornado", "bokeh"):
+        logging.getLogger(name).setLevel(level)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("distributed."):
+            lg = logging.getLogger(name)
+            if lg.level != logging.NOTSET:
+                lg.setLevel(level)
 
 
 def connect(scheduler: Any) -> Any:

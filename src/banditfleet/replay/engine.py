@@ -57,7 +57,7 @@ from banditfleet.power import NEEDS_PROFILING
 
 from banditfleet.rows import Rows
 
-__all__ = ["Partition", "UnitsResult", "make_units", "run_units"]
+__all__ = ["Partition", "UnitsResult", "make_units", "merge_shards", "run_units"]
 
 logger = logging.getLogger("banditfleet")
 
@@ -95,6 +95,16 @@ class UnitsResult:
     rounds: int = 0
 
 
+def _own(a: Any, dtype: Any) -> np.ndarray:
+    """``a`` as a writeable, aligned, C-contiguous array of ``dtype`` (copied only if needed).
+
+    The kernels are compiled for exactly these array types: a read-only array
+    (what pandas' ``to_numpy`` returns under copy-on-write) is another numba
+    type and would compile ``advance`` a second time.
+    """
+    return np.require(a, dtype, ["C", "W", "A"])
+
+
 def make_units(
     tables: ReplayTables,
     wl: np.ndarray,
@@ -109,10 +119,10 @@ def make_units(
     retry_cap: np.ndarray | None = None,
 ) -> ReplayUnits:
     """Per-unit inputs with the running-job and power-limit cache offsets filled in."""
+    wl = _own(wl, np.int64)
     n = wl.shape[0]
-    wl = np.ascontiguousarray(wl, np.int64)
-    mode = np.ascontiguousarray(mode, np.int64)
-    n_rec = np.ascontiguousarray(n_rec, np.int64)
+    mode = _own(mode, np.int64)
+    n_rec = _own(n_rec, np.int64)
     run_cap = np.where(mode == MODE_GROUP, n_rec, 0)
     arm_counts = tables.wl_arm_count[wl]
     run_start = np.zeros(n, np.int64)
@@ -128,16 +138,16 @@ def make_units(
     return ReplayUnits(
         wl=wl,
         mode=mode,
-        eta=np.ascontiguousarray(eta, np.float64),
-        beta=np.ascontiguousarray(beta, np.float64),
+        eta=_own(eta, np.float64),
+        beta=_own(beta, np.float64),
         n_rec=n_rec,
-        sub_start=np.ascontiguousarray(sub_start, np.int64),
-        sub_t0=np.ascontiguousarray(sub_t0, np.float64),
-        sub_t1=np.ascontiguousarray(sub_t1, np.float64),
-        sub_ratio=np.ascontiguousarray(sub_ratio, np.float64),
+        sub_start=_own(sub_start, np.int64),
+        sub_t0=_own(sub_t0, np.float64),
+        sub_t1=_own(sub_t1, np.float64),
+        sub_ratio=_own(sub_ratio, np.float64),
         run_start=run_start,
         plc_start=plc_start,
-        retry_cap=np.ascontiguousarray(retry_cap, np.int64),
+        retry_cap=_own(retry_cap, np.int64),
     )
 
 
@@ -416,4 +426,44 @@ def run_units(
         offsets=offsets,
         seconds=_time.perf_counter() - t0,
         rounds=rounds,
+    )
+
+
+_PER_UNIT = ("status", "error", "runs", "min_cost")
+_HISTORY = ("sub", "bs", "pl", "energy", "time", "reached")
+
+
+def merge_shards(parts: Sequence[UnitsResult], bounds: Sequence[tuple[int, int]], n_groups: int, n_settings: int) -> UnitsResult:
+    """Results of shards of groups (``bounds``: each shard's ``[start, stop)``) in global unit order.
+
+    A shard's unit ``s * gs + j`` (``gs`` groups) is the global unit
+    ``s * n_groups + start + j``. Each unit's runs come from one shard in their
+    original order, so a stable sort by global unit restores the layout of a
+    single replay of all groups exactly.
+    """
+    n = n_settings * n_groups
+    per_unit: dict[str, np.ndarray] = {}
+    units: list[np.ndarray] = []
+    history: dict[str, list[np.ndarray]] = {name: [] for name in _HISTORY}
+    for part, (a, b) in zip(parts, bounds):
+        gs = max(b - a, 1)
+        local = np.arange(n_settings * (b - a), dtype=np.int64)
+        global_units = (local // gs) * n_groups + a + local % gs
+        for name in _PER_UNIT:
+            arr = np.asarray(getattr(part, name))
+            if name not in per_unit:
+                per_unit[name] = np.empty(n, arr.dtype)
+            per_unit[name][global_units] = arr
+        units.append(global_units[part.unit] if part.unit.size else np.asarray(part.unit, np.int64))
+        for name in _HISTORY:
+            history[name].append(np.asarray(getattr(part, name)))
+    unit = np.concatenate(units) if units else np.zeros(0, np.int64)
+    order = np.argsort(unit, kind="stable")
+    cols = {name: np.concatenate(chunks)[order] for name, chunks in history.items()}
+    unit = unit[order]
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(unit, minlength=n), out=offsets[1:])
+    return UnitsResult(
+        status=per_unit["status"], error=per_unit["error"], runs=per_unit["runs"], min_cost=per_unit["min_cost"],
+        unit=unit, offsets=offsets, rounds=max((int(p.rounds) for p in parts), default=0), **cols,
     )

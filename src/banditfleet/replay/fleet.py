@@ -85,7 +85,8 @@ class Setting:
 
     @property
     def label(self) -> str:
-        """``policy=...,`` (left out for ``pruning-gts``), then the knobs, e.g. ``policy=gts,eta=0.5,beta=2``."""
+        """``policy=...,`` (left out for ``pruning-gts``), the knobs, the optimizer's non-default
+        parameters, the seed: e.g. ``eta=0.5,beta=2,seed=0``, ``policy=gts,eta=0.5,beta=2,seed=1``."""
         parts = [] if self.policy == "pruning-gts" else [f"policy={self.policy}"]
         if self.policy == "gts-known":
             parts.append(f"precision={self.reward_precision:g}")
@@ -94,8 +95,7 @@ class Setting:
             parts.append(f"window={self.window_size}")
         if self.prior_mean or self.prior_precision:
             parts.append(f"prior={self.prior_mean:g}/{self.prior_precision:g}")
-        if self.seed:
-            parts.append(f"seed={self.seed}")
+        parts.append(f"seed={self.seed}")
         return ",".join(parts)
 
     def optimizer_key(self) -> tuple[str, float, int, float, float]:
@@ -331,44 +331,45 @@ class FleetResult:
         return out
 
     def history_frame(self) -> pd.DataFrame:
-        """One row per simulated run: group, setting, submission, batch size, power limit, energy, time, reached, cost."""
-        r = self.result
-        g = len(self.fleet)
-        setting = r.unit // g
-        group = r.unit % g
-        eta = np.array([s.eta_knob for s in self.settings])[setting]
-        max_power = self.fleet.workloads.tables.wl_max_power[self.fleet.group_wl[group]]
-        cost = eta * r.energy + (1.0 - eta) * max_power * r.time
-        labels = np.array([s.label for s in self.settings], dtype=object)
-        ids = np.array(self.fleet.group_ids, dtype=object)
-        names = np.array([j.dataset for j in self.fleet.workloads.jobs], dtype=object)
-        policies = np.array([s.policy for s in self.settings], dtype=object)
-        return pd.DataFrame(
-            {
-                "setting": labels[setting],
-                "policy": policies[setting],
-                "group": ids[group],
-                "dataset": names[self.fleet.group_wl[group]],
-                "submission": r.sub,
-                "batch_size": r.bs,
-                "power_limit": r.pl,
-                "energy": r.energy,
-                "time": r.time,
-                "reached": r.reached,
-                "cost": cost,
-            }
-        )
+        """One row per simulated run, the columns of :data:`~banditfleet.replay.outputs.HISTORY_COLUMNS`.
+
+        setting, group and dataset are categoricals; energy in J, time in s,
+        cost (``eta*energy + (1-eta)*max_power*time``) in J, power limit in W.
+        """
+        from banditfleet.replay.outputs import history_table
+
+        return history_table(self).to_pandas()
+
+
+#: Fewest groups per thread: below this, a replay runs on fewer threads.
+MIN_GROUPS_PER_THREAD = 256
 
 
 def replay_fleet(
     fleet: Fleet,
     settings: Sequence[Setting] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
 ) -> FleetResult:
-    """Replay every group of ``fleet`` under every setting; see the module docstring."""
+    """Replay every group of ``fleet`` under every setting; see the module docstring.
+
+    Args:
+        fleet: The groups to replay.
+        settings: Settings to replay every group under (default: one default setting).
+        progress: Called with (units done, units) as units end (from worker threads too).
+        threads: Threads to replay on (default: ``numba.get_num_threads()``, every
+            local core unless ``NUMBA_NUM_THREADS`` or ``numba.set_num_threads``
+            says otherwise). The groups are cut into one contiguous shard per
+            thread; each shard has its own optimizers, and a group's history
+            depends only on its own rows and stream, so the result is the same
+            for any number of threads.
+    """
     settings = list(settings) if settings is not None else [Setting()]
     if not settings:
         raise TraceError("no setting to replay")
+    n_threads = _thread_count(threads, len(fleet))
+    if n_threads > 1:
+        return _replay_threaded(fleet, settings, progress, n_threads)
     t = fleet.workloads.tables
     G = len(fleet)
     S = len(settings)
@@ -444,4 +445,53 @@ def replay_fleet(
         partitions.append(Partition(bso, plo, us, bso.rows(us), plo.rows(us)))
     logger.info("replaying %d groups x %d settings (%d submissions each pass)", G, S, fleet.n_submissions)
     result = run_units(t, units, seeds, partitions, progress=progress, first_arm=first_arm)
+    return FleetResult(fleet, settings, result)
+
+
+def _thread_count(threads: int | None, n_groups: int) -> int:
+    if threads is None:
+        import numba
+
+        threads = numba.get_num_threads()
+    elif isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise TraceError(f"threads must be a positive integer, got {threads!r}")
+    return int(max(1, min(int(threads), n_groups // MIN_GROUPS_PER_THREAD)))
+
+
+def _replay_threaded(fleet: Fleet, settings: list[Setting], progress: Callable[[int, int], None] | None, n_threads: int) -> FleetResult:
+    """One contiguous shard of groups per thread (the kernels release the GIL), merged in unit order."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from banditfleet.replay.engine import merge_shards
+
+    G = len(fleet)
+    edges = np.linspace(0, G, n_threads + 1).round().astype(np.int64)
+    bounds = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    lock = threading.Lock()
+    done = [0] * len(bounds)
+    total = G * len(settings)
+
+    def shard_progress(i: int) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+
+        def report(d: int, _n: int) -> None:
+            with lock:
+                done[i] = d
+                progress(sum(done), total)
+
+        return report
+
+    def run(i: int) -> UnitsResult:
+        a, b = bounds[i]
+        return replay_fleet(fleet.subset(np.arange(a, b, dtype=np.int64)), settings, shard_progress(i), threads=1).result
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(bounds), thread_name_prefix="banditfleet-replay") as pool:
+        parts = list(pool.map(run, range(len(bounds))))
+    result = merge_shards(parts, bounds, G, len(settings))
+    result.seconds = time.perf_counter() - t0
+    logger.info("replayed %d groups x %d settings on %d threads in %.2f s", G, len(settings), len(bounds), result.seconds)
     return FleetResult(fleet, settings, result)

@@ -297,34 +297,35 @@ def plot_batch_size(data: pd.DataFrame) -> Any:
 
 
 def comparison_data(comparison: Comparison) -> pd.DataFrame:
-    """The bars of the comparison plot: per (config, dataset) the cost saving (%) and its interval.
+    """The bars of the comparison plot: per (config, dataset) the cost change (%) and its interval.
 
-    With several replicates the bar is the mean saving and the error bar the
-    t-interval across replicates; with one, the pooled saving and the
+    With several replicates the bar is the mean change and the error bar the
+    t-interval across replicates; with one, the pooled change and the
     bootstrap interval over groups. Columns: ``config``, ``policy``,
-    ``dataset``, ``saving``, ``low``, ``high`` (percent), ``interval``.
+    ``dataset``, ``change_pct``, ``low``, ``high`` (percent; negative:
+    cheaper than the baseline), ``interval``.
     """
     t = comparison.table
     several = int(t.replicates.max()) > 1 if len(t) else False
     if several:
-        saving, low, high, kind = t.cost_saving, t.cost_saving_ci_low, t.cost_saving_ci_high, "t"
+        change, low, high, kind = t.cost_change_pct, t.cost_change_pct_ci_low, t.cost_change_pct_ci_high, "t"
     else:
-        saving, low, high, kind = t.cost_saving_pooled, t.cost_saving_boot_low, t.cost_saving_boot_high, "bootstrap"
+        change, low, high, kind = t.cost_change_pct_pooled, t.cost_change_pct_boot_low, t.cost_change_pct_boot_high, "bootstrap"
     return pd.DataFrame(
         {
             "config": t.config.to_numpy(),
             "policy": t.policy.to_numpy(),
             "dataset": t.dataset.to_numpy(),
-            "saving": 100 * saving.to_numpy(),
-            "low": 100 * low.to_numpy(),
-            "high": 100 * high.to_numpy(),
+            "change_pct": change.to_numpy(),
+            "low": low.to_numpy(),
+            "high": high.to_numpy(),
             "interval": kind,
         }
     )
 
 
 def plot_comparison(comparison: Comparison) -> Any:
-    """Grouped bars: cost saving per workload (and in total), one bar per configuration, with error bars."""
+    """Grouped bars: cost change per workload (and in total), one bar per configuration, with error bars."""
     plt = _pyplot()
     data = comparison_data(comparison)
     datasets = list(dict.fromkeys(data.dataset.tolist()))
@@ -334,18 +335,18 @@ def plot_comparison(comparison: Comparison) -> Any:
     width = 0.8 / max(len(configs), 1)
     for i, config in enumerate(configs):
         d = data.loc[data.config == config].set_index("dataset").reindex(datasets)
-        err = np.vstack([d.saving - d.low, d.high - d.saving])
+        err = np.vstack([d.change_pct - d.low, d.high - d.change_pct])
         err = np.where(np.isnan(err), 0.0, err)
-        ax.bar(x + (i - (len(configs) - 1) / 2) * width, d.saving.to_numpy(), width=width, yerr=err, capsize=2,
+        ax.bar(x + (i - (len(configs) - 1) / 2) * width, d.change_pct.to_numpy(), width=width, yerr=err, capsize=2,
                color=f"C{i % 10}", label=config, error_kw={"lw": 0.8})
     ax.set_xticks(x, datasets, rotation=20, fontsize=8)
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("cost saving vs baseline (%)")
+    ax.set_ylabel("cost change vs baseline (%, negative: cheaper)")
     kind = data.interval.iloc[0] if len(data) else "t"
     how = "t-interval across replicates" if kind == "t" else "bootstrap over groups"
-    ax.set_title(f"Cost saving per workload and configuration ({100 * comparison.confidence:g}% {how})", fontsize=10)
+    ax.set_title(f"Cost change per workload and configuration ({100 * comparison.confidence:g}% {how})", fontsize=10)
     ax.legend(fontsize=7, ncol=max(1, math.ceil(len(configs) / 8)), loc="best")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.2)
     return fig
 
 

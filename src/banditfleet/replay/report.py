@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from banditfleet.errors import OutputError
 from banditfleet.kernels.replay import ERR_NONE
 from banditfleet.replay.fleet import FleetResult
+from banditfleet.replay.outputs import HISTORY_FORMATS
 
 __all__ = ["baseline_per_submission", "summarize", "write_outputs", "ERROR_NAMES"]
 
@@ -55,14 +57,24 @@ def baseline_per_submission(result: FleetResult) -> tuple[np.ndarray, np.ndarray
     return energy, time
 
 
+def _change_pct(value: float, baseline: float) -> float:
+    """Change against the baseline in percent: -27.1 is 27.1 % less than the baseline."""
+    return 100.0 * (value / baseline - 1.0) if baseline else 0.0
+
+
 def summarize(result: FleetResult) -> pd.DataFrame:
-    """One row per (setting, dataset) and a total per setting: energy, time, cost, baseline, savings.
+    """One row per (setting, dataset) and a total per setting: energy, time, cost, baseline, change, regret.
+
+    Units are in the column names: ``energy_J``, ``time_s``, ``cost_J`` and the
+    baseline's; ``*_change_pct`` is the change against the baseline in percent
+    (negative: less than the baseline), as the terminal table prints it;
+    ``oracle_cost_J``, ``regret_J`` (cost minus the oracle's) and
+    ``regret_pct`` (regret over the oracle's cost, percent).
 
     Every setting is summarized over the same groups: a group that stopped on
     an error in *any* setting is left out of every row and counted in
     ``failed`` (groups left out), with ``failed_reasons`` saying which error
     in which setting (:func:`banditfleet.replay.stats.common_groups`).
-    Savings are fractions, positive when cheaper than the baseline.
     """
     from banditfleet.replay.stats import _failure_table, _reasons, _sums, _with_total, common_groups, group_table
 
@@ -94,11 +106,11 @@ def summarize(result: FleetResult) -> pd.DataFrame:
                     "failed": int(left_out.get(dataset, 0)),
                     "failed_reasons": reasons[dataset],
                     **{c: (int(d[c]) if d is not None else 0) for c in ("submissions", "runs", "failed_runs")},
-                    **{c: (float(d[c]) if d is not None else 0.0) for c in ("energy_J", "time_s", "cost", "baseline_energy_J", "baseline_time_s", "baseline_cost")},
-                    **{c: (float(d[c]) if d is not None and not np.isnan(d[c]) else 0.0) for c in ("energy_saving", "time_saving", "cost_saving")},
-                    "oracle_cost": float(d.oracle_cost) if d is not None else 0.0,
-                    "regret": float(d.regret) if d is not None else 0.0,
-                    "regret_ratio": float(d.regret / d.oracle_cost) if d is not None and d.oracle_cost else 0.0,
+                    **{c: (float(d[c]) if d is not None else 0.0) for c in ("energy_J", "time_s", "cost_J", "baseline_energy_J", "baseline_time_s", "baseline_cost_J")},
+                    **{c: (float(d[c]) if d is not None and not np.isnan(d[c]) else 0.0) for c in ("energy_change_pct", "time_change_pct", "cost_change_pct")},
+                    "oracle_cost_J": float(d.oracle_cost_J) if d is not None else 0.0,
+                    "regret_J": float(d.regret_J) if d is not None else 0.0,
+                    "regret_pct": float(d.regret_pct) if d is not None and not np.isnan(d.regret_pct) else 0.0,
                 }
             )
     return pd.DataFrame(rows)
@@ -107,14 +119,14 @@ def summarize(result: FleetResult) -> pd.DataFrame:
 def format_table(summary: pd.DataFrame, setting: str) -> str:
     """The per-workload table of one setting, for the terminal."""
     df = summary.loc[summary.setting == setting]
-    head = f"{'workload':<18} {'groups':>7} {'runs':>9} {'energy MJ':>11} {'vs base':>8} {'time h':>10} {'vs base':>8} {'cost':>12} {'vs base':>8}"
+    head = f"{'workload':<18} {'groups':>7} {'runs':>9} {'energy MJ':>11} {'vs base':>8} {'time h':>10} {'vs base':>8} {'cost J':>12} {'vs base':>8}"
     lines = [head, "-" * len(head)]
     for rec in df.itertuples(index=False):
         if rec.dataset == "TOTAL":
             lines.append("-" * len(head))
         lines.append(
-            f"{rec.dataset:<18} {rec.groups:>7,} {rec.runs:>9,} {rec.energy_J / 1e6:>11,.1f} {-rec.energy_saving:>+8.1%} "
-            f"{rec.time_s / 3600:>10,.1f} {-rec.time_saving:>+8.1%} {rec.cost:>12.4g} {-rec.cost_saving:>+8.1%}"
+            f"{rec.dataset:<18} {rec.groups:>7,} {rec.runs:>9,} {rec.energy_J / 1e6:>11,.1f} {rec.energy_change_pct:>+7.1f}% "
+            f"{rec.time_s / 3600:>10,.1f} {rec.time_change_pct:>+7.1f}% {rec.cost_J:>12.4g} {rec.cost_change_pct:>+7.1f}%"
         )
     return "\n".join(lines)
 
@@ -124,32 +136,44 @@ def write_outputs(
     summary: pd.DataFrame,
     out: str | os.PathLike,
     extra: dict[str, Any] | None = None,
+    history_format: str = "parquet",
+    plots: bool = True,
     comparison: Any = None,
 ) -> tuple[list[Path], str | None]:
-    """history.csv, summary.csv, summary.json and (with matplotlib) the PNG plots.
+    """history.parquet (or .csv, or none), summary.csv, summary.json and (with matplotlib) the PNG plots.
 
     The plots are those of :func:`banditfleet.replay.plots.write_plots`;
     ``comparison`` (a :class:`banditfleet.replay.stats.Comparison`, computed
     from ``result`` when None) is charted in ``savings_per_workload.png``.
-    Returns the files written and, when plots were skipped, why.
+    Returns the files written and, when plots were skipped, why. Raises
+    :class:`~banditfleet.errors.OutputError` when ``out`` exists and is not a
+    folder, or for an unknown ``history_format`` (before writing anything).
     """
+    from banditfleet.replay.outputs import history_table, write_history
+
+    if history_format not in HISTORY_FORMATS:
+        raise OutputError(f"history format must be one of {list(HISTORY_FORMATS)}, got {history_format!r}")
     d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise OutputError(f"output folder {str(d)!r} exists and is not a folder")
     d.mkdir(parents=True, exist_ok=True)
-    history = result.history_frame()
-    files = [d / "history.csv", d / "summary.csv", d / "summary.json"]
-    history.to_csv(files[0], index=False)
-    summary.to_csv(files[1], index=False)
+    table = history_table(result)
+    history_file = write_history(result, d, history_format, table=table)
+    files = ([history_file] if history_file is not None else []) + [d / "summary.csv", d / "summary.json"]
+    summary.to_csv(d / "summary.csv", index=False)
     errors = result.errors()
     payload = {
         **(extra or {}),
-        "settings": [s.__dict__ for s in result.settings],
+        "settings": [{**s.__dict__, "label": s.label} for s in result.settings],
         "groups": len(result.fleet),
         "submissions": result.fleet.n_submissions,
         "runs": result.n_runs,
         "failed_groups": {ERROR_NAMES.get(int(k), str(k)): int(v) for k, v in errors.error.value_counts().items()},
         "summary": summary.to_dict(orient="records"),
     }
-    files[2].write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    (d / "summary.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    if not plots:
+        return files, "not requested"
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -11,10 +11,12 @@ group that stopped on an error (``FleetResult.errors()``) in *any* setting is
 left out of every setting's numbers, and counted, with the reason, in the
 ``failed`` and ``failed_reasons`` columns. Nothing is dropped silently.
 
-**Savings.** Over a set of groups, a saving is ``1 - sum(cost) / sum(baseline
-cost)`` (likewise for energy and time): positive means cheaper than the
-baseline (:mod:`banditfleet.replay.report`). A configuration's saving in a
-workload is the mean of its replicates' savings, with a Student
+**Changes.** Over a set of groups, the change against the baseline is
+``100 x (sum(cost) / sum(baseline cost) - 1)`` percent (likewise for energy
+and time): negative means cheaper than the baseline, as everywhere in the
+replay's outputs (:mod:`banditfleet.replay.report`). The regret is ``100 x
+(sum(cost) / sum(oracle cost) - 1)`` percent of the oracle's cost. A
+configuration's change in a workload is the mean of its replicates' changes, with a Student
 t-interval across the replicates (``mean +- t(1 - alpha/2, n - 1) x sd /
 sqrt(n)``; no interval with one replicate).
 
@@ -23,8 +25,8 @@ fleet happens to hold. Each compared group's cost (averaged over the
 configuration's seed replicates; the groups of every fleet replicate pooled)
 and baseline cost are resampled with replacement by
 :func:`scipy.stats.bootstrap`, within each workload (a stratified bootstrap:
-every resample keeps the fleet's workload mix), and the pooled saving ``1 -
-sum(cost) / sum(baseline)`` is recomputed on each resample; the TOTAL of a
+every resample keeps the fleet's workload mix), and the pooled change ``100 x
+(sum(cost) / sum(baseline) - 1)`` (and the regret) is recomputed on each resample; the TOTAL of a
 resample is the union of its workloads' resamples. The interval is the
 percentile interval. Every configuration is evaluated on the same resamples
 (they are paired on groups), and the resamples are seeded per workload from
@@ -51,7 +53,7 @@ from banditfleet.replay.fleet import FleetResult, Setting
 __all__ = [
     "Comparison",
     "auto_resamples",
-    "bootstrap_saving",
+    "bootstrap_change",
     "common_groups",
     "compare",
     "config_label",
@@ -64,8 +66,8 @@ __all__ = [
 
 logger = logging.getLogger("banditfleet")
 
-#: Metrics whose savings the statistics report: (name, group-table column, baseline column).
-METRICS = (("cost", "cost", "baseline_cost"), ("energy", "energy_J", "baseline_energy_J"), ("time", "time_s", "baseline_time_s"))
+#: Metrics whose changes the statistics report: (name, group-table column, baseline column).
+METRICS = (("cost", "cost_J", "baseline_cost_J"), ("energy", "energy_J", "baseline_energy_J"), ("time", "time_s", "baseline_time_s"))
 
 
 def config_label(setting: Setting) -> str:
@@ -91,9 +93,9 @@ def group_table(result: FleetResult, fleet: Any = 0) -> pd.DataFrame:
     ``beta_knob``, ``dataset``, ``group``, ``error`` (0: none, else a code of
     :data:`banditfleet.replay.report.ERROR_NAMES`), ``ok``, ``submissions``,
     ``runs`` (runs that started), ``failed_runs`` (started runs that missed
-    the target), ``energy_J``, ``time_s``, ``cost`` (energy-time cost, J),
-    ``baseline_energy_J``, ``baseline_time_s``, ``baseline_cost``,
-    ``oracle_cost`` (:meth:`FleetResult.oracle_costs`) and ``regret`` (cost
+    the target), ``energy_J``, ``time_s``, ``cost_J`` (energy-time cost, J),
+    ``baseline_energy_J``, ``baseline_time_s``, ``baseline_cost_J``,
+    ``oracle_cost_J`` (:meth:`FleetResult.oracle_costs`) and ``regret_J`` (cost
     minus oracle cost). A group that stopped on an error keeps the totals of
     the runs it made.
     """
@@ -142,12 +144,12 @@ def group_table(result: FleetResult, fleet: Any = 0) -> pd.DataFrame:
             "failed_runs": failed_runs,
             "energy_J": energy,
             "time_s": time,
-            "cost": eta * energy + (1.0 - eta) * mp * time,
+            "cost_J": eta * energy + (1.0 - eta) * mp * time,
             "baseline_energy_J": be,
             "baseline_time_s": bt,
-            "baseline_cost": eta * be + (1.0 - eta) * mp * bt,
-            "oracle_cost": oracle,
-            "regret": eta * energy + (1.0 - eta) * mp * time - oracle,
+            "baseline_cost_J": eta * be + (1.0 - eta) * mp * bt,
+            "oracle_cost_J": oracle,
+            "regret_J": eta * energy + (1.0 - eta) * mp * time - oracle,
         }
     )
 
@@ -243,33 +245,33 @@ def _percentile_interval(distribution: np.ndarray, confidence: float) -> tuple[n
     return low, high
 
 
-def bootstrap_saving(
+def bootstrap_change(
     cost: np.ndarray,
     base: np.ndarray,
     confidence: float = 0.95,
     n_resamples: int = 2000,
     seed: int | Sequence[int] = 0,
 ) -> tuple[float, float, float]:
-    """Bootstrap percentile interval over groups of the pooled saving ``1 - sum(cost) / sum(base)``.
+    """Bootstrap percentile interval over groups of the pooled change ``100 x (sum(cost) / sum(base) - 1)`` (%).
 
     ``cost`` and ``base`` hold one value per group and are resampled together
-    (:func:`stratum_sums`). Returns ``(saving, low, high)``; NaN bounds with
+    (:func:`stratum_sums`). Returns ``(change, low, high)`` in percent; NaN bounds with
     fewer than two groups or ``n_resamples == 0``.
     """
     cost = np.asarray(cost, np.float64)
     base = np.asarray(base, np.float64)
-    point = float(1.0 - cost.sum() / base.sum()) if cost.size and base.sum() else math.nan
+    point = float(100.0 * (cost.sum() / base.sum() - 1.0)) if cost.size and base.sum() else math.nan
     if cost.size < 2 or n_resamples <= 0 or not base.sum():
         return point, math.nan, math.nan
     dist = stratum_sums(np.column_stack([cost, base]), n_resamples, seed)
-    low, high = _percentile_interval(1.0 - dist[0] / dist[1], confidence)
+    low, high = _percentile_interval(100.0 * (dist[0] / dist[1] - 1.0), confidence)
     return point, float(low), float(high)
 
 
 def _ratios(sums: np.ndarray, C: int) -> dict[str, np.ndarray]:
-    """Cost saving and regret ratio from the sums of (cost, baseline, oracle) x configurations."""
+    """Cost change against the baseline and regret (%) from the sums of (cost, baseline, oracle) x configurations."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return {"cost_saving": 1.0 - sums[:C] / sums[C : 2 * C], "regret_ratio": sums[:C] / sums[2 * C :] - 1.0}
+        return {"cost_change_pct": 100.0 * (sums[:C] / sums[C : 2 * C] - 1.0), "regret_pct": 100.0 * (sums[:C] / sums[2 * C :] - 1.0)}
 
 
 def _bootstrap_ratios(
@@ -288,7 +290,7 @@ def _bootstrap_ratios(
     out: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for dataset in datasets:
         v = values[dataset_of == dataset]
-        points = _ratios(v.sum(0), C) if len(v) else {"cost_saving": nan, "regret_ratio": nan}
+        points = _ratios(v.sum(0), C) if len(v) else {"cost_change_pct": nan, "regret_pct": nan}
         bounds = {k: (nan, nan) for k in points}
         if len(v) >= 2 and R:
             dist = stratum_sums(v, R, [seed, order[dataset]])
@@ -297,7 +299,7 @@ def _bootstrap_ratios(
         elif len(v) and R:  # one group is always resampled as itself
             total += v.sum(0)[:, None]
         out[dataset] = {k: (points[k], *bounds[k]) for k in points}
-    points = _ratios(values.sum(0), C) if len(values) else {"cost_saving": nan, "regret_ratio": nan}
+    points = _ratios(values.sum(0), C) if len(values) else {"cost_change_pct": nan, "regret_pct": nan}
     bounds = {k: (nan, nan) for k in points}
     if len(values) >= 2 and R:
         bounds = {k: _percentile_interval(x, confidence) for k, x in _ratios(total, C).items()}
@@ -310,7 +312,7 @@ class Comparison:
     """Configurations compared on common groups (see the module docstring).
 
     ``table``: one row per (configuration, workload) and a ``TOTAL`` row per
-    configuration. ``replicates``: the savings of every (configuration,
+    configuration. ``replicates``: the changes of every (configuration,
     fleet, seed, workload). ``failures``: every (fleet, setting, group) that
     stopped on an error, with its reason; these groups are in no comparison.
     """
@@ -324,13 +326,13 @@ class Comparison:
 
 
 def _sums(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    cols = ["submissions", "runs", "failed_runs", *(c for _, c, _b in METRICS), *(b for _, _c, b in METRICS), "oracle_cost", "regret"]
+    cols = ["submissions", "runs", "failed_runs", *(c for _, c, _b in METRICS), *(b for _, _c, b in METRICS), "oracle_cost_J", "regret_J"]
     out = df.groupby(keys, sort=False)[cols].sum()
     out["groups"] = df.groupby(keys, sort=False).size()
     with np.errstate(divide="ignore", invalid="ignore"):
         for name, c, b in METRICS:
-            out[f"{name}_saving"] = np.where(out[b] > 0, 1.0 - out[c] / out[b], np.nan)
-        out["regret_ratio"] = np.where(out.oracle_cost > 0, out.regret / out.oracle_cost, np.nan)
+            out[f"{name}_change_pct"] = np.where(out[b] > 0, 100.0 * (out[c] / out[b] - 1.0), np.nan)
+        out["regret_pct"] = np.where(out.oracle_cost_J > 0, 100.0 * out.regret_J / out.oracle_cost_J, np.nan)
     return out.reset_index()
 
 
@@ -398,7 +400,7 @@ def compare(
     # replicates, a column per configuration, the same compared groups (rows) in every column.
     kept = groups.loc[compared.to_numpy()]
     per_group = kept.groupby(["fleet", "group", "config"], sort=False).agg(
-        cost=("cost", "mean"), base=("baseline_cost", "first"), oracle=("oracle_cost", "first")
+        cost=("cost_J", "mean"), base=("baseline_cost_J", "first"), oracle=("oracle_cost_J", "first")
     )
     mats = [per_group[c].unstack("config").reindex(columns=configs) for c in ("cost", "base", "oracle")]
     ds_of = kept.groupby(["fleet", "group"], sort=False).dataset.first().reindex(mats[0].index).to_numpy()
@@ -424,13 +426,13 @@ def compare(
                 "runs": int(rr.runs.sum()),
             }
             for name, _c, _b in METRICS:
-                mean, low, high = t_interval(rr[f"{name}_saving"].to_numpy(), confidence)
-                row[f"{name}_saving"] = mean
-                row[f"{name}_saving_ci_low"] = low
-                row[f"{name}_saving_ci_high"] = high
-            mean, low, high = t_interval(rr.regret_ratio.to_numpy(), confidence)
-            row["regret_ratio"], row["regret_ratio_ci_low"], row["regret_ratio_ci_high"] = mean, low, high
-            for name in ("cost_saving", "regret_ratio"):
+                mean, low, high = t_interval(rr[f"{name}_change_pct"].to_numpy(), confidence)
+                row[f"{name}_change_pct"] = mean
+                row[f"{name}_change_pct_ci_low"] = low
+                row[f"{name}_change_pct_ci_high"] = high
+            mean, low, high = t_interval(rr.regret_pct.to_numpy(), confidence)
+            row["regret_pct"], row["regret_pct_ci_low"], row["regret_pct_ci_high"] = mean, low, high
+            for name in ("cost_change_pct", "regret_pct"):
                 point, low, high = boot[dataset][name]
                 row[f"{name}_pooled"] = float(point[ci])
                 row[f"{name}_boot_low"] = float(low[ci])
@@ -441,8 +443,8 @@ def compare(
     reps["_d"] = reps.dataset.map(order)
     reps = reps.sort_values(["_c", "fleet", "seed", "_d"], kind="stable")
     cols = ["config", "policy", "fleet", "seed", "dataset", "groups", "submissions", "runs", "failed_runs"]
-    cols += [c for _n, c, b in METRICS] + [b for _n, _c, b in METRICS] + ["oracle_cost", "regret"]
-    cols += [f"{n}_saving" for n, _c, _b in METRICS] + ["regret_ratio"]
+    cols += [c for _n, c, b in METRICS] + [b for _n, _c, b in METRICS] + ["oracle_cost_J", "regret_J"]
+    cols += [f"{n}_change_pct" for n, _c, _b in METRICS] + ["regret_pct"]
     return Comparison(table, reps[cols].reset_index(drop=True), failures, confidence, n_resamples, bootstrap_seed)
 
 
@@ -450,14 +452,14 @@ def _cell(mean: float, low: float, high: float) -> str:
     if math.isnan(mean):
         return "-"
     if math.isnan(low):
-        return f"{100 * mean:+.1f}"
-    return f"{100 * mean:+.1f} ±{100 * (high - low) / 2:.1f}"
+        return f"{mean:+.1f}"
+    return f"{mean:+.1f} ±{(high - low) / 2:.1f}"
 
 
 def format_comparison(comparison: Comparison) -> str:
-    """One compact table: a row per configuration, the cost saving per workload with its interval.
+    """One compact table: a row per configuration, the cost change per workload with its interval.
 
-    Cells are ``saving % ±half-width``: the t-interval across replicates when
+    Cells are ``change % ±half-width`` (negative: cheaper than the baseline): the t-interval across replicates when
     there are several, else the bootstrap interval over groups. The TOTAL
     column also shows the bootstrap interval.
     """
@@ -472,7 +474,7 @@ def format_comparison(comparison: Comparison) -> str:
     head = f"{'configuration':<{width}} {'groups':>7} " + " ".join(f"{d:>{w}}" for d, w in zip(datasets, cols))
     head += f" {'TOTAL':>12} {'bootstrap ' + conf:>18} {'regret %':>12}"
     lines = [
-        f"cost saving against the baseline, % (positive: cheaper), {conf} {how}; every configuration on the same groups;",
+        f"cost change against the baseline, % (negative: cheaper), {conf} {how}; every configuration on the same groups;",
         "regret: cost above the oracle's (best fixed batch size and power limit in hindsight), % of the oracle's cost",
         head,
         "-" * len(head),
@@ -483,11 +485,11 @@ def format_comparison(comparison: Comparison) -> str:
         cells = []
         for d, w in zip(datasets, cols):
             r = c.loc[d]
-            cells.append(f"{_cell(r.cost_saving_pooled, r.cost_saving_boot_low, r.cost_saving_boot_high) if boot_mode else _cell(r.cost_saving, r.cost_saving_ci_low, r.cost_saving_ci_high):>{w}}")
+            cells.append(f"{_cell(r.cost_change_pct_pooled, r.cost_change_pct_boot_low, r.cost_change_pct_boot_high) if boot_mode else _cell(r.cost_change_pct, r.cost_change_pct_ci_low, r.cost_change_pct_ci_high):>{w}}")
         tot = c.loc["TOTAL"]
-        total = _cell(tot.cost_saving_pooled, tot.cost_saving_boot_low, tot.cost_saving_boot_high) if boot_mode else _cell(tot.cost_saving, tot.cost_saving_ci_low, tot.cost_saving_ci_high)
-        boot = "-" if math.isnan(tot.cost_saving_boot_low) else f"[{100 * tot.cost_saving_boot_low:+.1f}, {100 * tot.cost_saving_boot_high:+.1f}]"
-        regret = _cell(tot.regret_ratio_pooled, tot.regret_ratio_boot_low, tot.regret_ratio_boot_high) if boot_mode else _cell(tot.regret_ratio, tot.regret_ratio_ci_low, tot.regret_ratio_ci_high)
+        total = _cell(tot.cost_change_pct_pooled, tot.cost_change_pct_boot_low, tot.cost_change_pct_boot_high) if boot_mode else _cell(tot.cost_change_pct, tot.cost_change_pct_ci_low, tot.cost_change_pct_ci_high)
+        boot = "-" if math.isnan(tot.cost_change_pct_boot_low) else f"[{tot.cost_change_pct_boot_low:+.1f}, {tot.cost_change_pct_boot_high:+.1f}]"
+        regret = _cell(tot.regret_pct_pooled, tot.regret_pct_boot_low, tot.regret_pct_boot_high) if boot_mode else _cell(tot.regret_pct, tot.regret_pct_ci_low, tot.regret_pct_ci_high)
         lines.append(f"{config:<{width}} {int(tot.groups):>7,} " + " ".join(cells) + f" {total:>12} {boot:>18} {regret:>12}")
     failed = int(t.loc[t.dataset == "TOTAL", "failed"].iloc[0]) if len(t) else 0
     if failed:
