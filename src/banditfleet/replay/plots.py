@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from banditfleet.replay.fleet import FleetResult
-from banditfleet.replay.stats import Comparison, common_groups, config_label, group_table
+from banditfleet.replay.stats import Comparison, common_groups, config_label, display_labels, group_table
 
 __all__ = [
     "batch_size_data",
@@ -330,6 +330,8 @@ def plot_comparison(comparison: Comparison) -> Any:
     data = comparison_data(comparison)
     datasets = list(dict.fromkeys(data.dataset.tolist()))
     configs = list(dict.fromkeys(data.config.tolist()))
+    policy_of = dict(zip(data.config, data.policy))
+    shown = dict(zip(configs, display_labels(configs, [policy_of[c] for c in configs])))
     fig, ax = plt.subplots(figsize=(max(8.0, 0.35 * len(configs) * len(datasets) + 2), 4.8))
     x = np.arange(len(datasets), dtype=np.float64)
     width = 0.8 / max(len(configs), 1)
@@ -338,7 +340,7 @@ def plot_comparison(comparison: Comparison) -> Any:
         err = np.vstack([d.change_pct - d.low, d.high - d.change_pct])
         err = np.where(np.isnan(err), 0.0, err)
         ax.bar(x + (i - (len(configs) - 1) / 2) * width, d.change_pct.to_numpy(), width=width, yerr=err, capsize=2,
-               color=f"C{i % 10}", label=config, error_kw={"lw": 0.8})
+               color=f"C{i % 10}", label=shown[config], error_kw={"lw": 0.8})
     ax.set_xticks(x, datasets, rotation=20, fontsize=8)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("cost change vs baseline (%, negative: cheaper)")

@@ -57,6 +57,7 @@ __all__ = [
     "common_groups",
     "compare",
     "config_label",
+    "display_labels",
     "format_comparison",
     "group_table",
     "stratum_sums",
@@ -77,6 +78,13 @@ def config_label(setting: Setting) -> str:
 
 def _policy(setting: Setting) -> str:
     return str(setting.policy)
+
+
+def display_labels(configs: Sequence[str], policies: Sequence[str]) -> list[str]:
+    """Configuration labels for tables and legends: ``policy=pruning-gts,`` is spelled out
+    when several policies are compared (the setting's label leaves the default policy out)."""
+    several = len(set(policies)) > 1
+    return [f"policy={p},{c}" if several and not c.startswith("policy=") else c for c, p in zip(configs, policies)]
 
 
 def _error_name(code: int) -> str:
@@ -466,10 +474,12 @@ def format_comparison(comparison: Comparison) -> str:
     t = comparison.table
     datasets = [d for d in dict.fromkeys(t.dataset.tolist()) if d != "TOTAL"]
     configs = list(dict.fromkeys(t.config.tolist()))
+    policy_of = dict(zip(t.config, t.policy))
+    shown = dict(zip(configs, display_labels(configs, [policy_of[c] for c in configs])))
     conf = f"{100 * comparison.confidence:g}%"
     reps = int(t.replicates.max()) if len(t) else 0
     how = f"t-interval over {reps} replicates" if reps > 1 else "bootstrap over groups"
-    width = max([len("configuration"), *(len(c) for c in configs)])
+    width = max([len("configuration"), *(len(shown[c]) for c in configs)])
     cols = [max(len(d), 12) for d in datasets]
     head = f"{'configuration':<{width}} {'groups':>7} " + " ".join(f"{d:>{w}}" for d, w in zip(datasets, cols))
     head += f" {'TOTAL':>12} {'bootstrap ' + conf:>18} {'regret %':>12}"
@@ -490,7 +500,7 @@ def format_comparison(comparison: Comparison) -> str:
         total = _cell(tot.cost_change_pct_pooled, tot.cost_change_pct_boot_low, tot.cost_change_pct_boot_high) if boot_mode else _cell(tot.cost_change_pct, tot.cost_change_pct_ci_low, tot.cost_change_pct_ci_high)
         boot = "-" if math.isnan(tot.cost_change_pct_boot_low) else f"[{tot.cost_change_pct_boot_low:+.1f}, {tot.cost_change_pct_boot_high:+.1f}]"
         regret = _cell(tot.regret_pct_pooled, tot.regret_pct_boot_low, tot.regret_pct_boot_high) if boot_mode else _cell(tot.regret_pct, tot.regret_pct_ci_low, tot.regret_pct_ci_high)
-        lines.append(f"{config:<{width}} {int(tot.groups):>7,} " + " ".join(cells) + f" {total:>12} {boot:>18} {regret:>12}")
+        lines.append(f"{shown[config]:<{width}} {int(tot.groups):>7,} " + " ".join(cells) + f" {total:>12} {boot:>18} {regret:>12}")
     failed = int(t.loc[t.dataset == "TOTAL", "failed"].iloc[0]) if len(t) else 0
     if failed:
         f = comparison.failures
