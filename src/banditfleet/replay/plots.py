@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from banditfleet.replay.fleet import FleetResult
-from banditfleet.replay.stats import Comparison, common_groups, config_label, display_labels, group_table
+from banditfleet.kernels.replay import ERR_NONE
+from banditfleet.replay.stats import Comparison, config_label, display_labels
 
 __all__ = [
     "batch_size_data",
@@ -48,8 +49,11 @@ def _pyplot() -> Any:
 
 
 def _compared_units(result: FleetResult) -> np.ndarray:
-    """Per unit (setting-major): whether its group succeeded in every setting."""
-    return common_groups(group_table(result)).to_numpy()
+    """Per unit (setting-major): whether its group succeeded in every setting
+    (:func:`banditfleet.replay.stats.common_groups`, from the error codes directly)."""
+    S, G = len(result.settings), len(result.fleet)
+    ok = (result.result.error[: S * G].reshape(S, G) == ERR_NONE).all(axis=0) if S and G else np.zeros(G, bool)
+    return np.tile(ok, S)
 
 
 def _per_recurrence(result: FleetResult, value: str, bins: int | None) -> pd.DataFrame:

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from banditfleet.errors import OutputError
-from banditfleet.kernels.replay import ERR_NONE
 from banditfleet.replay.fleet import FleetResult
 from banditfleet.replay.outputs import HISTORY_FORMATS
 
@@ -81,7 +80,7 @@ def summarize(result: FleetResult) -> pd.DataFrame:
     fleet = result.fleet
     groups = group_table(result)
     compared = common_groups(groups).to_numpy()
-    failures = _failure_table(groups, compared)
+    failures = _failure_table(groups)
     names = [j.dataset for j in fleet.workloads.jobs]
     datasets = [*names, "TOTAL"]
     sums = _sums(_with_total(groups.loc[compared]), ["setting", "dataset"]).set_index(["setting", "dataset"])

@@ -170,7 +170,8 @@ def common_groups(groups: pd.DataFrame) -> pd.Series:
     return groups.groupby(["fleet", "group"], sort=False).ok.transform("all").astype(bool)
 
 
-def _failure_table(groups: pd.DataFrame, compared: pd.Series) -> pd.DataFrame:
+def _failure_table(groups: pd.DataFrame) -> pd.DataFrame:
+    """Every (fleet, setting, group) that stopped on an error, with the error's name."""
     bad = groups.loc[~groups.ok, ["fleet", "group", "dataset", "setting", "error"]].copy()
     bad["reason"] = [_error_name(c) for c in bad.error.tolist()]
     return bad.reset_index(drop=True)
@@ -381,7 +382,7 @@ def compare(
         raise ValueError(f"fleets must name each fleet result once, got {list(fleets)!r}")
     groups = pd.concat([group_table(res, f) for res, f in zip(results, fleets)], ignore_index=True)
     compared = common_groups(groups)
-    failures = _failure_table(groups, compared)
+    failures = _failure_table(groups)
     configs = list(dict.fromkeys(config_label(s) for s in results[0].settings))
     policy_of = {config_label(s): _policy(s) for s in results[0].settings}
     datasets = list(dict.fromkeys([j.dataset for res in results for j in res.fleet.workloads.jobs]))
@@ -416,6 +417,7 @@ def compare(
     n_groups = values_all.shape[0]
     if n_resamples is None:
         n_resamples = auto_resamples(n_groups)
+    logger.info("comparing %d configurations on %d groups (%d left out); bootstrap: %d resamples", len(configs), n_groups, fail_count["TOTAL"], n_resamples)
     boot = _bootstrap_ratios(values_all, ds_of, datasets, order, len(configs), confidence, n_resamples, bootstrap_seed)
 
     rows: list[dict[str, Any]] = []
