@@ -56,12 +56,21 @@ def _our_pair(seed, bso_log, plo_log, concurrency=False):
     from banditfleet import JITPowerLimitOptimizer, PruningGTSBatchSizeOptimizer
 
     class RecBSO(PruningGTSBatchSizeOptimizer):
+        # Simulator drives the scalar calls, a fleet the batch calls: record both.
+        def observe(self, job, batch_size, cost, converged=None):
+            bso_log.append((int(batch_size), float(cost), None if converged is None else bool(converged)))
+            return super().observe(job, batch_size, cost, converged)
+
         def observe_many(self, jobs, batch_sizes, costs, converged=None):
             flags = [None] * len(costs) if converged is None else [bool(c) for c in np.asarray(converged)]
             bso_log.extend(zip(np.asarray(batch_sizes).tolist(), np.asarray(costs, np.float64).tolist(), flags))
             return super().observe_many(jobs, batch_sizes, costs, converged)
 
     class RecPLO(JITPowerLimitOptimizer):
+        def observe(self, job, batch_size, power_limit, cost):
+            plo_log.append((int(batch_size), int(power_limit), float(cost)))
+            return super().observe(job, batch_size, power_limit, cost)
+
         def observe_many(self, jobs, batch_sizes, power_limits, costs):
             plo_log.extend(
                 zip(np.asarray(batch_sizes).tolist(), np.asarray(power_limits).tolist(), np.asarray(costs, np.float64).tolist())

@@ -467,3 +467,152 @@ def merge_shards(parts: Sequence[UnitsResult], bounds: Sequence[tuple[int, int]]
         status=per_unit["status"], error=per_unit["error"], runs=per_unit["runs"], min_cost=per_unit["min_cost"],
         unit=unit, offsets=offsets, rounds=max((int(p.rounds) for p in parts), default=0), **cols,
     )
+
+
+_ADVANCE_ENTRY: dict[Any, Callable[..., Any]] = {}
+_TABLES_SIG: dict[int, tuple[ReplayTables, Any]] = {}
+
+
+def _signature(x: Any) -> Any:
+    """What numba's type of ``x`` depends on (dtype, dimensions, layout, writability), cheaply."""
+    if isinstance(x, np.ndarray):
+        return (x.dtype.char, x.ndim, x.flags.c_contiguous, x.flags.writeable)
+    return (type(x), tuple(_signature(a) for a in x))
+
+
+def run_one(
+    tables: ReplayTables,
+    units: ReplayUnits,
+    seed: int,
+    bso: Any,
+    plo: Any,
+    key: Any,
+    queue_capacity: int = 512,
+    first_arm: np.ndarray | None = None,
+) -> UnitsResult:
+    """Replay a single unit with the optimizers' scalar calls; equal to :func:`run_units`.
+
+    ``bso`` needs ``predict(key)`` and ``observe(key, batch_size, cost, reached)``,
+    ``plo`` needs ``predict(key, batch_size)`` (None until profiled) and
+    ``observe(key, batch_size, power_limit, cost)``: banditfleet's optimizers
+    (their scalar calls skip the batch machinery) and the reference's alike.
+    The events advance in the same compiled kernel as a fleet's; the decisions
+    of one unit need no vector work, so this path costs a few microseconds per
+    decision instead of a fleet round's fixed overhead. A banditfleet pruning
+    optimizer whose pruning left nothing raises
+    :class:`~banditfleet.errors.PruningExhaustedError` from ``predict``; the unit
+    then stops with ``ERR_EXHAUSTED`` as in :func:`run_units`.
+    """
+    import time as _time
+
+    from banditfleet._fastcall import entry_point
+    from banditfleet.errors import PruningExhaustedError
+
+    t0 = _time.perf_counter()
+    if units.wl.shape[0] != 1:
+        raise ValueError("run_one replays exactly one unit")
+    state = _init_state(tables, units, np.array([seed], np.uint64), first_arm)
+    out = _make_out(1, max(int(queue_capacity), 16))
+    ready = np.zeros(1, np.int64)
+    # State and output arrays are always made here (fixed types); the tables' and the units'
+    # types are what may vary (read-only arrays type apart). The tables' signature is cached.
+    cached = _TABLES_SIG.get(id(tables))
+    if cached is None or cached[0] is not tables:
+        if len(_TABLES_SIG) > 64:
+            _TABLES_SIG.clear()
+        cached = _TABLES_SIG[id(tables)] = (tables, _signature(tables))
+    sig = (cached[1], _signature(units))
+    adv = _ADVANCE_ENTRY.get(sig)
+    if adv is None:
+        adv = _ADVANCE_ENTRY[sig] = entry_point(advance, (ready, tables, units, state, out))
+    wl = int(units.wl[0])
+    a0, na = int(tables.wl_arm_start[wl]), int(tables.wl_arm_count[wl])
+    arm_bs = tables.arm_bs.tolist()
+    arm_of = {arm_bs[a]: a for a in range(a0, a0 + na)}
+    eta = float(units.eta[0])
+    plc0 = int(units.plc_start[0]) - a0
+    s, o = state, out
+    chunks: list[tuple[np.ndarray, ...]] = []
+    rounds = 0
+
+    def drain() -> None:
+        h = int(o.h_n[0])
+        if h:
+            chunks.append(tuple(a[:h].copy() for a in (o.h_unit, o.h_sub, o.h_bs, o.h_pl, o.h_energy, o.h_time, o.h_reached)))
+            o.h_n[0] = 0
+
+    def fail(code: int) -> None:
+        s.status[0] = STATUS_ERROR
+        s.error[0] = code
+
+    while True:
+        rounds += 1
+        o.need_n[0] = 0
+        stop = adv(ready, tables, units, state, out)
+        qn = int(o.q_n[0])
+        if qn:
+            for arm, cost, reached in zip(o.q_arm[:qn].tolist(), o.q_cost[:qn].tolist(), o.q_reached[:qn].tolist()):
+                bso.observe(key, arm_bs[arm], cost, reached != 0)
+            o.q_n[0] = 0
+        if stop == 0:
+            drain()
+            continue
+        if not o.need_n[0]:
+            break
+        if s.need[0] == NEED_BSO:
+            try:
+                bs = int(bso.predict(key))
+            except PruningExhaustedError:
+                fail(ERR_EXHAUSTED)
+                break
+            arm = arm_of.get(bs, -1)
+            if arm < 0:
+                fail(ERR_UNKNOWN_BS)
+                break
+            s.dec_arm[0] = arm
+        else:
+            arm = int(s.dec_arm[0])
+            bs = arm_bs[arm]
+        s.dec_prof[0] = 0
+        pl = int(s.pl_cache[plc0 + arm])
+        if pl < 0:
+            answer = plo.predict(key, bs)
+            if answer is None:
+                if s.need[0] == NEED_PL:
+                    fail(ERR_NOT_PROFILED)
+                    break
+                c0, nc = int(tables.arm_cell_start[arm]), int(tables.arm_cell_count[arm])
+                max_pl = float(tables.arm_max_pl[arm])
+                for c in range(c0, c0 + nc):
+                    cost = (eta * float(tables.cell_avg_power[c]) + (1.0 - eta) * max_pl) * float(tables.cell_tpe[c])
+                    plo.observe(key, bs, int(tables.cell_pl[c]), cost)
+                answer = plo.predict(key, bs)
+                s.dec_prof[0] = 1
+                if answer is None:
+                    fail(ERR_NO_PATHS)
+                    break
+            pl = int(answer)
+            s.pl_cache[plc0 + arm] = pl
+        s.dec_pl[0] = pl
+        s.status[0] = STATUS_READY
+    drain()
+    if chunks:
+        cols = [np.concatenate([c[i] for c in chunks]) for i in range(7)]
+    else:
+        cols = [np.zeros(0, np.int64)] * 4 + [np.zeros(0, np.float64)] * 2 + [np.zeros(0, np.uint8)]
+    return UnitsResult(
+        status=state.status.copy(),
+        error=state.error.copy(),
+        runs=state.runs.copy(),
+        min_cost=state.min_cost.copy(),
+        unit=cols[0],
+        sub=cols[1],
+        bs=cols[2],
+        pl=cols[3],
+        energy=cols[4],
+        time=cols[5],
+        reached=cols[6].astype(bool),
+        offsets=np.array([0, cols[0].shape[0]], np.int64),
+        seconds=_time.perf_counter() - t0,
+        rounds=rounds,
+    )

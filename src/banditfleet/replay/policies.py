@@ -244,7 +244,11 @@ class GridSearchBatchSizeOptimizer(_KeyedRows):
         self._cap, self._width = cap, wid
 
     def register_job(self, job: Hashable, batch_sizes: Sequence[int], default_bs: int | None = None) -> None:
-        """Register one job (again: a no-op when the batch sizes are the same)."""
+        """Register one job (again: a no-op when the batch sizes are the same). Without
+        ``default_bs``, the job's own ``default_bs`` attribute (a :class:`~banditfleet.Job`'s)
+        is explored first, if it has one."""
+        if default_bs is None:
+            default_bs = getattr(job, "default_bs", None)
         self.register_jobs([job], [list(batch_sizes)], default_bs=None if default_bs is None else [default_bs])
 
     def register_jobs(self, jobs: Sequence[Hashable], batch_sizes: Sequence[Sequence[int]] | np.ndarray, default_bs: Any = None, seeds: Any = None) -> Rows:

@@ -2,9 +2,11 @@
 
 :class:`Simulator` takes the same arguments as the reference and returns the
 same histories. Each call replays one unit with
-:func:`banditfleet.replay.engine.run_units` on copies of the optimizers it
-was given, so, as in the reference, every call starts from the optimizers'
-state at construction time and leaves them untouched.
+:func:`banditfleet.replay.engine.run_one` (the fleet's compiled event kernel,
+with the optimizers' scalar calls) on copies of the optimizers it was given,
+so, as in the reference, every call starts from the optimizers' state at
+construction time and leaves them untouched. The optimizers may be
+banditfleet's or any with the reference's interface, zeus's included.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from banditfleet.kernels.replay import (
     MODE_GROUP,
     MODE_SEQUENTIAL,
 )
-from banditfleet.replay.engine import Partition, UnitsResult, make_units, run_units
+from banditfleet.replay.engine import Partition, UnitsResult, make_units, run_one, run_units
 from banditfleet.replay.traces import Trace, Workloads, build_workloads
 
 __all__ = ["HistoryEntry", "Simulator", "check_knobs"]
@@ -75,8 +77,27 @@ def raise_unit_error(result: UnitsResult, u: int, job: Any, bso: Any, key: Any) 
     if code == ERR_NONE:
         return
     if code == ERR_EXHAUSTED:
-        bso.predict_many(bso.rows([key]))  # raises the optimizer's own PruningExhaustedError
+        # raises the optimizer's own PruningExhaustedError
+        bso.predict(key) if callable(getattr(bso, "predict", None)) else bso.predict_many(bso.rows([key]))
     raise replay_error(code, job=job, default_bs=job.default_bs, max_tries=MAX_TRIES, target_metric=job.target_metric)
+
+
+def _float_column(df: pd.DataFrame, name: str) -> np.ndarray:
+    """A column as a writable float64 array; what is not a number becomes NaN."""
+    col = df[name]
+    if col.dtype.kind in "fiu":
+        return np.array(col.to_numpy(), np.float64)  # a copy: numba types read-only arrays apart
+    return pd.to_numeric(col, errors="coerce").to_numpy(np.float64, copy=True)
+
+
+_BSO_SCALAR = ("register_job", "predict", "observe")
+_PLO_SCALAR = ("predict", "observe")
+_BSO_BATCH = ("register_job", "rows", "predict_many", "observe_many")
+_PLO_BATCH = ("rows", "predict_many", "observe_many")
+
+
+def _has(opt: Any, methods: tuple[str, ...]) -> bool:
+    return all(callable(getattr(opt, m, None)) for m in methods)
 
 
 class Simulator:
@@ -86,9 +107,16 @@ class Simulator:
         summary_train: Path to or DataFrame of the train trace.
         summary_power: Path to or DataFrame of the power trace.
         batch_size_optimizer: A banditfleet batch-size optimizer
-            (:class:`~banditfleet.PruningGTSBatchSizeOptimizer` or
-            :class:`~banditfleet.GTSBatchSizeOptimizer`).
-        power_limit_optimizer: A :class:`~banditfleet.JITPowerLimitOptimizer`.
+            (:class:`~banditfleet.PruningGTSBatchSizeOptimizer`,
+            :class:`~banditfleet.GTSBatchSizeOptimizer`,
+            :class:`~banditfleet.replay.policies.GridSearchBatchSizeOptimizer`),
+            or any optimizer with the reference's interface (``register_job``,
+            ``predict``, ``observe``), zeus's own included (the slow path: the
+            time goes into zeus's own calls), with the same results as the
+            reference simulator.
+        power_limit_optimizer: A :class:`~banditfleet.JITPowerLimitOptimizer`,
+            or one with the reference's interface (``predict`` returning None
+            until profiled, ``observe``), such as zeus's.
         seed: Seed of the simulator's stream, from which each run samples its
             training path. Every call starts from this seed again.
         verbose: Log each call's outcome through the ``banditfleet`` logger.
@@ -103,13 +131,18 @@ class Simulator:
         seed: int = 123456,
         verbose: bool = True,
     ) -> None:
-        for name, opt, needs in (
-            ("batch_size_optimizer", batch_size_optimizer, ("predict_many", "observe_many", "register_job", "rows")),
-            ("power_limit_optimizer", power_limit_optimizer, ("predict_many", "observe_many", "rows")),
-        ):
-            missing = [m for m in needs if not hasattr(opt, m)]
-            if missing:
-                raise TypeError(f"{name} must be a banditfleet optimizer (it lacks {missing}); got {type(opt).__name__}")
+        self._scalar = _has(batch_size_optimizer, _BSO_SCALAR) and _has(power_limit_optimizer, _PLO_SCALAR)
+        if not self._scalar:
+            for name, opt, batch, scalar in (
+                ("batch_size_optimizer", batch_size_optimizer, _BSO_BATCH, _BSO_SCALAR),
+                ("power_limit_optimizer", power_limit_optimizer, _PLO_BATCH, _PLO_SCALAR),
+            ):
+                if not _has(opt, batch):
+                    missing = [m for m in scalar if not callable(getattr(opt, m, None))]
+                    raise TypeError(
+                        f"{name} must be a banditfleet optimizer or have the reference's interface {list(scalar)} "
+                        f"(it lacks {missing}); got {type(opt).__name__}"
+                    )
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
             raise TraceError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         self.trace = Trace(summary_train, summary_power)
@@ -132,7 +165,6 @@ class Simulator:
         bso = clone_optimizer(self.bso)
         plo = clone_optimizer(self.plo)
         bso.register_job(job, list(w.arms[0]))
-        part = Partition(bso, plo, np.zeros(1, np.int64), bso.rows([job]), plo.rows([job]))
         if subs is None:
             units = make_units(w.tables, np.zeros(1, np.int64), np.array([mode]), np.array([eta]), np.array([beta]), np.array([n_rec]))
         else:
@@ -141,7 +173,11 @@ class Simulator:
                 w.tables, np.zeros(1, np.int64), np.array([mode]), np.array([eta]), np.array([beta]), np.array([n_rec]),
                 np.zeros(1, np.int64), t0, t1, ratio,
             )
-        result = run_units(w.tables, units, np.array([self.seed], np.uint64), [part])
+        if self._scalar:
+            result = run_one(w.tables, units, self.seed, bso, plo, job)
+        else:  # optimizers with the batch API only: the fleet driver
+            part = Partition(bso, plo, np.zeros(1, np.int64), bso.rows([job]), plo.rows([job]))
+            result = run_units(w.tables, units, np.array([self.seed], np.uint64), [part])
         raise_unit_error(result, 0, job, bso, job)
         history = [
             HistoryEntry(bs, pl, energy, reached, time)
@@ -179,9 +215,7 @@ class Simulator:
         missing = [c for c in ("start_time", "end_time", "runtime_ratio") if c not in group_df.columns]
         if missing:
             raise TraceError(f"group_df: missing column(s) {missing}")
-        t0 = pd.to_numeric(group_df.start_time, errors="coerce").to_numpy(np.float64)
-        t1 = pd.to_numeric(group_df.end_time, errors="coerce").to_numpy(np.float64)
-        ratio = pd.to_numeric(group_df.runtime_ratio, errors="coerce").to_numpy(np.float64)
+        t0, t1, ratio = (_float_column(group_df, c) for c in ("start_time", "end_time", "runtime_ratio"))
         if not (np.isfinite(t0).all() and np.isfinite(t1).all() and np.isfinite(ratio).all()):
             raise TraceError("group_df: start_time, end_time and runtime_ratio must be finite numbers")
         if (t0 < 0).any() or (t1 < t0).any():
