@@ -197,6 +197,7 @@ def test_builtin_fleet(benchmark, request):
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
 
 
+@pytest.mark.timeout(3600)
 def test_cli_process_per_run(benchmark, request):
     from banditfleet.bench.cases import Config, _replay_cli
     from banditfleet.bench.runner import measure_pair

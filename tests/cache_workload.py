@@ -41,7 +41,7 @@ def simulator_workload(tmp: Path) -> None:
     power = pd.read_csv(tmp / "trace" / "summary_power_synthetic.csv")
     g = int(np.argmax(fleet.sub_count))
     job = fleet.workloads.jobs[int(fleet.group_wl[g])]
-    for bso in (PruningGTSBatchSizeOptimizer(seed=1, concurrency=True, verbose=False), GTSBatchSizeOptimizer(seed=1, verbose=False)):
+    for bso in (PruningGTSBatchSizeOptimizer(seed=1, concurrency=True, verbose=False), GTSBatchSizeOptimizer(learn_reward_precision=True, seed=1, verbose=False)):
         sim = Simulator(train, power, bso, JITPowerLimitOptimizer(verbose=False), seed=1, verbose=False)
         try:
             sim.simulate_one_alibaba_group(job, fleet.group_frame(g), 2.0, 0.5)

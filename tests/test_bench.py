@@ -242,6 +242,7 @@ def test_compile_time_warm(tmp_path):
     assert set(warm["parts"]) == {"gts", "pruning", "power", "replay"}
     assert warm["first_calls"] == pytest.approx(sum(warm["parts"].values()))
     assert warm["import"] > 0 and "cold" not in result
+    assert result["cli"]["warm"] > 0 and "cold" not in result["cli"]
 
 
 def test_run_bench_without_scaling_or_compile(tmp_path):

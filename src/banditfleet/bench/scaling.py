@@ -229,6 +229,22 @@ def _first_calls(env: dict[str, str], timeout: float) -> dict[str, Any]:
     return out
 
 
+#: The first command of a new user (README): a small built-in fleet, default outputs but plots.
+CLI_FIRST_RUN = ("replay", "--synthetic-groups", "100", "--no-progress", "--no-plots")
+
+
+def _cli_run(env: dict[str, str], timeout: float) -> float:
+    """Wall seconds of a fresh ``banditfleet replay`` process (:data:`CLI_FIRST_RUN`)."""
+    with tempfile.TemporaryDirectory(prefix="banditfleet-cli-") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "banditfleet", *CLI_FIRST_RUN, "--out", out], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"the CLI process failed: {proc.stderr.strip()[-2000:]}")
+    return wall
+
+
 def compile_times(cold: bool = True, timeout: float = 900.0) -> dict[str, Any]:
     """Import plus first calls of every kernel family in a fresh process.
 
@@ -237,7 +253,9 @@ def compile_times(cold: bool = True, timeout: float = 900.0) -> dict[str, Any]:
     Without ``cold``: ``warm`` only, with numba's default on-disk cache (or the
     caller's ``NUMBA_CACHE_DIR``), which the benchmark run has just filled.
     Each entry holds ``import``, per-family ``parts``, ``first_calls`` and the
-    process's wall time, in seconds.
+    process's wall time, in seconds. ``cli`` holds the wall seconds of a whole
+    ``banditfleet replay`` process (:data:`CLI_FIRST_RUN`): ``cold`` in another
+    empty cache (the first run after install), ``warm`` right after.
     """
     out: dict[str, Any] = {}
     if cold:
@@ -246,7 +264,11 @@ def compile_times(cold: bool = True, timeout: float = 900.0) -> dict[str, Any]:
             out["cold"] = _first_calls(env, timeout)
             out["warm"] = _first_calls(env, timeout)
             out["warm"]["cache"] = "the folder the cold run filled"
+        with tempfile.TemporaryDirectory(prefix="banditfleet-numba-cache-") as cache_dir:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+            out["cli"] = {"command": " ".join(CLI_FIRST_RUN), "cold": _cli_run(env, timeout), "warm": _cli_run(env, timeout)}
     else:
         out["warm"] = _first_calls(dict(os.environ), timeout)
         out["warm"]["cache"] = os.environ.get("NUMBA_CACHE_DIR") or "numba's default, next to the sources"
+        out["cli"] = {"command": " ".join(CLI_FIRST_RUN), "warm": _cli_run(dict(os.environ), timeout)}
     return out

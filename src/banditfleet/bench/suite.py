@@ -100,6 +100,10 @@ def _compile_lines(result: dict[str, Any]) -> list[str]:
         parts = ", ".join(f"{k} {v:.2f} s" for k, v in r["parts"].items())
         where = f" [{r['cache']}]" if r.get("cache") else ""
         lines.append(f"  {name:5s} import {r['import']:.2f} s + first calls {r['first_calls']:.2f} s ({parts}){where}")
+    cli = result.get("cli")
+    if cli:
+        runs = ", ".join(f"{k} {cli[k]:.1f} s" for k in ("cold", "warm") if k in cli)
+        lines.append(f"  whole process `banditfleet {cli['command']}`: {runs} (cold: empty cache, the first run after install)")
     return lines
 
 

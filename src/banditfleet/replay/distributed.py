@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from banditfleet.errors import BanditFleetError, MissingDependencyError, ReplayError
-from banditfleet.replay.engine import UnitsResult
+from banditfleet.replay.engine import UnitsResult, merge_shards
 from banditfleet.replay.fleet import Fleet, FleetResult, Setting, replay_fleet
 
 __all__ = ["replay_fleet_distributed", "connect", "local_cluster", "quiet_dask_logs", "shard_bounds"]
@@ -180,42 +180,9 @@ def replay_fleet_distributed(
 
 
 def _merge(parts: list[dict[str, Any]], bounds: list[tuple[int, int]], n_groups: int, n_settings: int) -> UnitsResult:
-    """Shard results in global unit order (unit = setting * groups + group)."""
-    n = n_settings * n_groups
-    per_unit = {name: None for name in _PER_UNIT}
-    history: dict[str, list[np.ndarray]] = {name: [] for name in _HISTORY + ("unit",)}
-    for part, (a, b) in zip(parts, bounds):
-        gs = b - a
-        # Local unit s * gs + j is global unit s * n_groups + a + j.
-        local = np.arange(n_settings * gs, dtype=np.int64)
-        global_units = (local // max(gs, 1)) * n_groups + a + local % max(gs, 1)
-        for name in _PER_UNIT:
-            arr = part[name]
-            if per_unit[name] is None:
-                per_unit[name] = np.empty(n, arr.dtype)
-            per_unit[name][global_units] = arr
-        history["unit"].append(global_units[part["unit"]] if part["unit"].size else part["unit"])
-        for name in _HISTORY:
-            history[name].append(part[name])
-    cols = {name: np.concatenate(chunks) for name, chunks in history.items()}
-    # Each unit's runs come from one shard in their original order: a stable sort
-    # by global unit restores the single-process layout exactly.
-    order = np.argsort(cols["unit"], kind="stable")
-    cols = {name: c[order] for name, c in cols.items()}
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(cols["unit"], minlength=n), out=offsets[1:])
-    return UnitsResult(
-        status=per_unit["status"],
-        error=per_unit["error"],
-        runs=per_unit["runs"],
-        min_cost=per_unit["min_cost"],
-        unit=cols["unit"],
-        sub=cols["sub"],
-        bs=cols["bs"],
-        pl=cols["pl"],
-        energy=cols["energy"],
-        time=cols["time"],
-        reached=cols["reached"],
-        offsets=offsets,
-        rounds=max(int(p["rounds"]) for p in parts),
-    )
+    """Shard results in global unit order (unit = setting * groups + group): see :func:`merge_shards`."""
+    results = [
+        UnitsResult(offsets=np.zeros(0, np.int64), rounds=int(p["rounds"]), **{name: p[name] for name in _PER_UNIT + _HISTORY + ("unit",)})
+        for p in parts
+    ]
+    return merge_shards(results, bounds, n_groups, n_settings)
