@@ -358,7 +358,7 @@ def plot_comparison(comparison: Comparison) -> Any:
 
 def _save(fig: Any, path: Path) -> Path:
     plt = _pyplot()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
