@@ -70,7 +70,8 @@ def test_case_table_is_well_formed():
     assert targets["ts.predict:zeus"] == 400 and targets["ts.predict:draws"] == 1.25 and targets["replay.runs:zeus"] == 1000
     assert select(["rng"]) == [c for c in CASES if c.group == "rng"]
     assert [c.name for c in select(["ts.predict:zeus", "replay"])] == [
-        "ts.predict:zeus", "replay.runs:zeus", "replay.simulator-job:zeus", "replay.simulator-group:zeus", "replay.cli-process:zeus"]
+        "ts.predict:zeus", "replay.runs:zeus", "replay.cli-process:zeus", "replay.simulator-job:zeus", "replay.simulator-group:zeus"
+    ]
     assert targets["replay.cli-process:zeus"] == 1000
     with pytest.raises(ValueError, match="unknown case"):
         select(["nope"])

@@ -39,7 +39,7 @@ def _expected_frame(result) -> pd.DataFrame:
         max_power = float(fleet.workloads.tables.wl_max_power[w])
         e, t = float(r.energy[i]), float(r.time[i])
         rows.append(
-            (setting.label, fleet.group_ids[grp], fleet.workloads.jobs[w].dataset, int(r.sub[i]), int(r.bs[i]), int(r.pl[i]), e, t,
+            (setting.label, setting.policy, fleet.group_ids[grp], fleet.workloads.jobs[w].dataset, int(r.sub[i]), int(r.bs[i]), int(r.pl[i]), e, t,
              bool(r.reached[i]), setting.eta_knob * e + (1 - setting.eta_knob) * max_power * t)
         )
     return pd.DataFrame(rows, columns=[c[0] for c in HISTORY_COLUMNS])
@@ -54,7 +54,7 @@ def test_parquet_history_is_typed_and_equals_the_results(small, tmp_path):
     schema = pq.read_schema(path)
     assert schema.names == [c[0] for c in HISTORY_COLUMNS]
     types = {f.name: f.type for f in schema}
-    for name in ("setting", "group", "dataset"):
+    for name in ("setting", "policy", "group", "dataset"):
         assert pa.types.is_dictionary(types[name]) and types[name].value_type == pa.string()
     for name in ("submission", "batch_size", "power_limit_W"):
         assert types[name] == pa.int32()
@@ -190,7 +190,9 @@ def test_terminal_csv_and_json_use_one_convention(tmp_path, capsys):
     rec = next(r for r in payload["summary"] if r["dataset"] == "TOTAL")
     assert rec["cost_change_pct"] == pytest.approx(total.cost_change_pct)
     assert payload["settings"][0]["label"] == "eta=0.5,beta=2,seed=0"
-    assert sorted(p.name for p in out.iterdir()) == ["history.parquet", "summary.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["history.parquet", "summary.csv", "summary.json", "comparison.csv", "replicates.csv", "failed_groups.csv"]
+    )
 
 
 # ------------------------------------------------------------------ the CLI
@@ -201,7 +203,8 @@ def test_cli_history_formats(tmp_path, capsys):
         out = tmp_path / fmt
         assert main(["replay", "--synthetic-groups", "15", "--no-progress", "--no-plots", "--history-format", fmt, "--out", str(out)]) == 0
         files = sorted(p.name for p in out.iterdir())
-        assert files == sorted([n for n in (name, "summary.csv", "summary.json") if n])
+        stats = ("comparison.csv", "replicates.csv", "failed_groups.csv")
+        assert files == sorted([n for n in (name, "summary.csv", "summary.json", *stats) if n])
     capsys.readouterr()
 
 

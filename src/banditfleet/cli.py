@@ -217,7 +217,7 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--groups", type=Path, default=None, help="groups CSV (group, start_time, end_time, dataset, runtime_ratio); default: groups.csv in --trace-dir, else generated groups")
     src.add_argument("--jobs", type=Path, default=None, help="job specs CSV per dataset (default: jobs.csv in --trace-dir, else the Zeus artifacts' defaults)")
     src.add_argument("--synthetic-groups", type=_positive_int, default=5000, metavar="N", help="groups to generate when no groups file is used (default: 5000)")
-    src.add_argument("--fleet-seed", type=int, default=0, help="seed of the generated fleet (default: 0)")
+    src.add_argument("--fleet-seed", type=int, nargs="+", default=[0], help="seed of the generated fleet; several values replay one fleet per seed, as replicates of the statistics (default: 0)")
     src.add_argument("--export-trace", type=Path, default=None, metavar="DIR", help="write the fleet in the Zeus trace format to DIR and exit")
     sw = parser.add_argument_group("settings (several values make a sweep over every combination)")
     sw.add_argument("--eta-knob", type=_float_list_arg("eta knob", 0.0, 1.0), nargs="+", default=[0.5], help="energy-time trade-off (default: 0.5)")
@@ -235,11 +235,30 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="replay on a new local Dask cluster of N worker processes")
     dist.add_argument("--shards", type=_positive_int, default=None, metavar="N", help="shards of groups to send (default: 4 per worker thread)")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="local threads to replay on (default: every core, as numba.get_num_threads(); results are the same for any N)")
+    st = parser.add_argument_group("statistics (see docs/replay.md)")
+    st.add_argument("--confidence", type=_float_list_arg("confidence", 0.5, 0.999), default=0.95, help="level of the confidence intervals (default: 0.95)")
+    st.add_argument("--bootstrap", type=_nonnegative_int, default=None, metavar="N", help="bootstrap resamples over groups, 0 for none (default: 2000, fewer above 10,000 groups, at least 200)")
+    st.add_argument("--bootstrap-seed", type=_nonnegative_int, default=0, help="seed of the bootstrap resamples (default: 0)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=None, metavar="DIR", help="write the history, summary.csv, summary.json and PNG plots to DIR")
     out.add_argument("--history-format", choices=("parquet", "csv", "none"), default="parquet", help="history file in --out: history.parquet (default), history.csv, or none")
     out.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots in --out")
     out.add_argument("--no-progress", action="store_true", help="do not draw the progress bar on stderr")
+
+
+def _load_fleets(args: argparse.Namespace) -> list:
+    """One fleet per ``--fleet-seed`` (several only where the fleet is generated)."""
+    seeds = list(dict.fromkeys(args.fleet_seed))
+    if len(seeds) > 1 and args.trace_dir is not None:
+        groups_file = args.groups if args.groups is not None else (args.trace_dir / "groups.csv" if (args.trace_dir / "groups.csv").is_file() else None)
+        if groups_file is not None:
+            raise ValueError(f"several --fleet-seed values need generated groups, but the groups come from {groups_file}")
+    fleets = []
+    for seed in seeds:
+        args.fleet_seed = seed
+        fleets.append(_load_fleet(args))
+    args.fleet_seed = seeds
+    return fleets
 
 
 def _load_fleet(args: argparse.Namespace):
@@ -282,7 +301,9 @@ def _load_fleet(args: argparse.Namespace):
 def _run_replay(args: argparse.Namespace) -> int:
     from banditfleet.errors import BanditFleetError, OutputError
     from banditfleet.replay.fleet import replay_fleet, sweep
-    from banditfleet.replay.report import ERROR_NAMES, format_table, summarize, write_outputs
+    from banditfleet.replay.plots import write_comparison_plot
+    from banditfleet.replay.report import format_table, summarize, write_outputs
+    from banditfleet.replay.stats import compare, format_comparison, write_statistics
     from banditfleet.replay.synthetic import export_trace
 
     try:
@@ -297,7 +318,10 @@ def _run_replay(args: argparse.Namespace) -> int:
             raise ValueError("--window-size 1 cannot work (a single reward has no variance); use 0 or >= 2")
         if args.out is not None and args.out.exists() and not args.out.is_dir():
             raise OutputError(f"--out: {str(args.out)!r} exists and is not a folder")
-        fleet = _load_fleet(args)
+        if args.export_trace is not None and len(set(args.fleet_seed)) > 1:
+            raise ValueError("--export-trace writes one fleet: give one --fleet-seed")
+        fleets = _load_fleets(args)
+        fleet = fleets[0]
         if args.export_trace is not None:
             files = export_trace(fleet, args.export_trace)
             print(f"banditfleet replay: wrote {fleet.source} ({len(fleet):,} groups, {fleet.n_submissions:,} submissions) in the Zeus trace format:")
@@ -307,15 +331,17 @@ def _run_replay(args: argparse.Namespace) -> int:
     except (BanditFleetError, ValueError, OSError) as exc:
         print(f"banditfleet replay: error: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"banditfleet replay: {fleet.source}: {len(fleet):,} groups, {fleet.n_submissions:,} submissions, "
-        f"{len(fleet.workloads)} workloads; {len(settings)} setting(s)"
-    )
+    for fleet in fleets:
+        print(
+            f"banditfleet replay: {fleet.source}: {len(fleet):,} groups, {fleet.n_submissions:,} submissions, "
+            f"{len(fleet.workloads)} workloads; {len(settings)} setting(s)"
+        )
     bar = None
     if not args.no_progress:
         bar = ProgressBar("groups")
         bar.status("loading kernels (numba compiles them on the first run, then caches them)")
     client = None
+    results = []
     try:
         if args.scheduler is not None or args.workers is not None:
             from banditfleet.replay.distributed import connect, local_cluster, replay_fleet_distributed, quiet_dask_logs
@@ -326,17 +352,19 @@ def _run_replay(args: argparse.Namespace) -> int:
                 bar.status("connecting to the Dask cluster" if args.scheduler else f"starting {args.workers} local Dask workers")
             client = connect(args.scheduler) if args.scheduler is not None else local_cluster(args.workers)
             t0 = time.perf_counter()
-            replay_fleet_distributed(fleet.subset([0]), settings[:1], client=client, shards=1)  # warm the workers' kernels
+            replay_fleet_distributed(fleets[0].subset([0]), settings[:1], client=client, shards=1)  # warm the workers' kernels
             warm = time.perf_counter() - t0
             if bar is not None:
                 bar.label = "shards"
-            result = replay_fleet_distributed(fleet, settings, client=client, shards=args.shards, progress=bar)
+            for fleet in fleets:
+                results.append(replay_fleet_distributed(fleet, settings, client=client, shards=args.shards, progress=bar))
         else:
             t0 = time.perf_counter()
             # compile or load the kernels outside the timing: one setting of each policy
-            replay_fleet(fleet.subset([0]), list({s.policy: s for s in settings}.values()), threads=1)
+            replay_fleet(fleets[0].subset([0]), list({s.policy: s for s in settings}.values()), threads=1)
             warm = time.perf_counter() - t0
-            result = replay_fleet(fleet, settings, progress=bar, threads=args.threads)
+            for fleet in fleets:
+                results.append(replay_fleet(fleet, settings, progress=bar, threads=args.threads))
     except (BanditFleetError, ValueError, OSError) as exc:
         if bar is not None:
             bar.close()
@@ -350,32 +378,44 @@ def _run_replay(args: argparse.Namespace) -> int:
                 cluster.close()
     if bar is not None:
         bar.close()
-    r = result.result
+    n_runs = sum(res.n_runs for res in results)
+    seconds = sum(res.result.seconds for res in results)
+    rounds = sum(res.result.rounds for res in results)
     print(
-        f"  replayed {result.n_runs:,} runs in {r.seconds:.2f} s ({result.n_runs / max(r.seconds, 1e-9):,.0f} runs/s, "
-        f"{r.rounds:,} decision rounds); kernels ready in {warm:.1f} s (numba compiles them on the first run, then loads its cache)"
+        f"  replayed {n_runs:,} runs in {seconds:.2f} s ({n_runs / max(seconds, 1e-9):,.0f} runs/s, "
+        f"{rounds:,} decision rounds); kernels ready in {warm:.1f} s (numba compiles them on the first run, then loads its cache)"
     )
-    summary = summarize(result)
-    for s in settings:
+    fleet_names = [f.meta.get("seed", i) for i, f in enumerate(fleets)] if len(fleets) > 1 else [fleets[0].meta.get("seed", 0)]
+    summaries = [summarize(res) for res in results]
+    if len(settings) == 1 and len(results) == 1:
+        s = settings[0]
         print(f"\nsetting {s.label}: energy, time and cost; vs base: change in % against the baseline (default batch size at the maximum power limit)")
-        print(format_table(summary, s.label))
-        total = summary.loc[(summary.setting == s.label) & (summary.dataset == "TOTAL")].iloc[0]
+        print(format_table(summaries[0], s.label))
+        total = summaries[0].loc[(summaries[0].setting == s.label) & (summaries[0].dataset == "TOTAL")].iloc[0]
         print(f"regret against the oracle (best fixed batch size and power limit in hindsight): {total.regret_J:.4g} J "
               f"({total.regret_pct:+.1f}% of the oracle's cost {total.oracle_cost_J:.4g} J)")
-    errors = result.errors()
-    if len(errors):
-        counts = ", ".join(f"{n} x {ERROR_NAMES.get(int(k), k)}" for k, n in errors.error.value_counts().items())
-        print(f"\n  {len(errors)} (setting, group) pairs stopped early, as the reference would raise: {counts}; they are left out of the tables")
+    comparison = compare(results, fleet_names, confidence=args.confidence, n_resamples=args.bootstrap, bootstrap_seed=args.bootstrap_seed)
+    print()
+    print(format_comparison(comparison))
     if args.out is not None:
+        written = []
+        skipped = None
         try:
-            files, skipped = write_outputs(
-                result, summary, args.out, {"source": fleet.source, "replay_seconds": r.seconds, "version": __version__},
-                history_format=args.history_format, plots=not args.no_plots,
-            )
+            for fleet_name, res, summary in zip(fleet_names, results, summaries):
+                where = args.out if len(results) == 1 else args.out / f"fleet-seed-{fleet_name}"
+                files, skipped = write_outputs(
+                    res, summary, where, {"source": res.fleet.source, "replay_seconds": res.result.seconds, "version": __version__},
+                    history_format=args.history_format, plots=not args.no_plots,
+                    comparison=comparison if len(results) == 1 else None,
+                )
+                written += [f.relative_to(args.out) for f in files]
+            written += [f.relative_to(args.out) for f in write_statistics(comparison, args.out)]
+            if skipped is None and len(results) > 1:
+                written.append(write_comparison_plot(comparison, args.out).relative_to(args.out))
         except (BanditFleetError, OSError) as exc:
             print(f"banditfleet replay: error: cannot write to {args.out}: {exc}", file=sys.stderr)
             return 2
-        print(f"\n  wrote {len(files)} files to {args.out}: {', '.join(f.name for f in files)}")
+        print(f"\n  wrote {len(written)} files to {args.out}: {', '.join(str(f) for f in written)}")
         if skipped:
             print(f"  plots skipped: {skipped}")
     return 0

@@ -668,62 +668,6 @@ def _replay(cfg: Config, shared: dict[str, Any]) -> Prepared:
     )
 
 
-def _simulator(kind: str) -> Callable[[Config, dict[str, Any]], Prepared]:
-    """Per call, warm: ``banditfleet.Simulator`` with banditfleet's optimizers against zeus's
-    ``Simulator`` with zeus's, on the same trace, job, seeds and arguments (histories checked
-    equal). ``kind="job"``: ``simulate_one_job`` (30 recurrences, 10 with --quick);
-    ``kind="group"``: ``simulate_one_alibaba_group`` on the busiest librispeech-syn group with
-    at most 60 submissions of a 1,000-group built-in fleet (20 of 200 groups with --quick). Both sides deep-copy their optimizers per call."""
-
-    def setup(cfg: Config, shared: dict[str, Any]) -> Prepared:
-        from banditfleet import JITPowerLimitOptimizer, PruningGTSBatchSizeOptimizer, Simulator
-        from banditfleet.replay.synthetic import synthetic_fleet
-
-        policy, why = reference()
-        fleet = synthetic_fleet(200 if cfg.quick else 1000, seed=0)
-        trace = fleet.workloads.traces[0]
-        w = [j.dataset for j in fleet.workloads.jobs].index("librispeech-syn")
-        job = fleet.workloads.jobs[w]
-        seed = 11
-        concurrency = kind == "group"
-        ours = Simulator(trace.train, trace.power, PruningGTSBatchSizeOptimizer(seed=seed, concurrency=concurrency, verbose=False),
-                         JITPowerLimitOptimizer(verbose=False), seed=seed, verbose=False)
-        if kind == "job":
-            n = 10 if cfg.quick else 30
-            call = lambda sim, j: sim.simulate_one_job(j, n, 2.0, 0.5)  # noqa: E731
-            what = f"simulate_one_job, {job.dataset}, {n} recurrences"
-        else:
-            cap = 20 if cfg.quick else 60
-            members = [g for g in range(len(fleet)) if fleet.group_wl[g] == w and fleet.sub_count[g] <= cap]
-            g = max(members, key=lambda i: int(fleet.sub_count[i]))
-            frame = fleet.group_frame(g)
-            call = lambda sim, j: sim.simulate_one_alibaba_group(j, frame, 2.0, 0.5)  # noqa: E731
-            what = f"simulate_one_alibaba_group, {job.dataset}, {len(frame)} submissions"
-        mine = call(ours, job)
-        call(ours, job)  # warm: kernels loaded, entry points resolved
-        info = {"history_entries": len(mine)}
-        if policy is None:
-            return Prepared(lambda: call(ours, job), 1, missing=why, info=info, note=what)
-        from zeus._legacy.job import Job as RefJob
-        from zeus._legacy.simulate import Simulator as RefSimulator
-
-        rjob = RefJob(job.dataset, job.network, job.optimizer, job.target_metric, job.max_epochs, job.default_bs, job.default_lr)
-        with quiet():
-            ref = RefSimulator(trace.train, trace.power, policy.PruningGTSBatchSizeOptimizer(seed=seed, concurrency=concurrency, verbose=False),
-                               policy.JITPowerLimitOptimizer(verbose=False), seed=seed, verbose=False)
-            theirs = call(ref, rjob)
-        if [(e.bs, e.pl, e.reached, e.energy, e.time) for e in theirs] != [(e.bs, e.pl, e.reached, e.energy, e.time) for e in mine]:
-            raise AssertionError("banditfleet's Simulator and the reference's differ on the benchmark job")
-
-        def ref_call() -> Any:
-            with quiet():
-                return call(ref, rjob)
-
-        return Prepared(lambda: call(ours, job), 1, ref_call, 1, info=info, note=f"{what}, warm, per call")
-
-    return setup
-
-
 def _replay_cli(cfg: Config, shared: dict[str, Any]) -> Prepared:
     """The whole ``banditfleet replay --synthetic-groups N --out DIR`` process, default outputs
     (history.parquet, summaries, plots), warm numba cache, per simulated run; against the
@@ -785,6 +729,62 @@ def _replay_cli(cfg: Config, shared: dict[str, Any]) -> Prepared:
         note=note + f"; zeus on {len(frames)} exported groups ({ref_runs:,} runs), as run_alibaba.py, per run",
         cleanup=lambda: shutil.rmtree(work, True),
     )
+
+
+def _simulator(kind: str) -> Callable[[Config, dict[str, Any]], Prepared]:
+    """Per call, warm: ``banditfleet.Simulator`` with banditfleet's optimizers against zeus's
+    ``Simulator`` with zeus's, on the same trace, job, seeds and arguments (histories checked
+    equal). ``kind="job"``: ``simulate_one_job`` (30 recurrences, 10 with --quick);
+    ``kind="group"``: ``simulate_one_alibaba_group`` on the busiest librispeech-syn group with
+    at most 60 submissions of a 1,000-group built-in fleet (20 of 200 groups with --quick). Both sides deep-copy their optimizers per call."""
+
+    def setup(cfg: Config, shared: dict[str, Any]) -> Prepared:
+        from banditfleet import JITPowerLimitOptimizer, PruningGTSBatchSizeOptimizer, Simulator
+        from banditfleet.replay.synthetic import synthetic_fleet
+
+        policy, why = reference()
+        fleet = synthetic_fleet(200 if cfg.quick else 1000, seed=0)
+        trace = fleet.workloads.traces[0]
+        w = [j.dataset for j in fleet.workloads.jobs].index("librispeech-syn")
+        job = fleet.workloads.jobs[w]
+        seed = 11
+        concurrency = kind == "group"
+        ours = Simulator(trace.train, trace.power, PruningGTSBatchSizeOptimizer(seed=seed, concurrency=concurrency, verbose=False),
+                         JITPowerLimitOptimizer(verbose=False), seed=seed, verbose=False)
+        if kind == "job":
+            n = 10 if cfg.quick else 30
+            call = lambda sim, j: sim.simulate_one_job(j, n, 2.0, 0.5)  # noqa: E731
+            what = f"simulate_one_job, {job.dataset}, {n} recurrences"
+        else:
+            cap = 20 if cfg.quick else 60
+            members = [g for g in range(len(fleet)) if fleet.group_wl[g] == w and fleet.sub_count[g] <= cap]
+            g = max(members, key=lambda i: int(fleet.sub_count[i]))
+            frame = fleet.group_frame(g)
+            call = lambda sim, j: sim.simulate_one_alibaba_group(j, frame, 2.0, 0.5)  # noqa: E731
+            what = f"simulate_one_alibaba_group, {job.dataset}, {len(frame)} submissions"
+        mine = call(ours, job)
+        call(ours, job)  # warm: kernels loaded, entry points resolved
+        info = {"history_entries": len(mine)}
+        if policy is None:
+            return Prepared(lambda: call(ours, job), 1, missing=why, info=info, note=what)
+        from zeus._legacy.job import Job as RefJob
+        from zeus._legacy.simulate import Simulator as RefSimulator
+
+        rjob = RefJob(job.dataset, job.network, job.optimizer, job.target_metric, job.max_epochs, job.default_bs, job.default_lr)
+        with quiet():
+            ref = RefSimulator(trace.train, trace.power, policy.PruningGTSBatchSizeOptimizer(seed=seed, concurrency=concurrency, verbose=False),
+                               policy.JITPowerLimitOptimizer(verbose=False), seed=seed, verbose=False)
+            theirs = call(ref, rjob)
+        if [(e.bs, e.pl, e.reached, e.energy, e.time) for e in theirs] != [(e.bs, e.pl, e.reached, e.energy, e.time) for e in mine]:
+            raise AssertionError("banditfleet's Simulator and the reference's differ on the benchmark job")
+
+        def ref_call() -> Any:
+            with quiet():
+                return call(ref, rjob)
+
+        return Prepared(lambda: call(ours, job), 1, ref_call, 1, info=info, note=f"{what}, warm, per call")
+
+    return setup
 
 
 # ------------------------------------------------------------------ table
@@ -863,6 +863,9 @@ CASES: list[Case] = [
     Case("replay.runs:zeus", "replay", "replay_fleet (synthetic fleet)", "zeus Simulator per group", "reference", "run",
          "zeus 0.16.0's Simulator.simulate_one_alibaba_group, one simulator per group, as run_alibaba.py", _replay,
          target=1000, needs_reference=True),
+    Case("replay.cli-process:zeus", "replay", "banditfleet replay process (--out, default outputs)", "zeus run_alibaba.py per group",
+         "reference", "run", "zeus 0.16.0 on groups of the same fleet exported with --export-trace, a Simulator per group as "
+         "run_alibaba.py", _replay_cli, target=1000, needs_reference=True),
     Case("replay.simulator-job:zeus", "replay", "Simulator.simulate_one_job (banditfleet optimizers)", "zeus Simulator, same call",
          "reference", "call", "zeus 0.16.0's Simulator with its own PruningGTS and JIT optimizers, same trace, job and seeds",
          _simulator("job"), target=50, needs_reference=True),
@@ -870,9 +873,6 @@ CASES: list[Case] = [
          "zeus Simulator, same call", "reference", "call",
          "zeus 0.16.0's Simulator with its own PruningGTS (concurrency) and JIT optimizers, same group and seeds",
          _simulator("group"), target=50, needs_reference=True),
-    Case("replay.cli-process:zeus", "replay", "banditfleet replay process (--out, default outputs)", "zeus run_alibaba.py per group",
-         "reference", "run", "zeus 0.16.0 on groups of the same fleet exported with --export-trace, a Simulator per group as "
-         "run_alibaba.py", _replay_cli, target=1000, needs_reference=True),
 ]
 
 from banditfleet.bench.concurrency import CASES as _CONCURRENCY_CASES  # noqa: E402 (needs Case, Config, Prepared)

@@ -429,6 +429,46 @@ def run_units(
     )
 
 
+_PER_UNIT = ("status", "error", "runs", "min_cost")
+_HISTORY = ("sub", "bs", "pl", "energy", "time", "reached")
+
+
+def merge_shards(parts: Sequence[UnitsResult], bounds: Sequence[tuple[int, int]], n_groups: int, n_settings: int) -> UnitsResult:
+    """Results of shards of groups (``bounds``: each shard's ``[start, stop)``) in global unit order.
+
+    A shard's unit ``s * gs + j`` (``gs`` groups) is the global unit
+    ``s * n_groups + start + j``. Each unit's runs come from one shard in their
+    original order, so a stable sort by global unit restores the layout of a
+    single replay of all groups exactly.
+    """
+    n = n_settings * n_groups
+    per_unit: dict[str, np.ndarray] = {}
+    units: list[np.ndarray] = []
+    history: dict[str, list[np.ndarray]] = {name: [] for name in _HISTORY}
+    for part, (a, b) in zip(parts, bounds):
+        gs = max(b - a, 1)
+        local = np.arange(n_settings * (b - a), dtype=np.int64)
+        global_units = (local // gs) * n_groups + a + local % gs
+        for name in _PER_UNIT:
+            arr = np.asarray(getattr(part, name))
+            if name not in per_unit:
+                per_unit[name] = np.empty(n, arr.dtype)
+            per_unit[name][global_units] = arr
+        units.append(global_units[part.unit] if part.unit.size else np.asarray(part.unit, np.int64))
+        for name in _HISTORY:
+            history[name].append(np.asarray(getattr(part, name)))
+    unit = np.concatenate(units) if units else np.zeros(0, np.int64)
+    order = np.argsort(unit, kind="stable")
+    cols = {name: np.concatenate(chunks)[order] for name, chunks in history.items()}
+    unit = unit[order]
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(unit, minlength=n), out=offsets[1:])
+    return UnitsResult(
+        status=per_unit["status"], error=per_unit["error"], runs=per_unit["runs"], min_cost=per_unit["min_cost"],
+        unit=unit, offsets=offsets, rounds=max((int(p.rounds) for p in parts), default=0), **cols,
+    )
+
+
 _ADVANCE_ENTRY: dict[Any, Callable[..., Any]] = {}
 _TABLES_SIG: dict[int, tuple[ReplayTables, Any]] = {}
 
@@ -575,44 +615,4 @@ def run_one(
         offsets=np.array([0, cols[0].shape[0]], np.int64),
         seconds=_time.perf_counter() - t0,
         rounds=rounds,
-    )
-
-
-_PER_UNIT = ("status", "error", "runs", "min_cost")
-_HISTORY = ("sub", "bs", "pl", "energy", "time", "reached")
-
-
-def merge_shards(parts: Sequence[UnitsResult], bounds: Sequence[tuple[int, int]], n_groups: int, n_settings: int) -> UnitsResult:
-    """Results of shards of groups (``bounds``: each shard's ``[start, stop)``) in global unit order.
-
-    A shard's unit ``s * gs + j`` (``gs`` groups) is the global unit
-    ``s * n_groups + start + j``. Each unit's runs come from one shard in their
-    original order, so a stable sort by global unit restores the layout of a
-    single replay of all groups exactly.
-    """
-    n = n_settings * n_groups
-    per_unit: dict[str, np.ndarray] = {}
-    units: list[np.ndarray] = []
-    history: dict[str, list[np.ndarray]] = {name: [] for name in _HISTORY}
-    for part, (a, b) in zip(parts, bounds):
-        gs = max(b - a, 1)
-        local = np.arange(n_settings * (b - a), dtype=np.int64)
-        global_units = (local // gs) * n_groups + a + local % gs
-        for name in _PER_UNIT:
-            arr = np.asarray(getattr(part, name))
-            if name not in per_unit:
-                per_unit[name] = np.empty(n, arr.dtype)
-            per_unit[name][global_units] = arr
-        units.append(global_units[part.unit] if part.unit.size else np.asarray(part.unit, np.int64))
-        for name in _HISTORY:
-            history[name].append(np.asarray(getattr(part, name)))
-    unit = np.concatenate(units) if units else np.zeros(0, np.int64)
-    order = np.argsort(unit, kind="stable")
-    cols = {name: np.concatenate(chunks)[order] for name, chunks in history.items()}
-    unit = unit[order]
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(unit, minlength=n), out=offsets[1:])
-    return UnitsResult(
-        status=per_unit["status"], error=per_unit["error"], runs=per_unit["runs"], min_cost=per_unit["min_cost"],
-        unit=unit, offsets=offsets, rounds=max((int(p.rounds) for p in parts), default=0), **cols,
     )

@@ -86,7 +86,7 @@ class Setting:
     @property
     def label(self) -> str:
         """``policy=...,`` (left out for ``pruning-gts``), the knobs, the optimizer's non-default
-        parameters, the seed, e.g. ``policy=gts,eta=0.5,beta=2,seed=0``."""
+        parameters, the seed: e.g. ``eta=0.5,beta=2,seed=0``, ``policy=gts,eta=0.5,beta=2,seed=1``."""
         parts = [] if self.policy == "pruning-gts" else [f"policy={self.policy}"]
         if self.policy == "gts-known":
             parts.append(f"precision={self.reward_precision:g}")

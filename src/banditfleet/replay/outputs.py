@@ -30,7 +30,7 @@ HISTORY_FORMATS = ("parquet", "csv", "none")
 #: The history's columns: name, Arrow type, unit or meaning.
 HISTORY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("setting", "dictionary<int32, string>", "the setting's label (policy, eta, beta, ..., seed)"),
-    ("policy", "dictionary<int32, string>", "the setting's policy (pruning-gts, gts, gts-known, default, grid-search, oracle)"),
+    ("policy", "dictionary<int32, string>", "the setting's policy (pruning-gts, gts, gts-known, grid-search, default, oracle)"),
     ("group", "dictionary<int32, string>", "group id"),
     ("dataset", "dictionary<int32, string>", "the group's workload"),
     ("submission", "int32", "submission index in the group (0-based)"),
@@ -63,10 +63,10 @@ def history_table(result: FleetResult) -> pa.Table:
     max_power = fleet.workloads.tables.wl_max_power[wl]
     cost = eta * r.energy + (1.0 - eta) * max_power * r.time
     policies = list(dict.fromkeys(s.policy for s in result.settings))
-    policy_of = np.array([policies.index(s.policy) for s in result.settings], np.int64)
+    policy_index = np.array([policies.index(s.policy) for s in result.settings], np.int64)
     columns = {
         "setting": _dictionary(setting, [s.label for s in result.settings]),
-        "policy": _dictionary(policy_of[setting], policies),
+        "policy": _dictionary(policy_index[setting], policies),
         "group": _dictionary(group, list(fleet.group_ids)),
         "dataset": _dictionary(wl, [j.dataset for j in fleet.workloads.jobs]),
         "submission": pa.array(r.sub.astype(np.int32)),
@@ -96,7 +96,7 @@ def write_history(result: FleetResult, directory: str | os.PathLike, history_for
         import pyarrow.parquet as pq
 
         # Dictionary pages only where values repeat; floats go plain (faster, as small).
-        pq.write_table(t, path, compression="snappy", use_dictionary=["setting", "group", "dataset", "submission", "batch_size", "power_limit_W"])
+        pq.write_table(t, path, compression="snappy", use_dictionary=["setting", "policy", "group", "dataset", "submission", "batch_size", "power_limit_W"])
     else:
         import pyarrow as pa
         import pyarrow.csv as pacsv

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from banditfleet.errors import OutputError
-from banditfleet.kernels.replay import ERR_NONE
 from banditfleet.replay.fleet import FleetResult
 from banditfleet.replay.outputs import HISTORY_FORMATS
 
@@ -63,44 +62,37 @@ def _change_pct(value: float, baseline: float) -> float:
 
 
 def summarize(result: FleetResult) -> pd.DataFrame:
-    """One row per (setting, dataset) and a total per setting: energy, time, cost, baseline, change.
+    """One row per (setting, dataset) and a total per setting: energy, time, cost, baseline, change, regret.
 
     Units are in the column names: ``energy_J``, ``time_s``, ``cost_J`` and the
     baseline's; ``*_change_pct`` is the change against the baseline in percent
-    (negative: less than the baseline), as the terminal table prints it.
+    (negative: less than the baseline), as the terminal table prints it;
+    ``oracle_cost_J``, ``regret_J`` (cost minus the oracle's) and
+    ``regret_pct`` (regret over the oracle's cost, percent).
+
+    Every setting is summarized over the same groups: a group that stopped on
+    an error in *any* setting is left out of every row and counted in
+    ``failed`` (groups left out), with ``failed_reasons`` saying which error
+    in which setting (:func:`banditfleet.replay.stats.common_groups`).
     """
+    from banditfleet.replay.stats import _failure_table, _reasons, _sums, _with_total, common_groups, group_table
+
     fleet = result.fleet
-    r = result.result
-    G = len(fleet)
-    t = fleet.workloads.tables
-    base_e, base_t = baseline_per_submission(result)
-    ratio_sum = np.add.reduceat(fleet.runtime_ratio, fleet.sub_start) if G and fleet.n_submissions else np.zeros(G)
-    ratio_sum = np.where(fleet.sub_count > 0, ratio_sum, 0.0)
+    groups = group_table(result)
+    compared = common_groups(groups).to_numpy()
+    failures = _failure_table(groups)
     names = [j.dataset for j in fleet.workloads.jobs]
+    datasets = [*names, "TOTAL"]
+    sums = _sums(_with_total(groups.loc[compared]), ["setting", "dataset"]).set_index(["setting", "dataset"])
+    left_out = groups.loc[~compared, ["group", "dataset"]].drop_duplicates().dataset.value_counts().to_dict()
+    left_out["TOTAL"] = sum(left_out.values())
+    reasons = {d: _reasons(failures.loc[failures.dataset == d]) for d in names}
+    reasons["TOTAL"] = _reasons(failures)
     rows: list[dict[str, Any]] = []
-    hist_setting = r.unit // G
-    hist_group = r.unit % G
-    oracle = result.oracle_costs()
-    for si, setting in enumerate(result.settings):
-        eta = setting.eta_knob
-        ok = r.error[si * G : (si + 1) * G] == ERR_NONE
-        m = hist_setting == si
-        hg = hist_group[m]
-        energy = np.bincount(hg, weights=r.energy[m], minlength=G)
-        time = np.bincount(hg, weights=r.time[m], minlength=G)
-        runs = np.bincount(hg, minlength=G)
-        failed = np.bincount(hg, weights=~r.reached[m], minlength=G)
-        for w in [*range(len(names)), None]:
-            sel = ok & ((fleet.group_wl == w) if w is not None else True)
-            max_power = t.wl_max_power[fleet.group_wl[sel]]
-            e = float(energy[sel].sum())
-            tt = float(time[sel].sum())
-            cost = float((eta * energy[sel] + (1 - eta) * max_power * time[sel]).sum())
-            be = float((base_e[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
-            bt = float((base_t[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
-            bc = float((eta * base_e[fleet.group_wl[sel]] * ratio_sum[sel] + (1 - eta) * max_power * base_t[fleet.group_wl[sel]] * ratio_sum[sel]).sum())
-            all_sel = (fleet.group_wl == w) if w is not None else np.ones(G, bool)
-            oc = float(oracle[si, sel].sum())
+    for setting in result.settings:
+        for dataset in datasets:
+            key = (setting.label, dataset)
+            d = sums.loc[key] if key in sums.index else None
             rows.append(
                 {
                     "setting": setting.label,
@@ -108,24 +100,16 @@ def summarize(result: FleetResult) -> pd.DataFrame:
                     "eta_knob": setting.eta_knob,
                     "beta_knob": setting.beta_knob,
                     "seed": setting.seed,
-                    "dataset": names[w] if w is not None else "TOTAL",
-                    "groups": int(sel.sum()),
-                    "failed_groups": int((all_sel & ~ok).sum()),
-                    "submissions": int(fleet.sub_count[sel].sum()),
-                    "runs": int(runs[sel].sum()),
-                    "failed_runs": int(failed[sel].sum()),
-                    "energy_J": e,
-                    "time_s": tt,
-                    "cost_J": cost,
-                    "baseline_energy_J": be,
-                    "baseline_time_s": bt,
-                    "baseline_cost_J": bc,
-                    "energy_change_pct": _change_pct(e, be),
-                    "time_change_pct": _change_pct(tt, bt),
-                    "cost_change_pct": _change_pct(cost, bc),
-                    "oracle_cost_J": oc,
-                    "regret_J": cost - oc,
-                    "regret_pct": _change_pct(cost, oc),
+                    "dataset": dataset,
+                    "groups": int(d.groups) if d is not None else 0,
+                    "failed": int(left_out.get(dataset, 0)),
+                    "failed_reasons": reasons[dataset],
+                    **{c: (int(d[c]) if d is not None else 0) for c in ("submissions", "runs", "failed_runs")},
+                    **{c: (float(d[c]) if d is not None else 0.0) for c in ("energy_J", "time_s", "cost_J", "baseline_energy_J", "baseline_time_s", "baseline_cost_J")},
+                    **{c: (float(d[c]) if d is not None and not np.isnan(d[c]) else 0.0) for c in ("energy_change_pct", "time_change_pct", "cost_change_pct")},
+                    "oracle_cost_J": float(d.oracle_cost_J) if d is not None else 0.0,
+                    "regret_J": float(d.regret_J) if d is not None else 0.0,
+                    "regret_pct": float(d.regret_pct) if d is not None and not np.isnan(d.regret_pct) else 0.0,
                 }
             )
     return pd.DataFrame(rows)
@@ -146,89 +130,6 @@ def format_table(summary: pd.DataFrame, setting: str) -> str:
     return "\n".join(lines)
 
 
-def _plots(result: FleetResult, summary: pd.DataFrame, out: Path, history: pd.DataFrame) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fleet = result.fleet
-    G = len(fleet)
-    names = [j.dataset for j in fleet.workloads.jobs]
-    base_e, base_t = baseline_per_submission(result)
-    t = fleet.workloads.tables
-    files: list[Path] = []
-    setting0 = result.settings[0]
-    eta = setting0.eta_knob
-    h0 = history.loc[history.setting == setting0.label]
-
-    # 1. cost per recurrence, relative to the baseline, averaged over groups
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ratio = fleet.runtime_ratio
-    g_index = {gid: i for i, gid in enumerate(fleet.group_ids)}
-    gi = h0.group.map(g_index).to_numpy()
-    sub_global = fleet.sub_start[gi] + h0.submission.to_numpy()
-    w_of = fleet.group_wl[gi]
-    base_cost = (eta * base_e[w_of] + (1 - eta) * t.wl_max_power[w_of] * base_t[w_of]) * ratio[sub_global]
-    per_sub = pd.DataFrame({"w": w_of, "k": h0.submission.to_numpy(), "sub": sub_global, "cost": h0.cost_J.to_numpy(), "base": base_cost})
-    per_sub = per_sub.groupby(["w", "k", "sub"], as_index=False).agg(cost=("cost", "sum"), base=("base", "first"))
-    per_sub["rel"] = per_sub.cost / per_sub.base
-    k_max = 60
-    for w, name in enumerate(names):
-        d = per_sub.loc[(per_sub.w == w) & (per_sub.k < k_max)].groupby("k").rel.mean()
-        if len(d):
-            ax.plot(d.index + 1, d.to_numpy(), label=name, lw=1.4)
-    ax.axhline(1.0, color="black", ls="--", lw=1, label="baseline (default bs, max power)")
-    ax.set_xlabel("recurrence (submission number in its group)")
-    ax.set_ylabel("cost / baseline cost (mean over groups)")
-    ax.set_yscale("log")
-    ax.set_title(f"Cost per recurrence, {setting0.label}")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    files.append(out / "cost_per_recurrence.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-
-    # 2. chosen batch size over the runs of sample groups (the busiest group of each workload)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for w, name in enumerate(names):
-        members = np.flatnonzero(fleet.group_wl == w)
-        if not members.size:
-            continue
-        g = int(members[np.argmax(fleet.sub_count[members])])
-        hist = result.history(0, g)
-        if not hist:
-            continue
-        ax.plot(np.arange(1, len(hist) + 1), [e.bs for e in hist], marker=".", ms=3, lw=0.8, label=f"{name} ({fleet.group_ids[g][:8]})")
-    ax.set_yscale("log", base=2)
-    ax.set_xscale("log")
-    ax.set_xlabel("run of the group")
-    ax.set_ylabel("batch size")
-    ax.set_title("Chosen batch size over the runs of sample groups")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    files.append(out / "batch_size_over_runs.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-
-    # 3. savings per workload
-    s0 = summary.loc[summary.setting == setting0.label]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    x = np.arange(len(s0))
-    for i, (col, label) in enumerate((("energy_change_pct", "energy"), ("time_change_pct", "time"), ("cost_change_pct", "cost"))):
-        ax.bar(x + (i - 1) * 0.27, s0[col].to_numpy(), width=0.27, label=label)
-    ax.set_xticks(x, s0.dataset.tolist(), rotation=20, fontsize=8)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("change vs baseline (%)")
-    ax.set_title(f"Savings per workload, {setting0.label}")
-    ax.legend()
-    fig.tight_layout()
-    files.append(out / "savings_per_workload.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-    return files
-
-
 def write_outputs(
     result: FleetResult,
     summary: pd.DataFrame,
@@ -236,9 +137,13 @@ def write_outputs(
     extra: dict[str, Any] | None = None,
     history_format: str = "parquet",
     plots: bool = True,
+    comparison: Any = None,
 ) -> tuple[list[Path], str | None]:
     """history.parquet (or .csv, or none), summary.csv, summary.json and (with matplotlib) the PNG plots.
 
+    The plots are those of :func:`banditfleet.replay.plots.write_plots`;
+    ``comparison`` (a :class:`banditfleet.replay.stats.Comparison`, computed
+    from ``result`` when None) is charted in ``savings_per_workload.png``.
     Returns the files written and, when plots were skipped, why. Raises
     :class:`~banditfleet.errors.OutputError` when ``out`` exists and is not a
     folder, or for an unknown ``history_format`` (before writing anything).
@@ -272,4 +177,6 @@ def write_outputs(
         import matplotlib  # noqa: F401
     except ImportError:
         return files, "matplotlib is not installed (pip install 'banditfleet[plot]')"
-    return files + _plots(result, summary, d, table.to_pandas()), None
+    from banditfleet.replay.plots import write_plots
+
+    return files + write_plots(result, d, comparison), None
