@@ -44,7 +44,6 @@ _RECORD_MAGIC = b"BFJR"
 _CKPT_RE = re.compile(r"^checkpoint-(\d{6,})\.bfckpt$")
 _JOURNAL_RE = re.compile(r"^journal-(\d{6,})\.bfj$")
 _MAX_RECORD = 1 << 34
-_HEAD_LEN = struct.Struct("<I")
 
 FsyncPolicy = str | float | int
 
@@ -121,61 +120,83 @@ def _parse_head(head: bytes):
     return h["kind"], manifest, h["extra"], pos
 
 
-def _run_arrays(data: bytes, start: int, stride: int, count: int, manifest) -> dict[str, np.ndarray]:
-    """The arrays of ``count`` records of one header laid out every ``stride`` bytes from
-    ``start``, each array concatenated over the records (one strided read per array)."""
-    out = {}
-    if count == 1:
-        for name, dt, shape, offset, n in manifest:
-            out[name] = np.frombuffer(data, dt, n, start + offset).reshape(shape).copy()
-        return out
-    layout = np.dtype(
-        {
-            "names": [m[0] for m in manifest],
-            "formats": [(m[1], m[2]) if m[2] else m[1] for m in manifest],
-            "offsets": [m[3] for m in manifest],
-            "itemsize": stride,
-        }
-    )
-    view = np.ndarray((count,), layout, data, start)
-    for name, dt, shape, offset, n in manifest:
-        out[name] = np.ascontiguousarray(view[name]).reshape((count * shape[0],) + shape[1:])
-    return out
+def _record_arrays(data: bytes, start: int, manifest) -> dict[str, np.ndarray]:
+    """The arrays of the record at ``start`` (copies: ``data`` is not kept)."""
+    return {
+        name: np.frombuffer(data, dt, n, start + offset).reshape(shape).copy()
+        for name, dt, shape, offset, n in manifest
+    }
 
 
-_BULK = 1 << 16
+def _intact_records(path: Path, data: bytes, classify) -> tuple[list[int], list[int], list["_Header"], int]:
+    """The intact records of ``data`` (up to the first torn or corrupted one):
+    their start offsets, the index of each one's header among the distinct
+    headers, those headers, and the length of the good prefix.
 
-
-def _same_records(data: bytes, mv: memoryview, pos: int, stride: int, fixed: int) -> int:
-    """How many intact records from ``pos`` on repeat the frame and header of the
-    ``stride``-byte record just before ``pos`` (its first ``fixed`` bytes except the CRC).
-
-    Probes blocks of doubling size, so a journal whose kinds alternate costs
-    one short probe per record and a long run a few vectorized passes.
+    A record is matched against the headers already seen for its length in
+    place (no copy of its header), so each distinct header is parsed once.
     """
-    total = 0
+    mv = memoryview(data)
+    size = len(data)
+    unpack = _RECORD.unpack_from
     crc32 = zlib.crc32
     frame = _RECORD.size
-    template = np.frombuffer(data, np.uint8, fixed, pos - stride)
-    block_len = 8
-    while True:
-        k = min((len(data) - pos) // stride, block_len)
-        if k < 1 or data[pos : pos + 8] != data[pos - stride : pos - stride + 8]:
-            return total
-        block = np.frombuffer(data, np.uint8, k * stride, pos).reshape(k, stride)
-        same = (block[:, :8] == template[:8]).all(1) & (block[:, 12:fixed] == template[12:fixed]).all(1)
-        n = k if same.all() else int(np.argmin(same))
-        crcs = np.ascontiguousarray(block[:n, 8:12]).view("<u4").reshape(-1).tolist()
-        for i, crc in enumerate(crcs):
-            start = pos + i * stride
-            if crc32(mv[start + frame : start + stride]) != crc:
-                return total + i
-        total += n
-        pos += n * stride
-        if n < k:
-            return total
-        block_len = min(2 * block_len, _BULK)
+    starts: list[int] = []
+    header_of: list[int] = []
+    headers: list[_Header] = []
+    parsed: dict[bytes, int] = {}
+    known: dict[int, list[tuple[bytes, int]]] = {}
+    pos = 0
+    while pos + frame <= size:
+        magic, length, crc = unpack(data, pos)
+        end = pos + frame + length
+        if magic != _RECORD_MAGIC or length > _MAX_RECORD or end > size or length < 4:
+            break
+        if crc32(mv[pos + frame : end]) != crc:
+            break
+        for head, h in known.get(length, ()):
+            if data.startswith(head, pos + frame):
+                break
+        else:
+            (hl,) = struct.unpack_from("<I", data, pos + frame)
+            if hl > length - 4:
+                raise JournalError(f"{path}: a journal record's header overruns it")
+            head = data[pos + frame : pos + frame + 4 + hl]
+            h = parsed.get(head, -1)
+            if h < 0:
+                meta = _Header(head[4:], classify)
+                if meta.end != frame + length:
+                    raise JournalError(f"{path}: a journal record's arrays do not fill it")
+                h = parsed[head] = len(headers)
+                headers.append(meta)
+            known.setdefault(length, []).append((head, h))
+        starts.append(pos)
+        header_of.append(h)
+        pos = end
+    return starts, header_of, headers, pos
 
+
+def _gather(buf: np.ndarray, at: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """The ``dt`` value stored at each byte offset ``at`` of ``buf`` (one vectorized gather)."""
+    raw = buf[at[:, None] + np.arange(dt.itemsize, dtype=np.int64)]
+    return np.ascontiguousarray(raw).view(dt).reshape(-1)
+
+
+def _single_event_columns(data: bytes, starts: list[int], header_of: list[int], headers: list["_Header"]) -> list[int]:
+    """Fill the ``columns`` of every single-event header (each array gathered over
+    all its records at once); return each record's index among its header's records."""
+    header_arr = np.array(header_of, np.int64)
+    start_arr = np.array(starts, np.int64)
+    buf = np.frombuffer(data, np.uint8)
+    order = np.argsort(header_arr, kind="stable")
+    counts = np.bincount(header_arr, minlength=len(headers))
+    local = np.empty(header_arr.shape[0], np.int64)
+    local[order] = np.arange(header_arr.shape[0], dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    for h, meta in enumerate(headers):
+        if meta.single:
+            at = start_arr[header_arr == h]
+            meta.columns = {name: _gather(buf, at + offset, dt) for name, dt, _, offset, _ in meta.manifest}
+    return local.tolist()
 
 def read_batches(
     path: Path, classify: Callable[[str], tuple[Any, int] | None] | None = None
@@ -195,20 +216,21 @@ def read_batches(
     in order (``banditfleet._journaled`` explains why it does for the
     optimizers).
 
-    Records with the same header (kind, array names, dtypes, shapes) that
-    follow each other are read in one strided pass, and single-event records
-    are unpacked as scalars, so no per-record array is built. Returns the
-    batches, the number of records, the length of the good prefix and the
-    number of bytes after it.
+    The file is read in three passes: the frames, checksums and headers
+    (each distinct header parsed once), the values of single-event records
+    (one vectorized gather per array over all records of a header, so no
+    per-record array is built), and the segment bookkeeping.
+    Returns the batches, the number of records, the length of the good
+    prefix and the number of bytes after it.
     """
     data = path.read_bytes() if path.exists() else b""
-    mv = memoryview(data)
-    size = len(data)
-    unpack = _RECORD.unpack_from
-    head_len_of = _HEAD_LEN.unpack_from
-    crc32 = zlib.crc32
-    frame = _RECORD.size
+    starts, header_of, headers, good = _intact_records(path, data, classify)
+    n = len(starts)
     out: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
+    if n == 0:
+        return out, 0, good, len(data) - good
+    local = _single_event_columns(data, starts, header_of, headers)
+    rows_of = [meta.columns["rows"].tolist() if meta.single else None for meta in headers]
     # stream -> [buckets by position: (kind, header signature, parts) or None, rows of position 1]
     segments: dict[Any, list[Any]] = {}
 
@@ -216,66 +238,29 @@ def read_batches(
         buckets, _ = segments.pop(stream)
         for bucket in buckets:
             if bucket is not None:
-                out.append((bucket[0], _join_parts(bucket[1], bucket[2]), {}))
+                out.append((bucket[0], _join_parts(bucket[1], bucket[2], headers), {}))
 
-    parsed: dict[bytes, _Header] = {}
-    # Headers seen, by record length: a record is matched against them in place
-    # (no copy of its header) and parsed headers are reused.
-    known: dict[int, list[tuple[bytes, _Header]]] = {}
-    pos = 0
-    n_records = 0
-    while pos + frame <= size:
-        magic, length, crc = unpack(data, pos)
-        end = pos + frame + length
-        if magic != _RECORD_MAGIC or length > _MAX_RECORD or end > size or length < 4:
-            break
-        if crc32(mv[pos + frame : end]) != crc:
-            break
-        (hl,) = head_len_of(data, pos + frame)
-        head_at = pos + frame + 4
-        meta = None
-        for h, m in known.get(length, ()):
-            if len(h) == hl and data.startswith(h, head_at):
-                meta = m
-                break
-        if meta is None:
-            h = data[head_at : head_at + hl]
-            meta = parsed.get(h)
-            if meta is None:
-                meta = parsed[h] = _Header(h, classify)
-            known.setdefault(length, []).append((h, meta))
-            if meta.end != frame + length:
-                raise JournalError(f"{path}: a journal record's arrays do not fill it")
-        start, stride, count = pos, frame + length, 1
-        pos = end
-        # Records just like this one that follow it: check their frames and
-        # headers in one vectorized pass, then only their checksums one by one.
-        if data[pos : pos + 8] == data[start : start + 8]:
-            more = _same_records(data, mv, pos, stride, 16 + hl)
-            count += more
-            pos += more * stride
-        n_records += count
-
+    for start, h, j in zip(starts, header_of, local):
+        meta = headers[h]
         where = meta.where
         if where is None:
             for stream in list(segments):
                 emit(stream)
-            for i in range(count):
-                arrays = _run_arrays(data, start + i * stride, stride, 1, meta.manifest)
-                out.append((meta.kind, arrays, json.loads(json.dumps(meta.extra)) if meta.extra else {}))
+            arrays = _record_arrays(data, start, meta.manifest)
+            out.append((meta.kind, arrays, json.loads(json.dumps(meta.extra)) if meta.extra else {}))
             continue
         stream, position = where
-        if count == 1 and meta.scalars is not None:
-            part: Any = meta.scalars.unpack_from(data, start)
-            rows = (part[meta.rows_index],)
+        if meta.single:
+            row = rows_of[h][j]
+            part: Any = None
         else:
-            part = _run_arrays(data, start, stride, count, meta.manifest)
+            part = _record_arrays(data, start, meta.manifest)
             rows = part["rows"].tolist()
         seg = segments.get(stream)
         if seg is not None:
             bucket = seg[0][position]
             if (bucket is not None and bucket[1] is not meta.signature) or (
-                position == 0 and seg[1] and not seg[1].isdisjoint(rows)
+                position == 0 and seg[1] and (row in seg[1] if part is None else not seg[1].isdisjoint(rows))
             ):
                 emit(stream)
                 seg = None
@@ -283,20 +268,27 @@ def read_batches(
             seg = segments[stream] = [[None, None], set()]
         bucket = seg[0][position]
         if bucket is None:
-            seg[0][position] = (meta.kind, meta.signature, [part])
+            bucket = seg[0][position] = (meta.kind, meta.signature, [])
+        parts = bucket[2]
+        if part is None:
+            # Consecutive single events of one header are one slice of its columns.
+            last = parts[-1] if parts else None
+            if type(last) is list and last[0] == h and last[2] == j:
+                last[2] = j + 1
+            else:
+                parts.append([h, j, j + 1])
+            if position == 1:
+                seg[1].add(row)
         else:
-            bucket[2].append(part)
-        if position == 1:
-            seg[1].update(rows)
+            parts.append(part)
+            if position == 1:
+                seg[1].update(rows)
     for stream in list(segments):
         emit(stream)
-    return out, n_records, pos, size - pos
+    return out, n, good, len(data) - good
 
 
 _SIGNATURES: dict[Any, Any] = {}
-# struct codes (standard sizes) of the dtypes single-event records hold.
-_STRUCT_CODES = {("i", 8): "q", ("u", 8): "Q", ("f", 8): "d", ("i", 4): "i", ("u", 4): "I", ("f", 4): "f",
-                 ("u", 1): "B", ("i", 1): "b", ("b", 1): "?"}
 
 
 class _Header:
@@ -317,44 +309,26 @@ class _Header:
         # necessarily lengths) can share a batch: they share this object.
         key = (self.kind, tuple((m[0], m[1].str) for m in manifest))
         self.signature = _SIGNATURES.setdefault(key, key)
-        self.scalars = None
-        self.rows_index = -1
-        codes = [_STRUCT_CODES.get((m[1].kind, m[1].itemsize)) for m in manifest]
-        if self.where is not None and all(m[2] == (1,) for m in manifest) and None not in codes and all(
-            m[1].byteorder in "<=|" for m in manifest
-        ):
-            # One event: its values are read as Python scalars, no arrays.
-            fmt, at = "<", 0
-            for m, code in zip(manifest, codes):
-                fmt += f"{m[3] - at}x{code}" if m[3] > at else code
-                at = m[3] + m[1].itemsize
-            self.scalars = struct.Struct(fmt)
-            self.rows_index = [m[0] for m in manifest].index("rows")
-        self.names = [m[0] for m in manifest]
-        self.dtypes = [m[1] for m in manifest]
+        # One event per record: its values are gathered for all records of this
+        # header at once (read_batches fills ``columns``).
+        self.single = self.where is not None and all(m[2] == (1,) for m in manifest)
+        self.columns: dict[str, np.ndarray] = {}
 
 
-def _join_parts(signature: Any, parts: list[Any]) -> dict[str, np.ndarray]:
-    """One batch from parts that are dicts of arrays or tuples of scalars (in manifest order)."""
-    kind, columns = signature
-    names = [c[0] for c in columns]
-    dtypes = [np.dtype(c[1]) for c in columns]
+def _join_parts(signature: Any, parts: list[Any], headers: list[_Header]) -> dict[str, np.ndarray]:
+    """One batch from parts that are dicts of arrays or ``[header, start, stop]``
+    slices of a header's single-event columns."""
+    names = [c[0] for c in signature[1]]
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    i = 0
-    while i < len(parts):
-        if isinstance(parts[i], tuple):
-            j = i
-            while j < len(parts) and isinstance(parts[j], tuple):
-                j += 1
-            cols = list(zip(*parts[i:j]))
-            for name, dt, col in zip(names, dtypes, cols):
-                pieces[name].append(np.array(col, dt))
-            i = j
+    for part in parts:
+        if type(part) is list:
+            columns = headers[part[0]].columns
+            for name in names:
+                pieces[name].append(columns[name][part[1] : part[2]])
         else:
             for name in names:
-                pieces[name].append(parts[i][name])
-            i += 1
-    return {name: p[0] if len(p) == 1 else np.concatenate(p) for name, p in pieces.items()}
+                pieces[name].append(part[name])
+    return {name: p[0].copy() if len(p) == 1 else np.concatenate(p) for name, p in pieces.items()}
 
 
 class OptimizerFolder:
