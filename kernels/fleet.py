@@ -19,11 +19,24 @@ from .pruning import (
     ERR_UNKNOWN_BATCH_SIZE,
     STAGE_PRUNING,
     observe_batch,
+    observe_control,
     predict_batch,
+    validate_observe,
 )
 from .power import find_entry, observe_entries
 from .stats import fit_increment
-from .thompson import ThompsonCode, _thompson_row, append_history, gather_history, refit_slot, find_arm_slots, observe_incremental, observe_refit, thompson_predict
+from .thompson import (
+    ThompsonCode,
+    _thompson_row,
+    append_history,
+    refit_history,
+    find_arm_slots,
+    observe_incremental,
+    observe_incremental_parallel,
+    observe_refit,
+    observe_refit_parallel,
+    thompson_predict,
+)
 
 __all__ = [
     "NEEDS_POOL",
@@ -32,6 +45,8 @@ __all__ = [
     "find_slots",
     "observe_rows_incremental",
     "observe_rows_refit",
+    "observe_rows_parallel",
+    "pruning_observe_rows_parallel",
     "observe_one_h",
     "observe_one_c",
     "find_slot_one",
@@ -106,6 +121,23 @@ def observe_rows_refit(h, rows, slots, costs, refit):
 
 
 @numba.njit(**_JIT)
+def observe_rows_parallel(h, rows, slots, costs, refit, learned, n_chunks):
+    """:func:`observe_rows_refit` (``learned``) or :func:`observe_rows_incremental` split
+    over ``n_chunks`` chunks on numba's threads. Only for batches whose jobs are all
+    distinct (the caller checks); the results equal the sequential kernels'."""
+    if learned:
+        observe_refit_parallel(
+            rows, slots, costs, refit, h.slot_window, h.slot_offset, h.prior_mean, h.prior_precision,
+            h.history_count, h.history_values, h.chunk_values, h.chunk_next, h.slot_chunks, h.pool_used,
+            h.reward_precision, h.posterior_mean, h.posterior_precision, h.observation_count, n_chunks,
+        )
+    else:
+        observe_incremental_parallel(
+            slots, costs, h.reward_precision, h.posterior_mean, h.posterior_precision, h.observation_count, n_chunks,
+        )
+
+
+@numba.njit(**_JIT)
 def observe_one_h(h, row, value, cost, refit):
     """:func:`~.thompson.observe_one` over the handle's fleet (the arm's own window, the
     job's own prior): the slot, or -1 (nothing changed) when ``value`` is not an arm of
@@ -144,13 +176,22 @@ def observe_one_h(h, row, value, cost, refit):
     append_history(slot, -cost, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
     count = history_count[slot]
     n = count if window == 0 or count < window else window
+    partial = h.sum_partial
+    if n <= partial.shape[0]:
+        # No allocation: a window of at most 128 rewards is summed without the
+        # tree walk's stack, so ``sum_partial`` can hold its copy (if it needs one).
+        refit_history(
+            slot, window, offset, history_count, history_values, chunk_values.reshape(chunk_values.size), chunk_next,
+            slot_chunks, partial, partial, h.sum_frames, partial, h.prior_mean[row], h.prior_precision[row],
+            reward_precision, posterior_mean, posterior_precision, observation_count,
+        )
+        return slot
     # One allocation: the window's rewards, then the variance's scratch.
     work = np.empty(2 * n, np.float64)
-    rewards = work[:n]
-    n = gather_history(slot, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
-    refit_slot(
-        slot, rewards, n, work[n:], h.sum_frames, h.sum_partial, h.prior_mean[row], h.prior_precision[row], reward_precision,
-        posterior_mean, posterior_precision, observation_count,
+    refit_history(
+        slot, window, offset, history_count, history_values, chunk_values.reshape(chunk_values.size), chunk_next,
+        slot_chunks, work[:n], work[n:], h.sum_frames, partial, h.prior_mean[row], h.prior_precision[row],
+        reward_precision, posterior_mean, posterior_precision, observation_count,
     )
     return slot
 
@@ -196,6 +237,25 @@ def pruning_observe_rows(h, rows, slots, values, costs, converged, has_converged
         h.chunk_next, h.slot_chunks, h.pool_used, h.reward_precision, h.posterior_mean, h.posterior_precision,
         h.observation_count,
     )
+
+
+@numba.njit(**_JIT)
+def pruning_observe_rows_parallel(h, rows, slots, values, costs, converged, has_converged, concurrency, generation, n_chunks):
+    """:func:`pruning_observe_rows` for a batch of distinct jobs (the caller checks):
+    validation and the pruning control pass run sequentially, then the history
+    appends and refits on numba's threads. Same ``(index, code)`` and state."""
+    st = h.pruning
+    index, code = validate_observe(rows, values, has_converged, concurrency, st, h.scratch, generation)
+    if code != ERR_NONE:
+        return index, code
+    refit = np.empty(rows.shape[0], np.uint8)
+    observe_control(rows, slots, h.arm_value, costs, converged, st, refit)
+    observe_refit_parallel(
+        rows, slots, costs, refit, h.slot_window, h.slot_offset, h.prior_mean, h.prior_precision,
+        h.history_count, h.history_values, h.chunk_values, h.chunk_next, h.slot_chunks, h.pool_used,
+        h.reward_precision, h.posterior_mean, h.posterior_precision, h.observation_count, n_chunks,
+    )
+    return np.int64(-1), ERR_NONE
 
 
 @numba.njit(**_JIT)

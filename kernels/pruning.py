@@ -52,7 +52,7 @@ import numba
 import numpy as np
 
 from .stats import SUM_STACK_DEPTH
-from .thompson import gather_history, observe_refit, refit_slot, thompson_predict
+from .thompson import observe_refit, refit_history, thompson_predict
 
 __all__ = [
     "PruningArrays",
@@ -537,6 +537,7 @@ def predict_batch(
     scratch = np.empty(longest, np.float64)
     frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
     partial = np.empty(SUM_STACK_DEPTH, np.float64)
+    chunk_flat = chunk_values.reshape(chunk_values.size)
     ts_rows = np.empty(n, np.int64)
     ts_index = np.empty(n, np.int64)
     n_ts = 0
@@ -554,8 +555,11 @@ def predict_batch(
             for s in range(start, start + arm_count[row]):
                 arm_active[s] = st.member[s]
                 if st.member[s]:
-                    k = gather_history(s, slot_window[s], slot_offset[s], history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
-                    refit_slot(s, rewards, k, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean, posterior_precision, observation_count)
+                    refit_history(
+                        s, slot_window[s], slot_offset[s], history_count, history_values, chunk_flat, chunk_next,
+                        slot_chunks, rewards, scratch, frames, partial, prior_mean[row], prior_precision[row],
+                        reward_precision, posterior_mean, posterior_precision, observation_count,
+                    )
         ts_rows[n_ts] = row
         ts_index[n_ts] = i
         n_ts += 1

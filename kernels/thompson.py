@@ -26,7 +26,7 @@ import numpy as np
 from ._ziggurat_tables import FI_DOUBLE, KI_DOUBLE, WI_DOUBLE, ZIGGURAT_NOR_INV_R, ZIGGURAT_NOR_R
 from .distributions import sample_without_replacement_s
 from .streams import load_stream, next_double_s, next_uint64_s, store_stream
-from .stats import SUM_STACK_DEPTH, fit_increment, fit_reset_with, precision_from_variance, variance_with
+from .stats import SUM_STACK_DEPTH, fit_increment, fit_reset_with, precision_from_variance, variance_with, window_fit_with
 
 __all__ = [
     "ThompsonCode",
@@ -37,12 +37,16 @@ __all__ = [
     "find_arm_slots",
     "observe_incremental",
     "observe_refit",
+    "observe_refit_parallel",
+    "observe_incremental_parallel",
     "append_history",
     "gather_history",
     "refit_slot",
+    "refit_history",
+    "window_needs_copy",
 ]
 
-from ._config import INLINE_HELPER as _INLINE_HELPER, JIT as _JIT, JIT_HELPER as _JIT_HELPER, JIT_PARALLEL as _JIT_PARALLEL
+from ._config import INLINE as _INLINE, INLINE_HELPER as _INLINE_HELPER, JIT as _JIT, JIT_HELPER as _JIT_HELPER, JIT_PARALLEL as _JIT_PARALLEL
 
 _MASK52 = np.uint64(0x000FFFFFFFFFFFFF)
 
@@ -365,6 +369,69 @@ def refit_slot(slot, rewards, n, scratch, frames, partial, prior_mean, prior_pre
     observation_count[slot] = n
 
 
+@numba.njit(**_INLINE)
+def window_needs_copy(n, window):
+    """Whether a slot's window of ``n`` appended rewards must be copied to be read in
+    order: a ring whose oldest kept reward is not at its start (wrapped), or an
+    unbounded history longer than one chunk. Otherwise it is read in place."""
+    if window > 0:
+        fill = n if n < window else window
+        return (n - fill) % window + fill > window
+    return n > CHUNK
+
+
+@numba.njit(**_JIT_HELPER)
+def refit_history(
+    slot, window, offset, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards, scratch,
+    frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision,
+    observation_count,
+):
+    """:func:`gather_history` then :func:`refit_slot`, reading the window in place
+    where it is contiguous and in order (a ring that has not wrapped, an unbounded
+    history within its first chunk), copying it into ``rewards`` only otherwise.
+
+    ``chunk_flat`` is ``chunk_values`` viewed as one row (chunk ``c``'s rewards at
+    ``c * CHUNK``). ``rewards`` holds the window when :func:`window_needs_copy`;
+    ``scratch`` holds it when it is over 128 rewards. Same bits as the copy and
+    five passes it replaces (:func:`~.stats.window_fit_with`); returns ``n``.
+    """
+    n = history_count[slot]
+    src = rewards
+    start = np.int64(0)
+    if window > 0:
+        fill = n if n < window else window
+        pos = (n - fill) % window
+        if pos + fill <= window:
+            src = history_values
+            start = offset + pos
+        else:
+            first = window - pos
+            for k in range(first):
+                rewards[k] = history_values[offset + pos + k]
+            for k in range(fill - first):
+                rewards[first + k] = history_values[offset + k]
+        n = fill
+    elif n <= CHUNK:
+        src = chunk_flat
+        start = slot_chunks[slot, 0] * CHUNK
+    else:
+        chunk = slot_chunks[slot, 0]
+        k = 0
+        while k < n:
+            take = n - k if n - k < CHUNK else CHUNK
+            base = chunk * CHUNK
+            for j in range(take):
+                rewards[k + j] = chunk_flat[base + j]
+            k += take
+            chunk = chunk_next[chunk]
+    precision, mean, prec = window_fit_with(src, start, n, scratch, frames, partial, prior_mean, prior_precision)
+    reward_precision[slot] = precision
+    posterior_mean[slot] = mean
+    posterior_precision[slot] = prec
+    observation_count[slot] = n
+    return n
+
+
 @numba.njit(**_JIT)
 def observe_incremental(slots, costs, reward_precision, posterior_mean, posterior_precision, observation_count):
     """Known reward precision: fold each reward (-cost) into its arm's posterior, in order."""
@@ -419,6 +486,7 @@ def observe_refit(
     scratch = np.empty(max_n, np.float64)
     frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
     partial = np.empty(SUM_STACK_DEPTH, np.float64)
+    chunk_flat = chunk_values.reshape(chunk_values.size)
     for i in range(slots.shape[0]):
         slot = slots[i]
         window = slot_window[slot]
@@ -426,8 +494,11 @@ def observe_refit(
         append_history(slot, -costs[i], window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
         if refit[i]:
             row = rows[i]
-            n = gather_history(slot, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
-            refit_slot(slot, rewards, n, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean, posterior_precision, observation_count)
+            refit_history(
+                slot, window, offset, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards,
+                scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean,
+                posterior_precision, observation_count,
+            )
 
 
 @numba.njit(**_JIT_PARALLEL)
@@ -461,6 +532,98 @@ def thompson_predict_parallel(
             rows, c * n // n_chunks, (c + 1) * n // n_chunks, arm_start, arm_count, arm_active, arm_value,
             observation_count, posterior_mean, posterior_precision, num_exploration, streams, active, order, taken, out,
         )
+
+
+@numba.njit(**_JIT_PARALLEL)
+def observe_incremental_parallel(slots, costs, reward_precision, posterior_mean, posterior_precision, observation_count, n_chunks):
+    """:func:`observe_incremental` over ``n_chunks`` contiguous chunks of the batch in
+    parallel. Only valid when no slot repeats (the caller checks that no job repeats)."""
+    n = slots.shape[0]
+    for c in numba.prange(n_chunks):
+        lo = c * n // n_chunks
+        hi = (c + 1) * n // n_chunks
+        for i in range(lo, hi):
+            slot = slots[i]
+            mean, prec = fit_increment(posterior_mean[slot], posterior_precision[slot], -costs[i], reward_precision[slot])
+            posterior_mean[slot] = mean
+            posterior_precision[slot] = prec
+            observation_count[slot] += 1
+
+
+@numba.njit(**_JIT_PARALLEL)
+def observe_refit_parallel(
+    rows,
+    slots,
+    costs,
+    refit,
+    slot_window,
+    slot_offset,
+    prior_mean,
+    prior_precision,
+    history_count,
+    history_values,
+    chunk_values,
+    chunk_next,
+    slot_chunks,
+    pool_used,
+    reward_precision,
+    posterior_mean,
+    posterior_precision,
+    observation_count,
+    n_chunks,
+):
+    """:func:`observe_refit` over ``n_chunks`` contiguous chunks of the batch in parallel.
+
+    Only valid when no slot repeats in ``slots`` (the caller checks that no job
+    repeats). New chunks of unbounded history are linked first, serially and in
+    array order, so the pool holds exactly what the sequential kernel leaves;
+    every other write touches only the entry's own slot, so the results do not
+    depend on the number of threads.
+    """
+    n = slots.shape[0]
+    max_n = 0
+    for i in range(n):
+        slot = slots[i]
+        c = history_count[slot] + 1
+        w = slot_window[slot]
+        if w > 0 and c > w:
+            c = w
+        if c > max_n:
+            max_n = c
+        if w == 0 and history_count[slot] % CHUNK == 0:
+            chunk = pool_used[0]
+            pool_used[0] += 1
+            chunk_next[chunk] = -1
+            if history_count[slot] == 0:
+                slot_chunks[slot, 0] = chunk
+            else:
+                chunk_next[slot_chunks[slot, 1]] = chunk
+            slot_chunks[slot, 1] = chunk
+    chunk_flat = chunk_values.reshape(chunk_values.size)
+    for c in numba.prange(n_chunks):
+        rewards = np.empty(max_n, np.float64)
+        scratch = np.empty(max_n, np.float64)
+        frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
+        partial = np.empty(SUM_STACK_DEPTH, np.float64)
+        lo = c * n // n_chunks
+        hi = (c + 1) * n // n_chunks
+        for i in range(lo, hi):
+            slot = slots[i]
+            window = slot_window[slot]
+            offset = slot_offset[slot]
+            count = history_count[slot]
+            if window > 0:
+                history_values[offset + count % window] = -costs[i]
+            else:
+                chunk_flat[slot_chunks[slot, 1] * CHUNK + count % CHUNK] = -costs[i]
+            history_count[slot] = count + 1
+            if refit[i]:
+                row = rows[i]
+                refit_history(
+                    slot, window, offset, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards,
+                    scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean,
+                    posterior_precision, observation_count,
+                )
 
 
 @numba.njit(**_JIT)
@@ -553,6 +716,9 @@ def observe_one(
     scratch = np.empty(n, np.float64)
     frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
     partial = np.empty(SUM_STACK_DEPTH, np.float64)
-    n = gather_history(slot, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, rewards)
-    refit_slot(slot, rewards, n, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean, posterior_precision, observation_count)
+    refit_history(
+        slot, window, offset, history_count, history_values, chunk_values.reshape(chunk_values.size), chunk_next,
+        slot_chunks, rewards, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision,
+        posterior_mean, posterior_precision, observation_count,
+    )
     return slot

@@ -104,7 +104,10 @@ _BSO_VALID = {
     "predict": lambda o, t: dict(job="a"),
     "predict_many": lambda o, t: dict(jobs=["a", "b"], **({} if _pruning_like(o) else {"parallel": False})),
     "observe": lambda o, t: dict(job="a", batch_size=16, cost=1.0, converged=True),
-    "observe_many": lambda o, t: dict(jobs=["a", "b"], batch_sizes=[16, 16], costs=[1.0, 2.0], converged=[True, True]),
+    "observe_many": lambda o, t: dict(
+        jobs=["a", "b"], batch_sizes=[16, 16], costs=[1.0, 2.0], converged=[True, True],
+        **({"parallel": False} if "parallel" in type(o).observe_many.__boundary__ else {}),
+    ),
     "rows": lambda o, t: dict(jobs=["a", "b"]),
     "batch_sizes_of": lambda o, t: dict(job="a"),
     "arm_state": lambda o, t: dict(job="a"),

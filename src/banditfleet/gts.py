@@ -13,7 +13,14 @@ from banditfleet._base import JobsLike, _FleetOptimizer
 from banditfleet._settings import job_settings, one_job_settings
 from banditfleet.errors import ConfigurationError
 from banditfleet.kernels.streams import allocate_streams, seed_streams
-from banditfleet.kernels.fleet import NEEDS_POOL, observe_one_c, observe_rows_incremental, observe_rows_refit, predict_rows
+from banditfleet.kernels.fleet import (
+    NEEDS_POOL,
+    observe_one_c,
+    observe_rows_incremental,
+    observe_rows_parallel,
+    observe_rows_refit,
+    predict_rows,
+)
 from banditfleet.kernels.thompson import rows_are_unique, thompson_predict_parallel
 from banditfleet.rows import Rows
 from banditfleet.store import HISTORY_NONE, FleetStore
@@ -366,16 +373,34 @@ class GTSBatchSizeOptimizer(_FleetOptimizer):
         if self.verbose:
             self._log(f"{job} @ {batch_size}: reward = {-c:.2f}")
 
-    @B.declare(jobs=B.JOBS, batch_sizes=B.BATCH_SIZE, costs=B.COST, converged=B.FLAG)
-    def observe_many(self, jobs: JobsLike, batch_sizes: Any, costs: Any, converged: Any = None) -> None:
+    @B.declare(jobs=B.JOBS, batch_sizes=B.BATCH_SIZE, costs=B.COST, converged=B.FLAG, parallel=B.PARALLEL)
+    def observe_many(
+        self, jobs: JobsLike, batch_sizes: Any, costs: Any, converged: Any = None, parallel: bool = False
+    ) -> None:
         """Learn from many runs, applied in array order. Validated whole before any change
-        (``converged``, one flag per job or None, is validated and ignored)."""
+        (``converged``, one flag per job or None, is validated and ignored).
+
+        With ``parallel=True`` a batch whose jobs are all distinct is split over
+        numba's threads (the same state for any thread count: every entry
+        touches only its own arm; new history chunks are handed out first, in
+        array order); a batch that repeats a job runs sequentially.
+        """
         rows = self._resolve(jobs)
+        parallel = B.PARALLEL.check(parallel)
         bs = self._batch_sizes(rows, batch_sizes)
         c = self._costs(rows, costs)
         self._converged(rows, converged)
         slots = self._slots(rows, bs)
         s = self._store
+        if parallel and rows.shape[0] > 1 and self._unique(rows):
+            if self.learn_reward_precision:
+                s.reserve_history_for(slots)
+            observe_rows_parallel(
+                self._handle(), rows, slots, c, np.ones(slots.shape[0], np.uint8), self.learn_reward_precision,
+                numba.get_num_threads() * 4,
+            )
+            self._record("observe", {"rows": rows, "batch_sizes": bs, "costs": c})
+            return
         if not self.learn_reward_precision:
             observe_rows_incremental(self._handle(), slots, c)
             self._record("observe", {"rows": rows, "batch_sizes": bs, "costs": c})

@@ -34,10 +34,12 @@ from banditfleet.kernels.fleet import (
     find_slot_one,
     pruning_observe_one,
     pruning_observe_rows,
+    pruning_observe_rows_parallel,
     pruning_predict_one,
     pruning_predict_rows,
     predict_rows,
 )
+from banditfleet.kernels.thompson import rows_are_unique
 from banditfleet.errors import (
     UnknownJobError,
     InvalidArmsError,
@@ -610,10 +612,19 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         if self.verbose:
             self._log(f"{job} @ {batch_size}: cost = {c:.2f}, converged = {converged}")
 
-    @B.declare(jobs=B.JOBS, batch_sizes=B.BATCH_SIZE, costs=B.COST, converged=B.FLAG)
-    def observe_many(self, jobs: JobsLike, batch_sizes: Any, costs: Any, converged: Any = None) -> None:
-        """Learn from many runs, applied in array order. Validated whole before any change."""
+    @B.declare(jobs=B.JOBS, batch_sizes=B.BATCH_SIZE, costs=B.COST, converged=B.FLAG, parallel=B.PARALLEL)
+    def observe_many(
+        self, jobs: JobsLike, batch_sizes: Any, costs: Any, converged: Any = None, parallel: bool = False
+    ) -> None:
+        """Learn from many runs, applied in array order. Validated whole before any change.
+
+        With ``parallel=True`` a batch whose jobs are all distinct appends and
+        refits on numba's threads after a sequential validation and pruning
+        pass (the same state for any thread count); a batch that repeats a job
+        runs sequentially.
+        """
         rows = self._resolve(jobs)
+        parallel = B.PARALLEL.check(parallel)
         bs = self._batch_sizes(rows, batch_sizes)
         c = self._costs(rows, costs)
         flags = self._converged(rows, converged)
@@ -628,10 +639,14 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
                 row = int(rows[index])
                 raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
             s.reserve_history_for(slots)
-        index, code = pruning_observe_rows(
+        args = (
             self._handle(), rows, slots, bs, c, np.zeros(n, np.uint8) if flags is None else flags, flags is not None,
             self.concurrency, self._next_generation(),
         )
+        if parallel and n > 1 and self._unique_rows(rows):
+            index, code = pruning_observe_rows_parallel(*args, numba.get_num_threads() * 4)
+        else:
+            index, code = pruning_observe_rows(*args)
         if code != ERR_NONE:
             row = int(rows[index])
             raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
@@ -639,6 +654,16 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         if flags is not None:
             record["converged"] = flags
         self._record("observe", record)
+
+    def _unique_rows(self, rows: np.ndarray) -> bool:
+        """Whether no row repeats in ``rows`` (per-job marks stamped with a counter)."""
+        s = self._store
+        marks = getattr(self, "_unique_marks", None)
+        if marks is None or marks.shape[0] < s.n_jobs:
+            marks = self._unique_marks = np.full(s.job_capacity, -1, np.int64)
+            self._unique_generation = 0
+        self._unique_generation += 1
+        return bool(rows_are_unique(rows, marks, self._unique_generation))
 
     # ------------------------------------------------------------ inspection
     @B.declare(job=B.KEY)
