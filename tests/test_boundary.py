@@ -102,7 +102,9 @@ _BSO_VALID = {
         **({"default_bs": [8, 8]} if _pruning_like(o) else {}),
     ),
     "predict": lambda o, t: dict(job="a"),
-    "predict_many": lambda o, t: dict(jobs=["a", "b"], **({} if _pruning_like(o) else {"parallel": False})),
+    "predict_many": lambda o, t: dict(
+        jobs=["a", "b"], **({"parallel": False} if "parallel" in type(o).predict_many.__boundary__ else {})
+    ),
     "observe": lambda o, t: dict(job="a", batch_size=16, cost=1.0, converged=True),
     "observe_many": lambda o, t: dict(
         jobs=["a", "b"], batch_sizes=[16, 16], costs=[1.0, 2.0], converged=[True, True],
