@@ -238,6 +238,27 @@ def _scheduled_slot(st, row, position, arm_start, arm_count, arm_value):
 
 
 @numba.njit(**_INLINE_HELPER)
+def _walked_slot(st, row, position, arm_start, arm_count):
+    """:func:`_scheduled_slot` for a job whose arm values ascend with the slot (the
+    optimizer keeps them sorted): the sides split at the default's slot in every
+    round, so the next arm is the nearest member slot below (down list) or above
+    (up list) the predecessor, or the default itself, found by a walk instead of a
+    scan over every arm."""
+    n_down = st.n_down[row]
+    start = arm_start[row]
+    if position < n_down:
+        slot = st.current[row] - 1 if position > 0 else st.round_default[row]
+        while slot >= start and not st.member[slot]:
+            slot -= 1
+        return slot if slot >= start else np.int64(-1)
+    end = start + arm_count[row]
+    slot = st.current[row] + 1 if position > n_down else st.round_default[row] + 1
+    while slot < end and not st.member[slot]:
+        slot += 1
+    return slot if slot < end else np.int64(-1)
+
+
+@numba.njit(**_INLINE_HELPER)
 def _after_settling(st, row):
     """(position, n_good) once the pending result, if any, is settled -- read-only."""
     pos = st.pos[row]
@@ -282,10 +303,11 @@ def _settle(st, row):
 
 
 @numba.njit(**_JIT_HELPER)
-def _advance(st, row, num_rounds, allow_empty_final, arm_start, arm_count, arm_value):
+def _advance(st, row, num_rounds, allow_empty_final, arm_start, arm_count, arm_value, sorted_arms):
     """Settle, then hand out the next arm (returns ``(ADVANCE_NEXT, slot)``), or end the
     round; ``(ADVANCE_FINAL, -1)`` when pruning is over. The caller has checked with
-    :func:`_peek` that the advance is not ``ADVANCE_EXHAUSTED``."""
+    :func:`_peek` that the advance is not ``ADVANCE_EXHAUSTED``. ``sorted_arms``: the
+    job's arm values ascend with the slot (the schedule is then walked, not scanned)."""
     _settle(st, row)
     nxt = st.pos[row] + 1
     if nxt >= st.n_down[row] + st.n_up[row]:
@@ -308,7 +330,10 @@ def _advance(st, row, num_rounds, allow_empty_final, arm_start, arm_count, arm_v
             st.stage[row] = STAGE_THOMPSON
             return ADVANCE_FINAL, np.int64(-1)
         nxt = np.int64(0)
-    slot = _scheduled_slot(st, row, nxt, arm_start, arm_count, arm_value)
+    if sorted_arms:
+        slot = _walked_slot(st, row, nxt, arm_start, arm_count)
+    else:
+        slot = _scheduled_slot(st, row, nxt, arm_start, arm_count, arm_value)
     st.pos[row] = nxt
     st.current[row] = slot
     st.expecting[row] = arm_value[slot]
@@ -438,10 +463,13 @@ def exhausted_rows(rows, st, num_rounds, out):
 
 # ----------------------------------------------------------------- batches
 @numba.njit(**_JIT)
-def advance_rows(rows, st, num_rounds, allow_empty_final, arm_start, arm_count, arm_value, codes, out):
-    """Advance each (validated) row once: ``codes[i]`` is ``ADVANCE_*``, ``out[i]`` the arm value."""
+def advance_rows(rows, st, num_rounds, allow_empty_final, arm_start, arm_count, arm_value, sorted_arms, codes, out):
+    """Advance each (validated) row once: ``codes[i]`` is ``ADVANCE_*``, ``out[i]`` the arm value
+    (``sorted_arms``: every row's arm values ascend with the slot)."""
     for i in range(rows.shape[0]):
-        code, slot = _advance(st, rows[i], num_rounds[rows[i]], allow_empty_final, arm_start, arm_count, arm_value)
+        code, slot = _advance(
+            st, rows[i], num_rounds[rows[i]], allow_empty_final, arm_start, arm_count, arm_value, sorted_arms,
+        )
         codes[i] = code
         out[i] = arm_value[slot] if slot >= 0 else np.int64(0)
 
@@ -521,36 +549,50 @@ def predict_batch(
     if code != ERR_NONE:
         return index, code
     n = rows.shape[0]
-    longest = np.int64(1)
-    for i in range(n):
-        row = rows[i]
-        if st.stage[row] == STAGE_PRUNING:
-            start = arm_start[row]
-            for slot in range(start, start + arm_count[row]):
-                c = history_count[slot]
-                w = slot_window[slot]
-                if w > 0 and c > w:
-                    c = w
-                if c > longest:
-                    longest = c
-    rewards = np.empty(longest, np.float64)
-    scratch = np.empty(longest, np.float64)
-    frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
-    partial = np.empty(SUM_STACK_DEPTH, np.float64)
-    chunk_flat = chunk_values.reshape(chunk_values.size)
     ts_rows = np.empty(n, np.int64)
     ts_index = np.empty(n, np.int64)
+    finals = np.empty(n, np.int64)
     n_ts = 0
+    n_finals = 0
     for i in range(n):
         row = rows[i]
         if st.stage[row] == STAGE_PRUNING:
             if st.expecting[row] != 0:
                 out[i] = best_known(st, row, arm_value)
                 continue
-            code, slot = _advance(st, row, num_rounds[row], False, arm_start, arm_count, arm_value)
+            # The optimizer keeps every job's arms sorted ascending.
+            code, slot = _advance(st, row, num_rounds[row], False, arm_start, arm_count, arm_value, True)
             if code == ADVANCE_NEXT:
                 out[i] = arm_value[slot]
                 continue
+            finals[n_finals] = row
+            n_finals += 1
+        ts_rows[n_ts] = row
+        ts_index[n_ts] = i
+        n_ts += 1
+    if n_finals:
+        # Pruning ended for these rows: their survivors become the bandit's arms, each
+        # refitted on its history (the advance pass above reads no posterior, and the
+        # decisions below come after every refit, so deferring the refits changes nothing).
+        longest = np.int64(1)
+        for f in range(n_finals):
+            row = finals[f]
+            start = arm_start[row]
+            for slot in range(start, start + arm_count[row]):
+                if st.member[slot]:
+                    c = history_count[slot]
+                    w = slot_window[slot]
+                    if w > 0 and c > w:
+                        c = w
+                    if c > longest:
+                        longest = c
+        rewards = np.empty(longest, np.float64)
+        scratch = np.empty(longest, np.float64)
+        frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
+        partial = np.empty(SUM_STACK_DEPTH, np.float64)
+        chunk_flat = chunk_values.reshape(chunk_values.size)
+        for f in range(n_finals):
+            row = finals[f]
             start = arm_start[row]
             for s in range(start, start + arm_count[row]):
                 arm_active[s] = st.member[s]
@@ -560,9 +602,6 @@ def predict_batch(
                         slot_chunks, rewards, scratch, frames, partial, prior_mean[row], prior_precision[row],
                         reward_precision, posterior_mean, posterior_precision, observation_count,
                     )
-        ts_rows[n_ts] = row
-        ts_index[n_ts] = i
-        n_ts += 1
     if n_ts:
         ts_out = np.empty(n_ts, np.int64)
         thompson_predict(

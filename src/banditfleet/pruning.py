@@ -840,7 +840,9 @@ class PruningExploreManager(_PruningCore):
             raise self._predict_error(0, code)
         codes = np.empty(1, np.int64)
         out = np.empty(1, np.int64)
-        advance_rows(self._row, st, rounds, True, s.arm_start, s.arm_count, s.arm_value, codes, out)
+        values = s.arm_value[: s.n_arms]
+        sorted_arms = bool((values[1:] > values[:-1]).all())  # the schedule is walked, not scanned
+        advance_rows(self._row, st, rounds, True, s.arm_start, s.arm_count, s.arm_value, sorted_arms, codes, out)
         if codes[0] == ADVANCE_FINAL:
             raise StopIteration(self.batch_sizes)
         return int(out[0])
