@@ -17,6 +17,7 @@ from .pruning import (
     ERR_NEEDS_POOL,
     ERR_NONE,
     ERR_UNKNOWN_BATCH_SIZE,
+    STAGE,
     STAGE_PRUNING,
     observe_batch,
     observe_control,
@@ -208,7 +209,7 @@ def pruning_predict_rows(h, rows, concurrency, generation, out):
     """:func:`~.pruning.predict_batch` over the handle's fleet (each job's own rounds,
     prior, explorations; each arm's own window): ``(index, code)``."""
     return predict_batch(
-        rows, h.pruning, h.num_rounds, concurrency, h.scratch, generation, h.arm_start, h.arm_count, h.arm_value,
+        rows, h.pruning, h.num_rounds, concurrency, generation, h.arm_start, h.arm_count, h.arm_value,
         h.arm_active, h.slot_window, h.slot_offset, h.prior_mean, h.prior_precision, h.history_count,
         h.history_values, h.chunk_values, h.chunk_next, h.slot_chunks, h.reward_precision, h.posterior_mean,
         h.posterior_precision, h.observation_count, h.num_exploration, h.streams, out,
@@ -219,7 +220,7 @@ def pruning_predict_rows(h, rows, concurrency, generation, out):
 def pruning_predict_one(h, row, concurrency, generation):
     """One pruning-optimizer decision for ``row``: ``(arm value, code)``; nothing
     changes unless the code is ``PruningCode.NONE``."""
-    if h.pruning.stage[row] != STAGE_PRUNING:
+    if h.pruning.record[row, STAGE] != STAGE_PRUNING:
         # Thompson-sampling stage: nothing to validate or advance, just sample.
         return predict_one(h, row), ERR_NONE
     h.one_row[0] = row
@@ -232,7 +233,7 @@ def pruning_observe_rows(h, rows, slots, values, costs, converged, has_converged
     """:func:`~.pruning.observe_batch` over the handle's fleet (each arm's own window,
     each job's own prior): ``(index, code)``."""
     return observe_batch(
-        rows, slots, values, h.arm_value, costs, converged, has_converged, h.pruning, concurrency, h.scratch,
+        rows, slots, values, h.arm_value, costs, converged, has_converged, h.pruning, concurrency,
         generation, h.slot_window, h.slot_offset, h.prior_mean, h.prior_precision, h.history_count, h.history_values, h.chunk_values,
         h.chunk_next, h.slot_chunks, h.pool_used, h.reward_precision, h.posterior_mean, h.posterior_precision,
         h.observation_count,
@@ -245,7 +246,7 @@ def pruning_observe_rows_parallel(h, rows, slots, values, costs, converged, has_
     validation and the pruning control pass run sequentially, then the history
     appends and refits on numba's threads. Same ``(index, code)`` and state."""
     st = h.pruning
-    index, code = validate_observe(rows, values, has_converged, concurrency, st, h.scratch, generation)
+    index, code = validate_observe(rows, values, has_converged, concurrency, st, generation)
     if code != ERR_NONE:
         return index, code
     refit = np.empty(rows.shape[0], np.uint8)
@@ -268,7 +269,7 @@ def pruning_observe_one(h, row, value, cost, flag, has_converged, concurrency, g
         return ERR_UNKNOWN_BATCH_SIZE
     if h.slot_window[slot] == 0 and h.pool_used[0] >= h.chunk_next.shape[0]:
         return ERR_NEEDS_POOL
-    if h.pruning.stage[row] != STAGE_PRUNING:
+    if h.pruning.record[row, STAGE] != STAGE_PRUNING:
         # Thompson-sampling stage: record the reward and refit its arm, nothing else.
         observe_one_h(h, row, value, cost, 1)
         return ERR_NONE

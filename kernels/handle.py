@@ -12,8 +12,8 @@ Fields (all arrays; see docs/architecture.md for their meaning):
 =====================  ===================================================
 store arrays           ``arm_start`` ... ``pool_used`` (:data:`STORE_FIELDS`)
 ``streams``            :class:`~.streams.Streams`, the per-job PCG64 states
-``pruning``            :class:`~.pruning.PruningArrays` (empty arrays for plain GTS)
-``scratch``            :class:`~.pruning.ScratchArrays` (empty arrays for plain GTS)
+``pruning``            :class:`~.pruning.PruningArrays`: the per-job record block (its
+                       validation scratch included) and per-arm flags (empty for plain GTS)
 ``one_*``              one-element buffers of the scalar entry points
 ``sum_*``              summation stack of the scalar refits (``stats.allocate_sum_stack``)
 ``slot_window``, ...   per-job settings (:data:`SETTING_FIELDS`): each arm's history
@@ -80,7 +80,7 @@ ONE_FIELDS = (
     "one_row", "one_value", "one_slot", "one_cost", "one_flag", "one_out", "sum_frames", "sum_partial", "config_i",
 )
 
-HANDLE_FIELDS = STORE_FIELDS + SETTING_FIELDS + ("streams", "pruning", "scratch", "num_rounds") + ONE_FIELDS
+HANDLE_FIELDS = STORE_FIELDS + SETTING_FIELDS + ("streams", "pruning", "num_rounds") + ONE_FIELDS
 
 
 @structref.register
@@ -107,7 +107,7 @@ def new_handle(
     arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision,
     reward_precision, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used,
     slot_window, slot_offset, prior_mean, prior_precision, num_exploration,
-    streams, pruning, scratch, num_rounds, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames,
+    streams, pruning, num_rounds, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames,
     sum_partial, config_i,
 ):
     """A handle over the given arrays (in :data:`HANDLE_FIELDS` order)."""
@@ -115,7 +115,7 @@ def new_handle(
         arm_start, arm_count, arm_active, arm_value, observation_count, posterior_mean, posterior_precision,
         reward_precision, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used,
         slot_window, slot_offset, prior_mean, prior_precision, num_exploration,
-        streams, pruning, scratch, num_rounds, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames,
+        streams, pruning, num_rounds, one_row, one_value, one_slot, one_cost, one_flag, one_out, sum_frames,
         sum_partial, config_i,
     )
 

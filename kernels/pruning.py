@@ -56,9 +56,11 @@ from .thompson import observe_refit, refit_history, thompson_predict
 
 __all__ = [
     "PruningArrays",
-    "ScratchArrays",
-    "PRUNING_FIELDS",
-    "SCRATCH_FIELDS",
+    "RECORD_COLUMNS",
+    "RECORD_WIDTH",
+    "ARM_FIELDS",
+    "SIM_WIDTH",
+    "SIM_EXPECTING",
     "STAGE_PRUNING",
     "STAGE_THOMPSON",
     "ADVANCE_NEXT",
@@ -126,106 +128,113 @@ ERR_NEEDS_POOL = int(PruningCode.NEEDS_POOL)
 TS_NUM_EXPLORATION = 2
 
 
+# The per-job record: one row of an int64 block per job, one column per field
+# (float fields hold their float64 bits: the block's float64 view reads them).
+# Hot fields first: validation and a mid-round advance read the first 64 bytes.
+STAGE = 0
+EXPECTING = 1
+POS = 2
+N_DOWN = 3
+N_UP = 4
+CURRENT = 5
+PENDING = 6
+PENDING_REACHED = 7
+PENDING_COST = 8  # float
+ROUND = 9
+ROUND_DEFAULT = 10
+BEST_SLOT = 11
+BEST_COST = 12  # float
+N_GOOD = 13
+CONV_SLOT = 14
+CONV_COST = 15  # float
+RECORD_WIDTH = 16
+
+# The validation scratch (not state): one int64 row of SIM_WIDTH columns per job.
+MARK = 0  # generation of the validation call that last loaded the row
+SIM_STAGE = 1  # that call's simulated stage
+SIM_EXPECTING = 2  # that call's simulated awaited value
+SIM_WIDTH = 3
+
+
 class PruningArrays(NamedTuple):
-    """Pruning state: per-job arrays (by row), then per-arm arrays (by slot)."""
+    """Pruning state: the per-job record block (by row) and its float64 view, then the
+    per-arm flags (by slot)."""
 
-    stage: np.ndarray
-    round: np.ndarray
-    pos: np.ndarray
-    n_down: np.ndarray
-    n_up: np.ndarray
-    current: np.ndarray
-    expecting: np.ndarray
-    pending: np.ndarray
-    pending_reached: np.ndarray
-    pending_cost: np.ndarray
-    round_default: np.ndarray
-    best_slot: np.ndarray
-    best_cost: np.ndarray
-    n_good: np.ndarray
-    conv_slot: np.ndarray
-    conv_cost: np.ndarray
-    member: np.ndarray
-    good: np.ndarray
+    record: np.ndarray  # int64 (jobs, RECORD_WIDTH)
+    frecord: np.ndarray  # float64 view of ``record`` (the float columns)
+    member: np.ndarray  # uint8 per slot
+    good: np.ndarray  # uint8 per slot
+    sim: np.ndarray  # int64 (jobs, SIM_WIDTH): the validation scratch (not state)
 
 
-# (field, dtype, fill, per-arm?, holds slots of the job?) -- the store allocates these.
-PRUNING_FIELDS = (
+# The record's columns: (field, dtype in checkpoints, fill, holds slots of the job?, scratch?),
+# in column order. Checkpoints keep one array per field (``job.pr_<field>``, the layout
+# before the record), so files of either layout load.
+RECORD_COLUMNS = (
     ("stage", np.uint8, STAGE_PRUNING, False, False),
-    ("round", np.int64, 0, False, False),
+    ("expecting", np.int64, 0, False, False),
     ("pos", np.int64, -1, False, False),
     ("n_down", np.int64, 0, False, False),
     ("n_up", np.int64, 0, False, False),
-    ("current", np.int64, -1, False, True),
-    ("expecting", np.int64, 0, False, False),
+    ("current", np.int64, -1, True, False),
     ("pending", np.uint8, 0, False, False),
     ("pending_reached", np.uint8, 0, False, False),
     ("pending_cost", np.float64, 0.0, False, False),
-    ("round_default", np.int64, -1, False, True),
-    ("best_slot", np.int64, -1, False, True),
+    ("round", np.int64, 0, False, False),
+    ("round_default", np.int64, -1, True, False),
+    ("best_slot", np.int64, -1, True, False),
     ("best_cost", np.float64, np.inf, False, False),
     ("n_good", np.int64, 0, False, False),
-    ("conv_slot", np.int64, -1, False, True),
+    ("conv_slot", np.int64, -1, True, False),
     ("conv_cost", np.float64, np.inf, False, False),
-    ("member", np.uint8, 0, True, False),
-    ("good", np.uint8, 0, True, False),
 )
 
-
-class ScratchArrays(NamedTuple):
-    """Per-row scratch of the validation kernels (not state)."""
-
-    mark: np.ndarray  # int64 generation of the call that last loaded the row
-    stage: np.ndarray  # uint8 simulated stage
-    expecting: np.ndarray  # int64 simulated awaited value
-
-
-SCRATCH_FIELDS = (
-    ("mark", np.int64, 0),
-    ("stage", np.uint8, 0),
-    ("expecting", np.int64, 0),
+# Per-arm arrays: (field, dtype, fill).
+ARM_FIELDS = (
+    ("member", np.uint8, 0),
+    ("good", np.uint8, 0),
 )
 
 
 # ---------------------------------------------------------------- schedule
 @numba.njit(**_INLINE_HELPER)
-def _on_down_side(st, row, slot, arm_value):
-    d = st.round_default[row]
-    if st.round[row] == 0:
+def _on_down_side(rec, row, slot, arm_value):
+    d = rec[row, ROUND_DEFAULT]
+    if rec[row, ROUND] == 0:
         return slot <= d
     return arm_value[slot] <= arm_value[d]
 
 
 @numba.njit(**_JIT_HELPER)
-def _count_sides(st, row, arm_start, arm_count, arm_value):
+def _count_sides(rec, member, row, arm_start, arm_count, arm_value):
     n_down = np.int64(0)
     n_up = np.int64(0)
     start = arm_start[row]
     for slot in range(start, start + arm_count[row]):
-        if st.member[slot]:
-            if _on_down_side(st, row, slot, arm_value):
+        if member[slot]:
+            if _on_down_side(rec, row, slot, arm_value):
                 n_down += 1
             else:
                 n_up += 1
-    st.n_down[row] = n_down
-    st.n_up[row] = n_up
+    rec[row, N_DOWN] = n_down
+    rec[row, N_UP] = n_up
 
 
-@numba.njit(**_INLINE_HELPER)
-def _scheduled_slot(st, row, position, arm_start, arm_count, arm_value):
+@numba.njit(**_JIT_HELPER)
+def _scheduled_slot(rec, member, row, position, arm_start, arm_count, arm_value):
     """Slot at schedule ``position``; its predecessor (if in the same list) is ``current``.
 
     Down list: the largest down-side member below the predecessor's value;
     up list: the smallest up-side member above it.
     """
-    n_down = st.n_down[row]
+    n_down = rec[row, N_DOWN]
     down = position < n_down
     bounded = position > 0 if down else position > n_down
-    bound = arm_value[st.current[row]] if bounded else np.int64(0)
+    bound = arm_value[rec[row, CURRENT]] if bounded else np.int64(0)
     chosen = np.int64(-1)
     start = arm_start[row]
     for slot in range(start, start + arm_count[row]):
-        if not st.member[slot] or _on_down_side(st, row, slot, arm_value) != down:
+        if not member[slot] or _on_down_side(rec, row, slot, arm_value) != down:
             continue
         v = arm_value[slot]
         if down:
@@ -238,240 +247,341 @@ def _scheduled_slot(st, row, position, arm_start, arm_count, arm_value):
 
 
 @numba.njit(**_INLINE_HELPER)
-def _walked_slot(st, row, position, arm_start, arm_count):
+def _walked_slot(rec, member, row, position, arm_start, arm_count):
     """:func:`_scheduled_slot` for a job whose arm values ascend with the slot (the
     optimizer keeps them sorted): the sides split at the default's slot in every
     round, so the next arm is the nearest member slot below (down list) or above
     (up list) the predecessor, or the default itself, found by a walk instead of a
     scan over every arm."""
-    n_down = st.n_down[row]
+    n_down = rec[row, N_DOWN]
     start = arm_start[row]
     if position < n_down:
-        slot = st.current[row] - 1 if position > 0 else st.round_default[row]
-        while slot >= start and not st.member[slot]:
+        slot = rec[row, CURRENT] - 1 if position > 0 else rec[row, ROUND_DEFAULT]
+        while slot >= start and not member[slot]:
             slot -= 1
         return slot if slot >= start else np.int64(-1)
     end = start + arm_count[row]
-    slot = st.current[row] + 1 if position > n_down else st.round_default[row] + 1
-    while slot < end and not st.member[slot]:
+    slot = rec[row, CURRENT] + 1 if position > n_down else rec[row, ROUND_DEFAULT] + 1
+    while slot < end and not member[slot]:
         slot += 1
     return slot if slot < end else np.int64(-1)
 
 
 @numba.njit(**_INLINE_HELPER)
-def _after_settling(st, row):
+def _after_settling(rec, row):
     """(position, n_good) once the pending result, if any, is settled -- read-only."""
-    pos = st.pos[row]
-    n_good = st.n_good[row]
-    if st.pending[row]:
-        if st.pending_reached[row]:
+    pos = rec[row, POS]
+    n_good = rec[row, N_GOOD]
+    if rec[row, PENDING]:
+        if rec[row, PENDING_REACHED]:
             n_good += 1
-        elif pos < st.n_down[row]:
-            pos = st.n_down[row] - 1  # skip the rest of the down list
+        elif pos < rec[row, N_DOWN]:
+            pos = rec[row, N_DOWN] - 1  # skip the rest of the down list
         else:
-            pos = st.n_down[row] + st.n_up[row] - 1  # the round is over
+            pos = rec[row, N_DOWN] + rec[row, N_UP] - 1  # the round is over
     return pos, n_good
 
 
-@numba.njit(**_JIT_HELPER)
-def _peek(st, row, num_rounds, allow_empty_final):
+@numba.njit(**_INLINE_HELPER)
+def _peek(rec, row, num_rounds, allow_empty_final):
     """What an advance of ``row`` would do (``ADVANCE_*``), without writing."""
-    pos, n_good = _after_settling(st, row)
-    if pos + 1 < st.n_down[row] + st.n_up[row]:
+    pos, n_good = _after_settling(rec, row)
+    if pos + 1 < rec[row, N_DOWN] + rec[row, N_UP]:
         return ADVANCE_NEXT
-    last = st.round[row] + 1 >= num_rounds
+    last = rec[row, ROUND] + 1 >= num_rounds
     if n_good == 0 and not (allow_empty_final and last):
         return ADVANCE_EXHAUSTED
     return ADVANCE_FINAL if last else ADVANCE_NEXT
 
 
 @numba.njit(**_INLINE_HELPER)
-def _settle(st, row):
-    if not st.pending[row]:
+def _settle(rec, frec, good, row):
+    if not rec[row, PENDING]:
         return
-    cur = st.current[row]
-    if st.pending_reached[row]:
+    cur = rec[row, CURRENT]
+    if rec[row, PENDING_REACHED]:
         # Strict comparison: the first of equally cheap arms stays best.
-        if st.best_cost[row] > st.pending_cost[row]:
-            st.best_cost[row] = st.pending_cost[row]
-            st.best_slot[row] = cur
-        st.good[cur] = 1
-        st.n_good[row] += 1
-    pos, _ = _after_settling(st, row)
-    st.pos[row] = pos
-    st.pending[row] = 0
+        if frec[row, BEST_COST] > frec[row, PENDING_COST]:
+            frec[row, BEST_COST] = frec[row, PENDING_COST]
+            rec[row, BEST_SLOT] = cur
+        good[cur] = 1
+        rec[row, N_GOOD] += 1
+    pos, _ = _after_settling(rec, row)
+    rec[row, POS] = pos
+    rec[row, PENDING] = 0
 
 
 @numba.njit(**_JIT_HELPER)
-def _advance(st, row, num_rounds, allow_empty_final, arm_start, arm_count, arm_value, sorted_arms):
+def _end_round(rec, frec, member, good, row, num_rounds, arm_start, arm_count, arm_value):
+    """The round is over: the arms that reached are the next round's members, the best its
+    default. Returns True when that was the last round (pruning is over)."""
+    start = arm_start[row]
+    for slot in range(start, start + arm_count[row]):
+        member[slot] = good[slot]
+        good[slot] = 0
+    if rec[row, BEST_SLOT] >= 0:
+        rec[row, ROUND_DEFAULT] = rec[row, BEST_SLOT]
+    rec[row, BEST_SLOT] = -1
+    frec[row, BEST_COST] = np.inf
+    rec[row, N_GOOD] = 0
+    rec[row, ROUND] += 1
+    rec[row, POS] = -1
+    rec[row, CURRENT] = -1
+    rec[row, EXPECTING] = 0
+    _count_sides(rec, member, row, arm_start, arm_count, arm_value)
+    if rec[row, ROUND] >= num_rounds:
+        rec[row, STAGE] = STAGE_THOMPSON
+        return True
+    return False
+
+
+@numba.njit(**_INLINE_HELPER)
+def _advance(rec, frec, member, good, row, num_rounds, allow_empty_final, arm_start, arm_count, arm_value, sorted_arms):
     """Settle, then hand out the next arm (returns ``(ADVANCE_NEXT, slot)``), or end the
     round; ``(ADVANCE_FINAL, -1)`` when pruning is over. The caller has checked with
     :func:`_peek` that the advance is not ``ADVANCE_EXHAUSTED``. ``sorted_arms``: the
     job's arm values ascend with the slot (the schedule is then walked, not scanned)."""
-    _settle(st, row)
-    nxt = st.pos[row] + 1
-    if nxt >= st.n_down[row] + st.n_up[row]:
-        # Round over: the arms that reached are the next round's members, the best its default.
-        start = arm_start[row]
-        for slot in range(start, start + arm_count[row]):
-            st.member[slot] = st.good[slot]
-            st.good[slot] = 0
-        if st.best_slot[row] >= 0:
-            st.round_default[row] = st.best_slot[row]
-        st.best_slot[row] = -1
-        st.best_cost[row] = np.inf
-        st.n_good[row] = 0
-        st.round[row] += 1
-        st.pos[row] = -1
-        st.current[row] = -1
-        st.expecting[row] = 0
-        _count_sides(st, row, arm_start, arm_count, arm_value)
-        if st.round[row] >= num_rounds:
-            st.stage[row] = STAGE_THOMPSON
+    _settle(rec, frec, good, row)
+    nxt = rec[row, POS] + 1
+    if nxt >= rec[row, N_DOWN] + rec[row, N_UP]:
+        if _end_round(rec, frec, member, good, row, num_rounds, arm_start, arm_count, arm_value):
             return ADVANCE_FINAL, np.int64(-1)
         nxt = np.int64(0)
     if sorted_arms:
-        slot = _walked_slot(st, row, nxt, arm_start, arm_count)
+        slot = _walked_slot(rec, member, row, nxt, arm_start, arm_count)
     else:
-        slot = _scheduled_slot(st, row, nxt, arm_start, arm_count, arm_value)
-    st.pos[row] = nxt
-    st.current[row] = slot
-    st.expecting[row] = arm_value[slot]
+        slot = _scheduled_slot(rec, member, row, nxt, arm_start, arm_count, arm_value)
+    rec[row, POS] = nxt
+    rec[row, CURRENT] = slot
+    rec[row, EXPECTING] = arm_value[slot]
     return ADVANCE_NEXT, slot
 
 
-@numba.njit(**_JIT_HELPER)
+@numba.njit(**_INLINE_HELPER)
+def _best_known(rec, row, arm_value):
+    if rec[row, CONV_SLOT] >= 0:
+        return arm_value[rec[row, CONV_SLOT]]
+    if rec[row, BEST_SLOT] >= 0:
+        return arm_value[rec[row, BEST_SLOT]]
+    return arm_value[rec[row, ROUND_DEFAULT]]
+
+
+@numba.njit(**_JIT)
 def best_known(st, row, arm_value):
     """The batch size to launch while a pruning result is awaited (concurrency).
 
     The cheapest converged observation of the job so far in pruning; else the
     round's best arm; else the round-start default.
     """
-    if st.conv_slot[row] >= 0:
-        return arm_value[st.conv_slot[row]]
-    if st.best_slot[row] >= 0:
-        return arm_value[st.best_slot[row]]
-    return arm_value[st.round_default[row]]
+    return _best_known(st.record, row, arm_value)
 
 
 # ------------------------------------------------------------ registration
+@numba.njit(**_JIT_HELPER)
+def _init_loop(rec, frec, member, good, rows, defaults, arm_start, arm_count, arm_value, arm_active):
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        start = arm_start[row]
+        d = np.int64(-1)
+        for slot in range(start, start + arm_count[row]):
+            member[slot] = 1
+            good[slot] = 0
+            arm_active[slot] = 0
+            if arm_value[slot] == defaults[i]:
+                d = slot
+        rec[row, STAGE] = STAGE_PRUNING
+        rec[row, EXPECTING] = 0
+        rec[row, POS] = -1
+        rec[row, CURRENT] = -1
+        rec[row, PENDING] = 0
+        rec[row, PENDING_REACHED] = 0
+        frec[row, PENDING_COST] = 0.0
+        rec[row, ROUND] = 0
+        rec[row, ROUND_DEFAULT] = d
+        rec[row, BEST_SLOT] = -1
+        frec[row, BEST_COST] = np.inf
+        rec[row, N_GOOD] = 0
+        rec[row, CONV_SLOT] = -1
+        frec[row, CONV_COST] = np.inf
+        _count_sides(rec, member, row, arm_start, arm_count, arm_value)
+
+
 @numba.njit(**_JIT)
 def init_rows(rows, defaults, arm_start, arm_count, arm_value, arm_active, st):
     """Start pruning for new rows from their default values (present: checked by the caller).
 
     Every arm is a member of round 0; none is an arm of the bandit yet.
     """
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        start = arm_start[row]
-        d = np.int64(-1)
-        for slot in range(start, start + arm_count[row]):
-            st.member[slot] = 1
-            st.good[slot] = 0
-            arm_active[slot] = 0
-            if arm_value[slot] == defaults[i]:
-                d = slot
-        st.stage[row] = STAGE_PRUNING
-        st.round[row] = 0
-        st.pos[row] = -1
-        st.current[row] = -1
-        st.expecting[row] = 0
-        st.pending[row] = 0
-        st.pending_reached[row] = 0
-        st.pending_cost[row] = 0.0
-        st.round_default[row] = d
-        st.best_slot[row] = -1
-        st.best_cost[row] = np.inf
-        st.n_good[row] = 0
-        st.conv_slot[row] = -1
-        st.conv_cost[row] = np.inf
-        _count_sides(st, row, arm_start, arm_count, arm_value)
+    _init_loop(st.record, st.frecord, st.member, st.good, rows, defaults, arm_start, arm_count, arm_value, arm_active)
 
 
 # -------------------------------------------------------------- validation
+@numba.njit(**_INLINE_HELPER)
+def _load(rec, sim, row, generation):
+    if sim[row, MARK] != generation:
+        sim[row, MARK] = generation
+        sim[row, SIM_STAGE] = rec[row, STAGE]
+        sim[row, SIM_EXPECTING] = rec[row, EXPECTING]
+
+
 @numba.njit(**_JIT_HELPER)
-def _load(scratch, row, generation, st):
-    if scratch.mark[row] != generation:
-        scratch.mark[row] = generation
-        scratch.stage[row] = st.stage[row]
-        scratch.expecting[row] = st.expecting[row]
-
-
-@numba.njit(**_JIT)
-def validate_predict(rows, st, num_rounds, concurrency, allow_empty_final, scratch, generation):
-    """First ``(index, ERR_*)`` at which a predict batch would fail, or ``(-1, ERR_NONE)``.
-
-    ``num_rounds[row]`` is each job's number of pruning rounds.
-    Writes only ``scratch`` (rows seen this ``generation`` keep their simulated
-    stage and awaited value, so repeated rows see the batch's earlier entries).
-    """
+def _validate_predict(rec, sim, rows, num_rounds, concurrency, allow_empty_final, generation):
     for i in range(rows.shape[0]):
         row = rows[i]
-        _load(scratch, row, generation, st)
-        if scratch.stage[row] != STAGE_PRUNING:
+        _load(rec, sim, row, generation)
+        if sim[row, SIM_STAGE] != STAGE_PRUNING:
             continue
-        if scratch.expecting[row] != 0:
+        if sim[row, SIM_EXPECTING] != 0:
             if not concurrency:
                 return i, ERR_AWAITING
             continue
         # Nothing awaited: this entry advances the state machine. A row advances
         # at most once per predict batch (afterwards it awaits or is in Thompson
         # sampling), so the real state is the state to peek at.
-        outcome = _peek(st, row, num_rounds[row], allow_empty_final)
+        outcome = _peek(rec, row, num_rounds[row], allow_empty_final)
         if outcome == ADVANCE_EXHAUSTED:
             return i, ERR_EXHAUSTED
         if outcome == ADVANCE_FINAL:
-            scratch.stage[row] = STAGE_THOMPSON
+            sim[row, SIM_STAGE] = STAGE_THOMPSON
         else:
-            scratch.expecting[row] = 1  # some arm (values are positive)
-    return -1, ERR_NONE
+            sim[row, SIM_EXPECTING] = 1  # some arm (values are positive)
+    return np.int64(-1), ERR_NONE
 
 
 @numba.njit(**_JIT)
-def validate_observe(rows, values, has_converged, concurrency, st, scratch, generation):
-    """First ``(index, ERR_*)`` at which an observe batch would fail, or ``(-1, ERR_NONE)``.
+def validate_predict(rows, st, num_rounds, concurrency, allow_empty_final, generation):
+    """First ``(index, ERR_*)`` at which a predict batch would fail, or ``(-1, ERR_NONE)``.
 
-    After a failure ``scratch.expecting[rows[index]]`` is the value that entry
-    found awaited (0: none).
+    ``num_rounds[row]`` is each job's number of pruning rounds.
+    Writes only the scratch ``st.sim`` (rows seen this ``generation`` keep their
+    simulated stage and awaited value, so repeated rows see the batch's earlier
+    entries).
     """
+    return _validate_predict(st.record, st.sim, rows, num_rounds, concurrency, allow_empty_final, generation)
+
+
+@numba.njit(**_JIT_HELPER)
+def _validate_observe(rec, sim, rows, values, has_converged, concurrency, generation):
     for i in range(rows.shape[0]):
         row = rows[i]
-        _load(scratch, row, generation, st)
-        if st.stage[row] != STAGE_PRUNING:
+        if rec[row, STAGE] != STAGE_PRUNING:
             continue
+        _load(rec, sim, row, generation)
         if not has_converged:
             return i, ERR_NO_CONVERGED
-        awaited = scratch.expecting[row]
+        awaited = sim[row, SIM_EXPECTING]
         if awaited != 0 and awaited == values[i]:
-            scratch.expecting[row] = 0
+            sim[row, SIM_EXPECTING] = 0
         elif not concurrency:
             return i, ERR_UNEXPECTED
-    return -1, ERR_NONE
+    return np.int64(-1), ERR_NONE
+
+
+@numba.njit(**_JIT)
+def validate_observe(rows, values, has_converged, concurrency, st, generation):
+    """First ``(index, ERR_*)`` at which an observe batch would fail, or ``(-1, ERR_NONE)``.
+
+    After a failure ``st.sim[rows[index], SIM_EXPECTING]`` is the value that entry
+    found awaited (0: none).
+    """
+    return _validate_observe(st.record, st.sim, rows, values, has_converged, concurrency, generation)
+
+
+@numba.njit(**_JIT_HELPER)
+def _exhausted_loop(rec, rows, num_rounds, out):
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        out[i] = (
+            rec[row, STAGE] == STAGE_PRUNING
+            and rec[row, EXPECTING] == 0
+            and _peek(rec, row, num_rounds[row], False) == ADVANCE_EXHAUSTED
+        )
 
 
 @numba.njit(**_JIT)
 def exhausted_rows(rows, st, num_rounds, out):
     """``out[i]`` = 1 where the next predict of ``rows[i]`` would find pruning exhausted."""
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        out[i] = (
-            st.stage[row] == STAGE_PRUNING
-            and st.expecting[row] == 0
-            and _peek(st, row, num_rounds[row], False) == ADVANCE_EXHAUSTED
-        )
+    _exhausted_loop(st.record, rows, num_rounds, out)
 
 
 # ----------------------------------------------------------------- batches
+@numba.njit(**_JIT_HELPER)
+def _advance_loop(rec, frec, member, good, rows, num_rounds, allow_empty_final, arm_start, arm_count, arm_value, sorted_arms, codes, out):
+    # NRT-free: the inlined helpers below take the arrays with no reference counting
+    # (inlined into a kernel compiled with NRT, every helper call increfs and decrefs
+    # each array it is given: most of the cost of an advance).
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        code, slot = _advance(
+            rec, frec, member, good, row, num_rounds[row], allow_empty_final, arm_start, arm_count, arm_value,
+            sorted_arms,
+        )
+        codes[i] = code
+        out[i] = arm_value[slot] if slot >= 0 else np.int64(0)
+
+
 @numba.njit(**_JIT)
 def advance_rows(rows, st, num_rounds, allow_empty_final, arm_start, arm_count, arm_value, sorted_arms, codes, out):
     """Advance each (validated) row once: ``codes[i]`` is ``ADVANCE_*``, ``out[i]`` the arm value
     (``sorted_arms``: every row's arm values ascend with the slot)."""
+    _advance_loop(
+        st.record, st.frecord, st.member, st.good, rows, num_rounds, allow_empty_final, arm_start, arm_count,
+        arm_value, sorted_arms, codes, out,
+    )
+
+
+@numba.njit(**_JIT_HELPER)
+def _predict_pass(rec, frec, member, good, rows, num_rounds, arm_start, arm_count, arm_value, out, ts_rows, ts_index, finals):
+    """The pruning pass of :func:`predict_batch` (NRT-free, see :func:`_advance_loop`):
+    pruning rows hand out their next arm or, while a result is awaited, the best known
+    one; rows past pruning (or whose pruning ends here, listed in ``finals``) are listed
+    in ``ts_rows``/``ts_index`` for the Thompson-sampling pass. Returns
+    ``(n_ts, n_finals)``."""
+    n_ts = np.int64(0)
+    n_finals = np.int64(0)
     for i in range(rows.shape[0]):
-        code, slot = _advance(
-            st, rows[i], num_rounds[rows[i]], allow_empty_final, arm_start, arm_count, arm_value, sorted_arms,
-        )
-        codes[i] = code
-        out[i] = arm_value[slot] if slot >= 0 else np.int64(0)
+        row = rows[i]
+        if rec[row, STAGE] == STAGE_PRUNING:
+            if rec[row, EXPECTING] != 0:
+                out[i] = _best_known(rec, row, arm_value)
+                continue
+            # The optimizer keeps every job's arms sorted ascending.
+            code, slot = _advance(
+                rec, frec, member, good, row, num_rounds[row], False, arm_start, arm_count, arm_value, True,
+            )
+            if code == ADVANCE_NEXT:
+                out[i] = arm_value[slot]
+                continue
+            finals[n_finals] = row
+            n_finals += 1
+        ts_rows[n_ts] = row
+        ts_index[n_ts] = i
+        n_ts += 1
+    return n_ts, n_finals
+
+
+@numba.njit(**_JIT_HELPER)
+def _observe_control(rec, frec, rows, slots, arm_value, costs, converged, refit):
+    n_refit = np.int64(0)
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        if rec[row, STAGE] != STAGE_PRUNING:
+            refit[i] = 1
+            n_refit += 1
+            continue
+        refit[i] = 0
+        slot = slots[i]
+        cost = costs[i]
+        if converged[i] and cost < frec[row, CONV_COST]:
+            frec[row, CONV_COST] = cost
+            rec[row, CONV_SLOT] = slot
+        expecting = rec[row, EXPECTING]
+        if expecting != 0 and expecting == arm_value[slot]:
+            rec[row, PENDING] = 1
+            frec[row, PENDING_COST] = cost
+            rec[row, PENDING_REACHED] = 1 if converged[i] else 0
+            rec[row, EXPECTING] = 0
+    return n_refit
 
 
 @numba.njit(**_JIT)
@@ -481,23 +591,48 @@ def observe_control(rows, slots, arm_value, costs, converged, st, refit):
     A pruning-stage observation of the awaited arm becomes the pending result;
     any other (concurrency) only counts towards the best converged cost.
     ``refit[i]`` is set to 1 for rows past pruning (their arm is refitted).
+    Returns how many rows are past pruning.
     """
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        if st.stage[row] != STAGE_PRUNING:
-            refit[i] = 1
-            continue
-        refit[i] = 0
-        slot = slots[i]
-        if converged[i] and costs[i] < st.conv_cost[row]:
-            st.conv_cost[row] = costs[i]
-            st.conv_slot[row] = slot
-        v = arm_value[slot]
-        if st.expecting[row] != 0 and st.expecting[row] == v:
-            st.pending[row] = 1
-            st.pending_cost[row] = costs[i]
-            st.pending_reached[row] = 1 if converged[i] else 0
-            st.expecting[row] = 0
+    return _observe_control(st.record, st.frecord, rows, slots, arm_value, costs, converged, refit)
+
+
+@numba.njit(**_JIT_HELPER)
+def _longest_window(finals, member, arm_start, arm_count, history_count, slot_window):
+    """The most rewards any survivor of ``finals`` is refitted on (at least 1)."""
+    longest = np.int64(1)
+    for f in range(finals.shape[0]):
+        row = finals[f]
+        start = arm_start[row]
+        for slot in range(start, start + arm_count[row]):
+            if member[slot]:
+                c = history_count[slot]
+                w = slot_window[slot]
+                if w > 0 and c > w:
+                    c = w
+                if c > longest:
+                    longest = c
+    return longest
+
+
+@numba.njit(**_JIT_HELPER)
+def _refit_survivors(
+    finals, member, arm_start, arm_count, arm_active, slot_window, slot_offset, prior_mean, prior_precision,
+    history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards, scratch, frames, partial,
+    reward_precision, posterior_mean, posterior_precision, observation_count,
+):
+    """The survivors of ``finals`` (rows whose pruning just ended) become their bandit's
+    active arms, each refitted from the prior on its windowed history (NRT-free)."""
+    for f in range(finals.shape[0]):
+        row = finals[f]
+        start = arm_start[row]
+        for slot in range(start, start + arm_count[row]):
+            arm_active[slot] = member[slot]
+            if member[slot]:
+                refit_history(
+                    slot, slot_window[slot], slot_offset[slot], history_count, history_values, chunk_flat, chunk_next,
+                    slot_chunks, rewards, scratch, frames, partial, prior_mean[row], prior_precision[row],
+                    reward_precision, posterior_mean, posterior_precision, observation_count,
+                )
 
 
 @numba.njit(**_JIT)
@@ -506,7 +641,6 @@ def predict_batch(
     st,
     num_rounds,
     concurrency,
-    scratch,
     generation,
     arm_start,
     arm_count,
@@ -545,63 +679,35 @@ def predict_batch(
     arm, the reference's 2); each arm keeps its job's window (``slot_window``,
     ``slot_offset``).
     """
-    index, code = validate_predict(rows, st, num_rounds, concurrency, False, scratch, generation)
+    rec = st.record
+    frec = st.frecord
+    member = st.member
+    good = st.good
+    index, code = _validate_predict(rec, st.sim, rows, num_rounds, concurrency, False, generation)
     if code != ERR_NONE:
         return index, code
     n = rows.shape[0]
     ts_rows = np.empty(n, np.int64)
     ts_index = np.empty(n, np.int64)
     finals = np.empty(n, np.int64)
-    n_ts = 0
-    n_finals = 0
-    for i in range(n):
-        row = rows[i]
-        if st.stage[row] == STAGE_PRUNING:
-            if st.expecting[row] != 0:
-                out[i] = best_known(st, row, arm_value)
-                continue
-            # The optimizer keeps every job's arms sorted ascending.
-            code, slot = _advance(st, row, num_rounds[row], False, arm_start, arm_count, arm_value, True)
-            if code == ADVANCE_NEXT:
-                out[i] = arm_value[slot]
-                continue
-            finals[n_finals] = row
-            n_finals += 1
-        ts_rows[n_ts] = row
-        ts_index[n_ts] = i
-        n_ts += 1
+    n_ts, n_finals = _predict_pass(
+        rec, frec, member, good, rows, num_rounds, arm_start, arm_count, arm_value, out, ts_rows, ts_index, finals,
+    )
     if n_finals:
         # Pruning ended for these rows: their survivors become the bandit's arms, each
         # refitted on its history (the advance pass above reads no posterior, and the
         # decisions below come after every refit, so deferring the refits changes nothing).
-        longest = np.int64(1)
-        for f in range(n_finals):
-            row = finals[f]
-            start = arm_start[row]
-            for slot in range(start, start + arm_count[row]):
-                if st.member[slot]:
-                    c = history_count[slot]
-                    w = slot_window[slot]
-                    if w > 0 and c > w:
-                        c = w
-                    if c > longest:
-                        longest = c
+        longest = _longest_window(finals[:n_finals], member, arm_start, arm_count, history_count, slot_window)
         rewards = np.empty(longest, np.float64)
         scratch = np.empty(longest, np.float64)
         frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
         partial = np.empty(SUM_STACK_DEPTH, np.float64)
-        chunk_flat = chunk_values.reshape(chunk_values.size)
-        for f in range(n_finals):
-            row = finals[f]
-            start = arm_start[row]
-            for s in range(start, start + arm_count[row]):
-                arm_active[s] = st.member[s]
-                if st.member[s]:
-                    refit_history(
-                        s, slot_window[s], slot_offset[s], history_count, history_values, chunk_flat, chunk_next,
-                        slot_chunks, rewards, scratch, frames, partial, prior_mean[row], prior_precision[row],
-                        reward_precision, posterior_mean, posterior_precision, observation_count,
-                    )
+        _refit_survivors(
+            finals[:n_finals], member, arm_start, arm_count, arm_active, slot_window, slot_offset, prior_mean,
+            prior_precision, history_count, history_values, chunk_values.reshape(chunk_values.size), chunk_next,
+            slot_chunks, rewards, scratch, frames, partial, reward_precision, posterior_mean, posterior_precision,
+            observation_count,
+        )
     if n_ts:
         ts_out = np.empty(n_ts, np.int64)
         thompson_predict(
@@ -633,7 +739,6 @@ def observe_batch(
     has_converged,
     st,
     concurrency,
-    scratch,
     generation,
     slot_window,
     slot_offset,
@@ -660,11 +765,11 @@ def observe_batch(
     history, nor the refit the control state, so the two passes equal one
     interleaved pass). Returns ``(-1, ERR_NONE)``.
     """
-    index, code = validate_observe(rows, values, has_converged, concurrency, st, scratch, generation)
+    index, code = _validate_observe(st.record, st.sim, rows, values, has_converged, concurrency, generation)
     if code != ERR_NONE:
         return index, code
     refit = np.empty(rows.shape[0], np.uint8)
-    observe_control(rows, slots, arm_value, costs, converged, st, refit)
+    _observe_control(st.record, st.frecord, rows, slots, arm_value, costs, converged, refit)
     observe_refit(
         rows,
         slots,

@@ -22,7 +22,7 @@ from banditfleet._fastcall import entry_point
 from banditfleet.kernels.fleet import NEEDS_POOL, observe_one_h, predict_one
 from banditfleet.kernels.handle import SETTING_FIELDS, STORE_FIELDS, new_handle
 from banditfleet.kernels.stats import allocate_sum_stack
-from banditfleet.kernels.pruning import PRUNING_FIELDS, SCRATCH_FIELDS, PruningArrays, ScratchArrays
+from banditfleet.kernels.pruning import ARM_FIELDS, RECORD_WIDTH, SIM_WIDTH, PruningArrays
 from banditfleet.kernels.thompson import find_arm_slots
 from banditfleet.rows import Rows
 from banditfleet.store import FleetStore
@@ -45,8 +45,10 @@ class ArmState(NamedTuple):
 
 # Plain GTS has no pruning state: its handle holds empty arrays of the same
 # dtypes, so every optimizer's handle has one numba type (one compilation).
-_EMPTY_PRUNING = PruningArrays(*(np.zeros(0, f[1]) for f in PRUNING_FIELDS))
-_EMPTY_SCRATCH = ScratchArrays(*(np.zeros(0, f[1]) for f in SCRATCH_FIELDS))
+_EMPTY_RECORD = np.zeros((0, RECORD_WIDTH), np.int64)
+_EMPTY_PRUNING = PruningArrays(
+    _EMPTY_RECORD, _EMPTY_RECORD.view(np.float64), *(np.zeros(0, f[1]) for f in ARM_FIELDS), np.zeros((0, SIM_WIDTH), np.int64)
+)
 _EMPTY_ROUNDS = np.zeros(0, np.int64)
 
 
@@ -358,10 +360,9 @@ class _FleetOptimizer(Journaled):
         }
 
     # ------------------------------------------------------------ fleet handle
-    def _handle_extra(self) -> tuple[Any, Any, np.ndarray]:
-        """The pruning and scratch tuples and per-job pruning rounds of the handle
-        (empty ones for plain GTS)."""
-        return _EMPTY_PRUNING, _EMPTY_SCRATCH, _EMPTY_ROUNDS
+    def _handle_extra(self) -> tuple[Any, np.ndarray]:
+        """The pruning tuple and per-job pruning rounds of the handle (empty ones for plain GTS)."""
+        return _EMPTY_PRUNING, _EMPTY_ROUNDS
 
     # Set on the first _handle() call: the handle, the store layout it was built
     # for, its numba type, and the compiled entry points resolved for that type.
@@ -402,10 +403,10 @@ class _FleetOptimizer(Journaled):
                 np.zeros(1, np.float64), np.zeros(1, np.uint8), np.zeros(1, np.int64), *allocate_sum_stack(),
                 self._handle_config(),
             )
-        pruning, scratch, num_rounds = self._handle_extra()
+        pruning, num_rounds = self._handle_extra()
         h = new_handle(
             *(getattr(s, name) for name in STORE_FIELDS), *(getattr(s, name) for name in SETTING_FIELDS),
-            s.streams, pruning, scratch, num_rounds, *ones,
+            s.streams, pruning, num_rounds, *ones,
         )
         htype = numba.typeof(h)
         if self._handle_type != htype:

@@ -63,12 +63,13 @@ from banditfleet.kernels.pruning import (
     ERR_NEEDS_POOL,
     ERR_NONE,
     ERR_UNKNOWN_BATCH_SIZE,
-    PRUNING_FIELDS,
-    SCRATCH_FIELDS,
+    ARM_FIELDS,
+    RECORD_COLUMNS,
+    SIM_EXPECTING,
+    SIM_WIDTH,
     STAGE_PRUNING,
     TS_NUM_EXPLORATION,
     PruningArrays,
-    ScratchArrays,
     advance_rows,
     best_known,
     exhausted_rows,
@@ -86,7 +87,6 @@ __all__ = ["PruningGTSBatchSizeOptimizer", "PruningExploreManager", "PruningStat
 NUM_PRUNING_ROUNDS = 2
 
 _PREFIX = "pr_"
-_SCRATCH_PREFIX = "prscratch_"
 
 
 class PruningState(NamedTuple):
@@ -101,28 +101,43 @@ class PruningState(NamedTuple):
     best_known: int  # what predict answers while a result is awaited (concurrency)
 
 
+_RECORD = _PREFIX + "record"
+_SIM = "prscratch_sim"
+
+
 def _add_pruning_arrays(store: FleetStore) -> None:
-    for name, dtype, fill, per_arm, slot_ref in PRUNING_FIELDS:
-        if per_arm:
-            store.add_arm_array(_PREFIX + name, dtype, fill)
-        elif slot_ref:
-            store.add_job_array(_PREFIX + name, dtype, fill, slot_ref=True)
-        else:
-            store.add_job_array(_PREFIX + name, dtype, fill)
-    for name, dtype, fill in SCRATCH_FIELDS:
-        store.add_job_array(_SCRATCH_PREFIX + name, dtype, fill, scratch=True)
-
-
-_get_pruning = operator.attrgetter(*(_PREFIX + f for f in PruningArrays._fields))
-_get_scratch = operator.attrgetter(*(_SCRATCH_PREFIX + f for f in ScratchArrays._fields))
+    """The per-job pruning record (one int64 row per job, columns ``pr_<field>``) and the
+    per-arm flags ``pr_member``, ``pr_good``."""
+    store.add_job_record(
+        _RECORD,
+        tuple((_PREFIX + name, dtype, fill, slot_ref, scratch) for name, dtype, fill, slot_ref, scratch in RECORD_COLUMNS),
+    )
+    for name, dtype, fill in ARM_FIELDS:
+        store.add_arm_array(_PREFIX + name, dtype, fill)
+    store.add_job_array(_SIM, np.int64, 0, width=SIM_WIDTH, scratch=True)
 
 
 def _pruning_arrays(store: FleetStore) -> PruningArrays:
-    return PruningArrays._make(_get_pruning(store))
+    """The kernels' view of the pruning state (the record block, its float64 view, the flags)."""
+    record = getattr(store, _RECORD)
+    return PruningArrays(record, record.view(np.float64), store.pr_member, store.pr_good, getattr(store, _SIM))
 
 
-def _scratch_arrays(store: FleetStore) -> ScratchArrays:
-    return ScratchArrays._make(_get_scratch(store))
+def _awaited(store: FleetStore, row: int) -> int:
+    """The awaited value a failed observe validation found for ``row`` (0: none)."""
+    return int(getattr(store, _SIM)[row, SIM_EXPECTING])
+
+
+class _Columns:
+    """Read access to the record's columns by field name (``st.stage[row]``), for Python-side code."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: FleetStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        return getattr(self._store, _PREFIX + name)
 
 
 class _PruningCore(Synchronized):
@@ -139,7 +154,7 @@ class _PruningCore(Synchronized):
 
     def _round_members(self, row: int) -> list[int]:
         s = self._store
-        st = _pruning_arrays(s)
+        st = _Columns(s)
         start, count = int(s.arm_start[row]), int(s.arm_count[row])
         values = s.arm_value[start : start + count]
         members = st.member[start : start + count].astype(bool)
@@ -148,7 +163,7 @@ class _PruningCore(Synchronized):
         return sorted(values[members].tolist())
 
     def _predict_error(self, row: int, code: int) -> Exception:
-        st = _pruning_arrays(self._store)
+        st = _Columns(self._store)
         fields = {"who": self._describe_row(row), "round": int(st.round[row]) + 1}
         if code == ERR_AWAITING:
             awaited = int(st.expecting[row])
@@ -485,13 +500,13 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
     def _observe_settings(self) -> int:
         return 1
 
-    def _handle_extra(self) -> tuple[PruningArrays, ScratchArrays, np.ndarray]:
-        return (*self._cached_tuples(), self._store.num_pruning_rounds)
+    def _handle_extra(self) -> tuple[PruningArrays, np.ndarray]:
+        return self._cached_tuples(), self._store.num_pruning_rounds
 
-    def _cached_tuples(self) -> tuple[PruningArrays, ScratchArrays]:
+    def _cached_tuples(self) -> PruningArrays:
         s = self._store
         if self._tuples_version != s.layout_version:
-            self._tuples = (_pruning_arrays(s), _scratch_arrays(s))
+            self._tuples = _pruning_arrays(s)
             self._tuples_version = s.layout_version
         return self._tuples
 
@@ -591,19 +606,18 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             # (a refused call changes nothing, capacities included).
             one, one_bs = np.array([row], np.int64), np.array([bs], np.int64)
             self._slots(one, one_bs)  # raises the named error for an unknown batch size
-            scratch = _scratch_arrays(s)
             index, vcode = validate_observe(
-                one, one_bs, converged is not None, self.concurrency, _pruning_arrays(s), scratch, self._next_generation()
+                one, one_bs, converged is not None, self.concurrency, _pruning_arrays(s), self._next_generation()
             )
             if vcode != ERR_NONE:
-                raise self._observe_error(row, bs, vcode, int(scratch.expecting[row]))
+                raise self._observe_error(row, bs, vcode, _awaited(s, row))
             s.reserve_history_chunks(1)
             args[0] = self._handle()
             code = self._fast("pruning_observe_one", pruning_observe_one, tuple(args))
         if code == ERR_UNKNOWN_BATCH_SIZE:
             self._slots(np.array([row], np.int64), np.array([bs], np.int64))  # raises the named error
         if code != ERR_NONE:
-            raise self._observe_error(row, bs, code, int(_scratch_arrays(s).expecting[row]))
+            raise self._observe_error(row, bs, code, _awaited(s, row))
         if self._folder is not None:
             record = {"rows": np.array([row], np.int64), "batch_sizes": np.array([bs], np.int64), "costs": np.array([c])}
             if converged is not None:
@@ -630,14 +644,13 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         flags = self._converged(rows, converged)
         slots = self._slots(rows, bs)
         s = self._store
-        scratch = _scratch_arrays(s)
         n = rows.shape[0]
         if s.n_unbounded_arms and int(s.pool_used[0]) + n > s.chunk_next.shape[0]:
             # The history pool must grow: refuse a bad batch before growing it.
-            index, code = validate_observe(rows, bs, flags is not None, self.concurrency, _pruning_arrays(s), scratch, self._next_generation())
+            index, code = validate_observe(rows, bs, flags is not None, self.concurrency, _pruning_arrays(s), self._next_generation())
             if code != ERR_NONE:
                 row = int(rows[index])
-                raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
+                raise self._observe_error(row, int(bs[index]), code, _awaited(s, row))
             s.reserve_history_for(slots)
         args = (
             self._handle(), rows, slots, bs, c, np.zeros(n, np.uint8) if flags is None else flags, flags is not None,
@@ -649,7 +662,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             index, code = pruning_observe_rows(*args)
         if code != ERR_NONE:
             row = int(rows[index])
-            raise self._observe_error(row, int(bs[index]), code, int(scratch.expecting[row]))
+            raise self._observe_error(row, int(bs[index]), code, _awaited(s, row))
         record = {"rows": rows, "batch_sizes": bs, "costs": c}
         if flags is not None:
             record["converged"] = flags
@@ -671,7 +684,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         """Where ``job`` is in pruning (or that pruning is over)."""
         s = self._store
         row = s.row(job)
-        st = _pruning_arrays(s)
+        st = _Columns(s)
         start, count = int(s.arm_start[row]), int(s.arm_count[row])
         values = s.arm_value[start : start + count]
         return PruningState(
@@ -681,7 +694,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             round_default=int(s.arm_value[st.round_default[row]]),
             members=sorted(values[st.member[start : start + count].astype(bool)].tolist()),
             reached=sorted(values[st.good[start : start + count].astype(bool)].tolist()),
-            best_known=int(best_known(st, row, s.arm_value)),
+            best_known=int(best_known(_pruning_arrays(s), row, s.arm_value)),
         )
 
     @B.declare(jobs=B.JOBS)
@@ -700,8 +713,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
         """The arms of ``job``'s bandit (sorted), or None while it is still pruning."""
         s = self._store
         row = s.row(job)
-        st = _pruning_arrays(s)
-        if int(st.stage[row]) == STAGE_PRUNING:
+        if int(s.pr_stage[row]) == STAGE_PRUNING:
             return None
         start, count = int(s.arm_start[row]), int(s.arm_count[row])
         return s.arm_value[start : start + count][s.arm_active[start : start + count].astype(bool)].tolist()
@@ -835,7 +847,7 @@ class PruningExploreManager(_PruningCore):
         st = _pruning_arrays(s)
         self._generation += 1
         rounds = np.full(1, self.num_pruning_rounds, np.int64)
-        index, code = validate_predict(self._row, st, rounds, False, True, _scratch_arrays(s), self._generation)
+        index, code = validate_predict(self._row, st, rounds, False, True, self._generation)
         if code != ERR_NONE:
             raise self._predict_error(0, code)
         codes = np.empty(1, np.int64)
@@ -858,12 +870,11 @@ class PruningExploreManager(_PruningCore):
         if self._done():
             raise PruningOrderError(f"PruningExploreManager: pruning is over; got a result for batch size {value}")
         st = _pruning_arrays(s)
-        scratch = _scratch_arrays(s)
         self._generation += 1
         values = np.array([value], np.int64)
-        index, code = validate_observe(self._row, values, True, False, st, scratch, self._generation)
+        index, code = validate_observe(self._row, values, True, False, st, self._generation)
         if code != ERR_NONE:
-            raise self._observe_error(0, value, code, int(scratch.expecting[0]))
+            raise self._observe_error(0, value, code, _awaited(s, 0))
         refit = np.empty(1, np.uint8)
         slots = np.array([self._slot_of(value)], np.int64)
         observe_control(self._row, slots, s.arm_value, np.array([c]), np.array([flag], np.uint8), st, refit)
@@ -934,7 +945,7 @@ def _upgrade_manager_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarr
 def _check_manager_state(store: FleetStore, num_rounds: int) -> None:
     """The state-machine counters and flags of a loaded manager are in range (slot references
     were checked by the store)."""
-    st = _pruning_arrays(store)
+    st = _Columns(store)
     n = store.n_arms
     for name in ("member", "good"):
         if (getattr(st, name)[:n] > 1).any():

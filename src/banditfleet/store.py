@@ -121,6 +121,9 @@ class FleetStore:
         self._arm_fill: dict[str, Any] = {}
         self._slot_refs: set[str] = set()
         self._scratch: set[str] = set()
+        # Per-job records (add_job_record): block name -> its columns.
+        self._records: dict[str, tuple[tuple[str, Any, Any, bool, bool], ...]] = {}
+        self._record_columns: dict[str, tuple[str, int, Any]] = {}
         self.arm_start = np.zeros(_MIN_CAPACITY, np.int64)
         self.arm_count = np.zeros(_MIN_CAPACITY, np.int64)
         self._job_fill.update(arm_start=0, arm_count=0)
@@ -211,6 +214,62 @@ class FleetStore:
         self.layout_version += 1
         setattr(self, name, np.full(self.arm_value.shape[0], fill, dtype=dtype))
         self._arm_fill[name] = fill
+
+    def add_job_record(self, name: str, columns: tuple[tuple[str, Any, Any, bool, bool], ...]) -> None:
+        """Add a per-job record: one int64 row of ``len(columns)`` columns per job.
+
+        ``columns`` are ``(column, dtype, fill, slot_ref, scratch)``: a float64
+        column holds its value's bits (read it through the block's float64
+        view), any other dtype its value. The record grows, compacts and
+        resets like any per-job array. Checkpoints hold one array per column,
+        ``job.<column>`` with the column's dtype (scratch columns left out),
+        so a checkpoint does not depend on how the record is laid out.
+        ``store.<column>`` is a view of the column (for inspection and Python-side
+        checks; kernels index the block).
+        """
+        fill = np.array(
+            [np.float64(f).view(np.int64) if np.dtype(d) == np.float64 else int(f) for _, d, f, _, _ in columns],
+            np.int64,
+        )
+        self.add_job_array(name, np.int64, fill, width=len(columns))
+        self._records[name] = tuple(columns)
+        for i, (column, dtype, _, _, _) in enumerate(columns):
+            self._record_columns[column] = (name, i, np.dtype(dtype))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not attributes: the columns of the records.
+        columns = self.__dict__.get("_record_columns")
+        if columns is None or name not in columns:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        block, i, dtype = columns[name]
+        array = self.__dict__[block]
+        return (array.view(np.float64) if dtype == np.float64 else array)[:, i]
+
+    def _record_export(self, name: str, n: int) -> dict[str, np.ndarray]:
+        """The non-scratch columns of record ``name``'s first ``n`` rows, one array each."""
+        block = getattr(self, name)[:n]
+        out = {}
+        for i, (column, dtype, _, _, scratch) in enumerate(self._records[name]):
+            if scratch:
+                continue
+            col = np.ascontiguousarray(block[:, i])
+            out[f"job.{column}"] = col.view(np.float64) if np.dtype(dtype) == np.float64 else col.astype(dtype)
+        return out
+
+    def _record_import(self, name: str, arrays: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """Record ``name``'s block for ``n`` loaded jobs from its per-column arrays."""
+        columns = self._records[name]
+        block = np.empty((n, len(columns)), np.int64)
+        block[:] = self._job_fill[name]
+        for i, (column, dtype, _, _, scratch) in enumerate(columns):
+            if scratch:
+                continue
+            got = arrays[f"job.{column}"]
+            if np.dtype(dtype) == np.float64:
+                block[:, i] = np.ascontiguousarray(got, np.float64).view(np.int64)
+            else:
+                block[:, i] = got
+        return block
 
     @property
     def job_capacity(self) -> int:
@@ -621,6 +680,13 @@ class FleetStore:
             ref = getattr(self, name)[:n_live]
             moved = ref >= 0
             ref[moved] += (new_starts - old_starts)[moved]
+        for name, columns in self._records.items():
+            block = getattr(self, name)
+            for i, (_, _, _, slot_ref, _) in enumerate(columns):
+                if slot_ref:
+                    ref = block[:n_live, i]
+                    moved = ref >= 0
+                    ref[moved] += (new_starts - old_starts)[moved]
         streams = allocate_streams(job_cap)
         for src, dst in zip(self.streams, streams):
             dst[:n_live] = src[live_rows]
@@ -682,7 +748,9 @@ class FleetStore:
             self._compact_now()
         out: dict[str, np.ndarray] = {}
         for name in self._job_fill:
-            if name not in self._scratch:
+            if name in self._records:
+                out.update(self._record_export(name, self.n_jobs))
+            elif name not in self._scratch:
                 out[f"job.{name}"] = getattr(self, name)[: self.n_jobs]
         for field, arr in zip(Streams._fields, self.streams):
             out[f"stream.{field}"] = arr[: self.n_jobs]
@@ -734,7 +802,8 @@ class FleetStore:
             raise ValueError("array 'job.arm_count' holds an impossible arm count")
         if n_jobs and not np.array_equal(starts, np.concatenate([[0], np.cumsum(counts)[:-1]])):
             raise ValueError("array 'job.arm_start' does not tile the arm slots")
-        for name in self._slot_refs:
+        slot_refs = list(self._slot_refs) + [c[0] for cols in self._records.values() for c in cols if c[3]]
+        for name in slot_refs:
             ref = arrays[f"job.{name}"]
             ok = (ref == -1) | ((ref >= starts) & (ref < starts + counts))
             if not ok.all():
@@ -753,6 +822,10 @@ class FleetStore:
         arm_cap = max(n_arms, self.arm_capacity)
         self.layout_version += 1
         for name, fill in self._job_fill.items():
+            if name in self._records:
+                loaded = self._record_import(name, arrays, n_jobs)
+                setattr(self, name, _sized(loaded, getattr(self, name), job_cap, fill, True))
+                continue
             loaded = None if name in self._scratch else arrays[f"job.{name}"]
             setattr(self, name, _sized(loaded, getattr(self, name), job_cap, fill, adopt))
         self.streams = Streams._make(
