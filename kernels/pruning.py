@@ -15,7 +15,11 @@ last round the members left are the survivors.
 A reported result is *settled* (folded into the round's best, the reached
 flags or the direction break) only at the next advance, as in the reference,
 whose generator resumes there. Everything lives in a :class:`PruningArrays`
-tuple (per-job and per-arm-slot arrays of the fleet store):
+tuple: one int64 *record* row per job (the fields below, columns indexed by the
+constants ``STAGE`` ... ``CONV_COST``; float fields hold their float64 bits and
+are read through ``frecord``, the block's float64 view), the per-slot flags, and
+the validation scratch ``sim``. The dtype column is the field's dtype in
+checkpoints, which keep one array per field:
 
 =================  =======  ===================================================
 field              dtype    meaning
@@ -39,8 +43,10 @@ member             uint8    per slot: a member of the current round (survivor af
 good               uint8    per slot: reached the target this round
 =================  =======  ===================================================
 
-Validation kernels replay a batch against per-row scratch (generation marks)
-without writing any state, so a bad batch is refused whole.
+Validation kernels replay a batch against the per-row scratch ``sim``
+(generation marks) without writing any state, so a bad batch is refused whole.
+Every per-batch row loop is an NRT-free helper (``_JIT_HELPER``) with the state
+machine's steps inlined into it; the public kernels unpack the tuple and call it.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ __all__ = [
     "RECORD_WIDTH",
     "ARM_FIELDS",
     "SIM_WIDTH",
+    "all_past_pruning",
     "SIM_EXPECTING",
     "STAGE_PRUNING",
     "STAGE_THOMPSON",
@@ -502,6 +509,20 @@ def _exhausted_loop(rec, rows, num_rounds, out):
 def exhausted_rows(rows, st, num_rounds, out):
     """``out[i]`` = 1 where the next predict of ``rows[i]`` would find pruning exhausted."""
     _exhausted_loop(st.record, rows, num_rounds, out)
+
+
+@numba.njit(**_JIT_HELPER)
+def _past_pruning_loop(rec, rows):
+    for i in range(rows.shape[0]):
+        if rec[rows[i], STAGE] == STAGE_PRUNING:
+            return False
+    return True
+
+
+@numba.njit(**_JIT)
+def all_past_pruning(rows, st):
+    """Whether every row of ``rows`` is past pruning (Thompson sampling)."""
+    return _past_pruning_loop(st.record, rows)
 
 
 # ----------------------------------------------------------------- batches

@@ -71,6 +71,7 @@ from banditfleet.kernels.pruning import (
     TS_NUM_EXPLORATION,
     PruningArrays,
     advance_rows,
+    all_past_pruning,
     best_known,
     exhausted_rows,
     init_rows,
@@ -557,7 +558,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
             )
             self._record("predict", {"rows": rows})
             return out
-        if rows.shape[0] > 1 and (s.pr_stage[rows] != STAGE_PRUNING).all():
+        if rows.shape[0] > 1 and all_past_pruning(rows, self._cached_tuples()):
             # Every job is past pruning: nothing can be refused or advanced, so the
             # Thompson-sampling kernel alone (the same decisions, in array order).
             predict_rows(self._handle(), rows, out)
@@ -574,7 +575,7 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
     def _all_sampling_and_unique(self, rows: np.ndarray) -> bool:
         """Whether no row repeats and every row is past pruning (nothing to validate)."""
         s = self._store
-        if not (s.pr_stage[rows] != STAGE_PRUNING).all():
+        if not all_past_pruning(rows, self._cached_tuples()):
             return False
         if getattr(self, "_marks", None) is None or self._marks.shape[0] < s.n_jobs:
             self._marks = np.full(s.job_capacity, -1, np.int64)
