@@ -504,6 +504,14 @@ class PruningGTSBatchSizeOptimizer(_PruningCore, _FleetOptimizer):
     def _handle_extra(self) -> tuple[PruningArrays, np.ndarray]:
         return self._cached_tuples(), self._store.num_pruning_rounds
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The cached tuple holds a float64 *view* of the record; a copy (deepcopy,
+        # pickle) would copy that view as an array of its own: rebuild it instead.
+        state = super().__getstate__()
+        state["_tuples"] = None
+        state["_tuples_version"] = -1
+        return state
+
     def _cached_tuples(self) -> PruningArrays:
         s = self._store
         if self._tuples_version != s.layout_version:
