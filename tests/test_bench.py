@@ -241,7 +241,7 @@ def test_scaling_and_plots(tmp_path):
 
 
 def test_compile_time_warm(tmp_path):
-    from banditfleet.bench.scaling import compile_times
+    from banditfleet.bench.scaling import CLI_FIRST_RUN, compile_times
 
     result = compile_times(cold=False)
     warm = result["warm"]
@@ -249,6 +249,10 @@ def test_compile_time_warm(tmp_path):
     assert warm["first_calls"] == pytest.approx(sum(warm["parts"].values()))
     assert warm["import"] > 0 and "cold" not in result
     assert result["cli"]["warm"] > 0 and "cold" not in result["cli"]
+    profile = result["cli"]["warm_profile"]
+    assert profile["rc"] == 0 and profile["argv"] == list(CLI_FIRST_RUN)
+    assert profile["compiles"] == sum(r["compiles"] for r in profile["table"])
+    assert 0 < profile["import_cpu"] <= profile["process_cpu"] and profile["compile_cpu"] <= profile["process_cpu"]
 
 
 def test_run_bench_without_scaling_or_compile(tmp_path):
