@@ -27,7 +27,8 @@ def cli_workload(tmp: Path) -> None:
     from banditfleet.cli import main
 
     assert main(["replay", "--synthetic-groups", "12", "--no-progress", "--no-plots", "--out", str(tmp / "cli")]) == 0
-    assert main(["replay", "--synthetic-groups", "12", "--no-progress", "--policy", "gts", "gts-known", "grid-search", "default", "oracle"]) == 0
+    assert main(["replay", "--synthetic-groups", "12", "--no-progress", "--policy", "gts", "gts-known", "grid-search", "default", "oracle",
+                 "--reward-precision", "1e-12"]) == 0
     for policy in ("gts", "gts-known"):
         assert main(["demo", "--jobs", "40", "--rounds", "6", "--policy", policy, "--no-progress"]) == 0
 
