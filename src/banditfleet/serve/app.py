@@ -567,7 +567,7 @@ class ZeusApp:
         return status
 
 
-_UNAUTHORIZED = _render({"message": "Missing or invalid bearer token."})
+_UNAUTHORIZED = json.dumps({"message": "Missing or invalid bearer token."}).encode()  # as BearerAuth renders it
 
 
 async def _send_unauthorized(send: Any) -> int:

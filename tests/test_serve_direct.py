@@ -1,0 +1,152 @@
+"""The direct path of ``banditfleet serve`` (:class:`banditfleet.serve.app.ZeusApp`) against the routed one.
+
+The five Zeus endpoints are served by a raw ASGI dispatcher with typed fast
+paths (orjson, no pydantic for well-typed bodies, precomputed response JSON)
+and the edge (metrics, bearer token, body limit) applied inline. The same
+application with an extra middleware routes every request through Starlette,
+its middleware and the pydantic-validating handlers: the naive model. Both
+get the same requests (crafted edge cases, then hypothesis-generated bodies)
+and must give the same status, body bytes, content type and state.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.middleware import Middleware
+from starlette.testclient import TestClient
+
+from banditfleet.serve.edge import build_app
+from hypothesis_budget import examples
+from serve_support import job_spec
+
+
+class _PassThrough:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.app(scope, receive, send)
+
+
+TOKEN = "s3cr3t"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    with tempfile.TemporaryDirectory(prefix="bf-direct-") as d:
+        direct = build_app(d + "/direct", fsync="never", token=TOKEN, max_body_bytes=2048)
+        routed = build_app(d + "/routed", fsync="never", token=TOKEN, max_body_bytes=2048,
+                           middleware=[Middleware(_PassThrough)])
+        assert direct._direct and not routed._direct  # the pair really is the two paths
+        with TestClient(direct) as a, TestClient(routed) as b:
+            yield direct, routed, a, b
+
+
+def _state(app):
+    st_ = app.state.bf.state
+    return {k: st_.job_state(k) for k in sorted(st_.jobs)}
+
+
+def _same(pair, method, url, content=None, headers=None):
+    direct, routed, a, b = pair
+    h = {**AUTH, **(headers or {})}
+    ra = a.request(method, url, content=content, headers=h)
+    rb = b.request(method, url, content=content, headers=h)
+    assert (ra.status_code, ra.content) == (rb.status_code, rb.content), (method, url, content)
+    assert ra.headers.get("content-type") == rb.headers.get("content-type")
+    assert ra.headers.get("www-authenticate") == rb.headers.get("www-authenticate")
+    return ra
+
+
+def _setup_job(pair, job_id):
+    spec = json.dumps(job_spec(job_id))
+    _same(pair, "POST", "/jobs", spec)
+    return _same(pair, "GET", f"/jobs/batch_size?job_id={job_id}").json()
+
+
+def test_crafted_requests_answer_alike(pair):
+    trial = _setup_job(pair, "test-a")
+    ok = {"job_id": "test-a", "batch_size": trial["batch_size"], "trial_number": trial["trial_number"]}
+    report = {**ok, "time": 10, "energy": 2000, "metric": 0.1, "current_epoch": 1}
+    cases = [
+        ("POST", "/jobs", json.dumps(job_spec("test-a")), None),                     # same spec again: 200
+        ("POST", "/jobs", json.dumps({**job_spec("test-a"), "max_epochs": 7}), None),  # 409
+        ("POST", "/jobs", json.dumps({**job_spec("test-b"), "batch_sizes": [8, 8]}), None),  # 422
+        ("POST", "/jobs", b"{not json", None),
+        ("POST", "/jobs", json.dumps(job_spec("test-c")), {"content-type": "text/plain"}),
+        ("POST", "/jobs", json.dumps(job_spec("test-d")), {"content-type": "application/json; charset=utf-8"}),
+        ("GET", "/jobs/batch_size?job_id=test-a", None, None),
+        ("GET", "/jobs/batch_size?job_id=test%2Da", None, None),
+        ("GET", "/jobs/batch_size?job_id=nope&job_id=test-a", None, None),
+        ("GET", "/jobs/batch_size?job_id=", None, None),
+        ("GET", "/jobs/batch_size", None, None),
+        ("GET", "/jobs/batch_size?job_id=unknown", None, None),
+        ("POST", "/report", json.dumps({**report, "time": "10"}), None),          # coerced by pydantic
+        ("POST", "/report", json.dumps({**report, "batch_size": True}), None),
+        ("POST", "/report", json.dumps({**report, "current_epoch": 1.0}), None),
+        ("POST", "/report", json.dumps({**report, "metric": float("nan")}), None),
+        ("POST", "/report", json.dumps({**report, "energy": 10**400}), None),
+        ("POST", "/report", json.dumps({k: v for k, v in report.items() if k != "metric"}), None),
+        ("POST", "/report", json.dumps([report]), None),
+        ("POST", "/report", b"", None),
+        ("POST", "/report", json.dumps(report), None),                             # keep training
+        ("POST", "/report", json.dumps({**report, "metric": 0.9, "extra": 1}), None),  # converged
+        ("POST", "/report", json.dumps({**report, "metric": 0.9}), None),           # already reported
+        ("POST", "/report", json.dumps({**report, "trial_number": 99}), None),
+        ("PATCH", "/trials", json.dumps({**ok, "trial_number": "1"}), None),
+        ("PATCH", "/trials", json.dumps({**ok, "trial_number": 99}), None),
+        ("PATCH", "/trials", json.dumps(ok), None),
+        ("PATCH", "/trials", json.dumps(ok).encode("utf-16"), None),
+        ("POST", "/trials", json.dumps(ok), None),                                  # 405
+        ("DELETE", "/jobs?job_id=nope", None, None),
+        ("POST", "/jobs", json.dumps(job_spec("test-" + "x" * 3000)), None),       # 413 (body limit)
+        ("GET", "/jobs/batch_size?job_id=test-a", None, {"authorization": "Bearer wrong"}),
+        ("PATCH", "/trials", json.dumps(ok), {"authorization": "bEaReR " + TOKEN}),
+        ("DELETE", "/jobs?job_id=test-a", None, None),
+        ("GET", "/jobs/batch_size?job_id=test-a", None, None),
+    ]
+    for method, url, content, headers in cases:
+        _same(pair, method, url, content, headers)
+    direct, routed, a, b = pair
+    assert _state(direct) == _state(routed)
+    assert direct.state.metrics.requests() == routed.state.metrics.requests()
+
+
+def test_chunked_body_over_the_limit_is_refused_alike(pair):
+    def chunks():
+        yield b'{"job_id": "test-a", "batch_size": 8, "trial_number": 1, "pad": "'
+        for _ in range(40):
+            yield b"x" * 100
+        yield b'"}'
+
+    direct, routed, a, b = pair
+    ra = a.request("PATCH", "/trials", content=chunks(), headers=AUTH)
+    rb = b.request("PATCH", "/trials", content=chunks(), headers=AUTH)
+    assert ra.status_code == rb.status_code == 413 and ra.content == rb.content
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True),
+                     st.text(max_size=6), st.sampled_from(["test-h", "1", "2.5", "8"]))
+
+
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_generated_bodies_answer_alike(pair, data):
+    trial = _setup_job(pair, "test-h")
+    fields = {"job_id": trial["job_id"], "batch_size": trial["batch_size"], "trial_number": trial["trial_number"],
+              "time": 5.0, "energy": 900.0, "metric": 0.7, "current_epoch": 1}
+    for name in data.draw(st.lists(st.sampled_from(sorted(fields)), max_size=3, unique=True)):
+        if data.draw(st.booleans()):
+            fields[name] = data.draw(_scalars)
+        else:
+            del fields[name]
+    path, method = data.draw(st.sampled_from([("/report", "POST"), ("/trials", "PATCH")]))
+    _same(pair, method, path, json.dumps(fields))
+    direct, routed, a, b = pair
+    assert _state(direct) == _state(routed)
