@@ -150,3 +150,124 @@ def test_generated_bodies_answer_alike(pair, data):
     _same(pair, method, path, json.dumps(fields))
     direct, routed, a, b = pair
     assert _state(direct) == _state(routed)
+
+
+# ------------------------------------------------------------ the direct HTTP protocol
+# uvicorn in this process (a thread per server): one with banditfleet's direct
+# protocol, one with uvicorn's own; raw HTTP/1.1 bytes to both, same answers.
+
+def _uvicorn_thread(app, http):
+    import threading
+    import time
+
+    import uvicorn
+
+    from serve_support import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=http, lifespan="on",
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    return server, thread, port
+
+
+def _exchange(port, data: bytes, responses: int = 1) -> list[tuple[int, list, bytes]]:
+    """Send raw bytes; read ``responses`` answers (status, headers without date/server, body)."""
+    import socket
+
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        buf = b""
+        while len(out) < responses:
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                assert chunk, f"connection closed after {len(out)} answers: {buf!r}"
+                buf += chunk
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            status = int(lines[0].split()[1])
+            headers = sorted(tuple(ln.split(b": ", 1)) for ln in lines[1:])
+            length = int(dict(headers).get(b"content-length", b"0"))
+            while len(buf) < length:
+                chunk = s.recv(65536)
+                assert chunk
+                buf += chunk
+            body, buf = buf[:length], buf[length:]
+            out.append((status, [h for h in headers if h[0] not in (b"date", b"server")], body))
+        if any((b"connection", b"close") in h for _, h, _ in out):
+            assert s.recv(1) == b""  # closed after the answer
+    return out
+
+
+@pytest.fixture(scope="module")
+def servers():
+    from banditfleet.serve.direct_http import direct_protocol
+
+    with tempfile.TemporaryDirectory(prefix="bf-direct-http-") as d:
+        apps = [build_app(d + "/direct", fsync="batch", token=TOKEN, max_body_bytes=700),
+                build_app(d + "/plain", fsync="batch", token=TOKEN, max_body_bytes=700)]
+        base = direct_protocol(apps[0])
+        assert base is not None
+        counts = {"direct": 0}
+
+        class Counting(base):
+            def _write(self, *args, **kwargs):
+                counts["direct"] += 1
+                return super()._write(*args, **kwargs)
+
+        running = [_uvicorn_thread(apps[0], Counting), _uvicorn_thread(apps[1], "httptools")]
+        try:
+            yield apps, [port for _, _, port in running], counts
+        finally:
+            for server, thread, _ in running:
+                server.should_exit = True
+                thread.join(30)
+
+
+def _req(method: str, target: str, body: bytes = b"", extra: bytes = b"", version: bytes = b"1.1",
+         token: str = TOKEN) -> bytes:
+    auth = b"authorization: Bearer %s\r\n" % token.encode() if token else b""
+    length = b"content-length: %d\r\n" % len(body) if body or method in ("POST", "PATCH") else b""
+    return b"%s %s HTTP/%s\r\nhost: t\r\n%s%s%s\r\n%s" % (method.encode(), target.encode(), version, auth, length,
+                                                        extra, body)
+
+
+def test_direct_protocol_answers_as_uvicorn(servers):
+    apps, ports, counts = servers
+    spec = json.dumps(job_spec("test-p")).encode()
+
+    def both(data, responses=1):
+        a, b = (_exchange(p, data, responses) for p in ports)
+        assert a == b, data
+        return a
+
+    both(_req("POST", "/jobs", spec))
+    trial = json.loads(both(_req("GET", "/jobs/batch_size?job_id=test-p"))[0][2])
+    ident = {"job_id": "test-p", "batch_size": trial["batch_size"], "trial_number": trial["trial_number"]}
+    report = json.dumps({**ident, "time": 3.0, "energy": 500.0, "metric": 0.2, "current_epoch": 1}).encode()
+    before = counts["direct"]
+    both(_req("POST", "/report", report))                                     # keep training
+    assert counts["direct"] == before + 1                                     # answered by the direct protocol
+    # Pipelined: two requests in one write, answered in order.
+    both(_req("POST", "/report", report) + _req("GET", "/jobs/batch_size?job_id=test-p"), responses=2)
+    both(_req("PATCH", "/trials", json.dumps(ident).encode(), extra=b"connection: close\r\n"))
+    both(_req("GET", "/jobs/batch_size?job_id=test-p", version=b"1.0"))
+    both(_req("GET", "/jobs/batch_size?job_id=test%2Dp"))                     # percent-encoded: the ASGI path
+    both(_req("GET", "/jobs/batch_size?job_id=nope"))
+    both(_req("GET", "/jobs/batch_size?job_id=test-p", token="wrong"))
+    both(_req("DELETE", "/jobs?job_id=nope"))
+    both(_req("POST", "/report", b"{broken"))
+    both(_req("POST", "/jobs", json.dumps(job_spec("test-" + "q" * 800)).encode()))   # 413: over the limit
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(report), report)
+    both(_req("POST", "/report", extra=b"transfer-encoding: chunked\r\n")[:-0 or None].replace(
+        b"content-length: 0\r\n", b"") + chunked)
+    both(_req("PATCH", "/trials", json.dumps(ident).encode(), extra=b"expect: 100-continue\r\n"), responses=2)
+    both(_req("GET", "/nowhere"))
+    assert _state(apps[0]) == _state(apps[1])
+    assert apps[0].state.metrics.requests() == apps[1].state.metrics.requests()

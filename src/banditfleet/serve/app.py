@@ -113,6 +113,34 @@ class ServeContext:
                     raise  # this request was cancelled
                 # Another waiter's cancellation cancelled the shared future: wait again.
 
+    def when_durable(self, callback: Callable[[Optional[BaseException]], None]) -> None:
+        """Call ``callback(None)`` once the journal is durable up to
+        :attr:`ZeusServerState.durable_target` (now, or from the event loop after the
+        fsync that covers it), or ``callback(error)`` if the fsync failed: the
+        callback form of :meth:`durable`, for a caller without a task."""
+        offset = self.state.durable_target
+        folder = self.state.folder
+        if offset is None or folder is None or folder._durable >= offset:
+            callback(None)
+            return
+        self._wait_fsync(folder, offset, callback)
+
+    def _wait_fsync(self, folder: Any, offset: int, callback: Callable[[Optional[BaseException]], None]) -> None:
+        fut = self._fsync_task
+        if fut is None or fut.done():
+            fut = self._fsync_task = self._start_fsync(folder)
+
+        def done(f: asyncio.Future) -> None:
+            error = None if f.cancelled() else f.exception()
+            if error is not None:
+                callback(error)
+            elif folder._durable >= offset:
+                callback(None)
+            else:  # that fsync started before this record was written: the next one covers it
+                self._wait_fsync(folder, offset, callback)
+
+        fut.add_done_callback(done)
+
     def _start_fsync(self, folder: Any) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -416,6 +444,11 @@ class ZeusApp:
     def routes(self) -> list[BaseRoute]:
         return self.starlette.routes
 
+    @property
+    def max_body_bytes(self) -> Optional[int]:
+        """The body-size limit of the direct path (None: none)."""
+        return self._max_body
+
     def serve_directly(self, enabled: bool = True, *, metrics: Any = None, token: Optional[str] = None,
                        max_body_bytes: Optional[int] = None, predict: bool = True) -> None:
         """Serve the Zeus endpoints directly (``enabled``), with the edge that wraps the Starlette app.
@@ -487,6 +520,79 @@ class ZeusApp:
     def _delete(self, raw: bytes, ctype: Optional[str], scope: Any) -> tuple[int, bytes]:
         self.ctx.state.delete_job(_query_job_id(scope))
         return 200, b"null"
+
+    def direct_handler(self, method: str, path: str) -> Optional[Callable[..., tuple[int, bytes]]]:
+        """The direct-path handler of (method, path), or None (the request goes through ASGI)."""
+        return self._direct.get((method, path))
+
+    def respond(self, handler: Callable[..., tuple[int, bytes]], method: str, path: str, query_string: bytes,
+                headers: list[tuple[bytes, bytes]], raw: bytes,
+                reply: Callable[[int, bytes, bytes], None]) -> None:
+        """Answer one complete direct-path request without a task (see :mod:`banditfleet.serve.direct_http`).
+
+        The caller has checked that the request is not chunked, is within the body
+        limit and has its whole body in ``raw``. ``reply(status, body, extra header
+        lines)`` is called exactly once: at once for refusals that need no durability,
+        else from the event loop once the journal is durable. The checks, answers and
+        metrics are those of :meth:`_serve`.
+        """
+        metrics = self._metrics
+        t0 = time.perf_counter()
+
+        def answer(status: int, data: bytes, extra: bytes = b"") -> None:
+            try:
+                reply(status, data, extra)
+            finally:
+                if metrics is not None:
+                    metrics.observe(method, path, status, time.perf_counter() - t0)
+
+        ctype: Optional[bytes] = None
+        auth: Optional[bytes] = None
+        for name, value in headers:
+            if name == b"content-type":
+                if ctype is None:
+                    ctype = value
+            elif name == b"authorization":
+                if auth is None:
+                    auth = value
+        expected = self._expected
+        if expected is not None:
+            given = auth or b""
+            if not hmac.compare_digest(given[:7].lower() + given[7:], expected):
+                answer(401, _UNAUTHORIZED, b'www-authenticate: Bearer realm="banditfleet"\r\n')
+                return
+        ctx = self.ctx
+        if ctx.failed is not None:
+            answer(503, _render({"message": ctx.failed}))
+            return
+        scope = {"query_string": query_string}
+        try:
+            status, data = handler(raw, None if ctype is None else ctype.decode("latin-1"), scope)
+        except ProtocolError as exc:
+            status, data = exc.status, _render(exc.body)
+        except ZeusServerError as exc:
+            status, data = exc.status, _render({"message": exc.message})
+        except JournalError as exc:
+            answer(503, _render({"message": ctx.fail(exc)}))
+            return
+        except Exception as exc:  # noqa: BLE001 - as the routed app's 500 handler answers
+            logger.exception("unhandled error in %s %s", method, path)
+            answer(500, _render({"message": f"internal error: {type(exc).__name__}: {exc}"}))
+            return
+
+        def durable(error: Optional[BaseException]) -> None:
+            if error is None:
+                answer(status, data)
+            elif isinstance(error, JournalError):
+                answer(503, _render({"message": ctx.fail(error)}))
+            else:
+                logger.error("fsync wait failed: %r", error)
+                answer(500, _render({"message": f"internal error: {type(error).__name__}: {error}"}))
+
+        try:
+            ctx.when_durable(durable)
+        except JournalError as exc:
+            answer(503, _render({"message": ctx.fail(exc)}))
 
     async def _serve(self, handler: Callable[[bytes, Optional[str], Any], tuple[int, bytes]], scope: Any,
                      receive: Any, send: Any) -> int:
