@@ -207,12 +207,14 @@ def _exchange(port, data: bytes, responses: int = 1) -> list[tuple[int, list, by
 
 @pytest.fixture(scope="module")
 def servers():
-    from banditfleet.serve.direct_http import direct_protocol
+    from banditfleet.serve.direct_http import DirectHttpToolsProtocol
 
     with tempfile.TemporaryDirectory(prefix="bf-direct-http-") as d:
         apps = [build_app(d + "/direct", fsync="batch", token=TOKEN, max_body_bytes=700),
                 build_app(d + "/plain", fsync="batch", token=TOKEN, max_body_bytes=700)]
-        base = direct_protocol(apps[0])
+        # The generic class, as `uvicorn --http banditfleet.serve.direct_http:DirectHttpToolsProtocol`
+        # uses it: it finds the application inside uvicorn's wrappers.
+        base = DirectHttpToolsProtocol
         assert base is not None
         counts = {"direct": 0}
 

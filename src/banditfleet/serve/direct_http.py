@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-__all__ = ["direct_protocol"]
+__all__ = ["direct_protocol", "DirectHttpToolsProtocol"]
 
 
 class _NoEvent:
@@ -64,13 +64,20 @@ class _DirectCycle:
         self.message_event = _NO_EVENT
 
 
-def direct_protocol(app: Any) -> Optional[type]:
-    """A uvicorn HTTP protocol class that answers ``app``'s direct endpoints itself.
+def _find_zeus_app(app: Any) -> Any:
+    """The :class:`~banditfleet.serve.app.ZeusApp` inside uvicorn's wrappers (``.app`` chains), or None."""
+    from banditfleet.serve.app import ZeusApp
 
-    ``app`` is a :class:`~banditfleet.serve.app.ZeusApp`. Returns None when
-    httptools or uvicorn's httptools protocol is not available (then run uvicorn
-    with its own protocol: every request goes through ASGI, with the same answers).
-    """
+    for _ in range(16):
+        if isinstance(app, ZeusApp):
+            return app
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
+def _build() -> Optional[type]:
     try:
         import httptools
         from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -80,15 +87,21 @@ def direct_protocol(app: Any) -> Optional[type]:
     parse_url = httptools.parse_url
 
     class DirectHttpToolsProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol; Zeus's endpoints answered from the parser callbacks."""
+        """uvicorn's httptools protocol; Zeus's endpoints answered from the parser callbacks.
 
-        zeus_app = app
+        The application is :attr:`zeus_app` when set (:func:`direct_protocol`),
+        else the :class:`~banditfleet.serve.app.ZeusApp` found inside the
+        application uvicorn loaded; without one it is uvicorn's protocol.
+        """
+
+        zeus_app: Any = None
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._default_src: Any = None
             self._default_bytes = b""
-            self._direct_ok = not self.root_path and self.limit_concurrency is None
+            self._zeus = self.zeus_app if self.zeus_app is not None else _find_zeus_app(self.app)
+            self._direct_ok = self._zeus is not None and not self.root_path and self.limit_concurrency is None
 
         def on_headers_complete(self) -> None:
             # A response written synchronously (from a parser callback) armed the
@@ -104,7 +117,7 @@ def direct_protocol(app: Any) -> Optional[type]:
                     parsed = parse_url(self.url)
                     raw_path = parsed.path
                     if b"%" not in raw_path:
-                        handler = self.zeus_app.direct_handler(method, raw_path.decode("ascii"))
+                        handler = self._zeus.direct_handler(method, raw_path.decode("ascii"))
                 if handler is not None and self._plain_body():
                     version = parser.get_http_version()
                     self.cycle = _DirectCycle(handler, method, raw_path.decode("ascii"), parsed.query or b"",
@@ -114,7 +127,7 @@ def direct_protocol(app: Any) -> Optional[type]:
 
         def _plain_body(self) -> bool:
             """No chunked body and a declared length within the limit (else the ASGI path decides)."""
-            limit = self.zeus_app.max_body_bytes
+            limit = self._zeus.max_body_bytes
             for name, value in self.headers:
                 if name == b"transfer-encoding":
                     return False
@@ -147,7 +160,7 @@ def direct_protocol(app: Any) -> Optional[type]:
                 self._write(cycle, status, data, extra)
 
             try:
-                self.zeus_app.respond(cycle.handler, cycle.method, cycle.path, cycle.query, cycle.headers,
+                self._zeus.respond(cycle.handler, cycle.method, cycle.path, cycle.query, cycle.headers,
                                       cycle.body, reply)
             except Exception:  # noqa: BLE001 - never into the parser: answer 500 as uvicorn would
                 self.logger.exception("Exception in the direct path of banditfleet serve")
@@ -173,3 +186,20 @@ def direct_protocol(app: Any) -> Optional[type]:
             self.on_response_complete()
 
     return DirectHttpToolsProtocol
+
+
+#: uvicorn's httptools protocol with the direct path (None without httptools or
+#: uvicorn): ``uvicorn --http banditfleet.serve.direct_http:DirectHttpToolsProtocol``.
+DirectHttpToolsProtocol = _build()
+
+
+def direct_protocol(app: Any) -> Optional[type]:
+    """A uvicorn HTTP protocol class that answers ``app``'s direct endpoints itself.
+
+    ``app`` is a :class:`~banditfleet.serve.app.ZeusApp`. Returns None when
+    httptools or uvicorn's httptools protocol is not available (then run uvicorn
+    with its own protocol: every request goes through ASGI, with the same answers).
+    """
+    if DirectHttpToolsProtocol is None:
+        return None
+    return type("DirectHttpToolsProtocol", (DirectHttpToolsProtocol,), {"zeus_app": app})
