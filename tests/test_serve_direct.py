@@ -205,13 +205,14 @@ def _exchange(port, data: bytes, responses: int = 1) -> list[tuple[int, list, by
     return out
 
 
-@pytest.fixture(scope="module")
-def servers():
+@pytest.fixture(scope="module", params=[False, True], ids=["single", "microbatch"])
+def servers(request):
     from banditfleet.serve.direct_http import DirectHttpToolsProtocol
 
+    mb = request.param
     with tempfile.TemporaryDirectory(prefix="bf-direct-http-") as d:
-        apps = [build_app(d + "/direct", fsync="batch", token=TOKEN, max_body_bytes=700),
-                build_app(d + "/plain", fsync="batch", token=TOKEN, max_body_bytes=700)]
+        apps = [build_app(d + "/direct", fsync="batch", token=TOKEN, max_body_bytes=700, microbatch=mb),
+                build_app(d + "/plain", fsync="batch", token=TOKEN, max_body_bytes=700, microbatch=mb)]
         # The generic class, as `uvicorn --http banditfleet.serve.direct_http:DirectHttpToolsProtocol`
         # uses it: it finds the application inside uvicorn's wrappers.
         base = DirectHttpToolsProtocol
@@ -255,7 +256,8 @@ def test_direct_protocol_answers_as_uvicorn(servers):
     report = json.dumps({**ident, "time": 3.0, "energy": 500.0, "metric": 0.2, "current_epoch": 1}).encode()
     before = counts["direct"]
     both(_req("POST", "/report", report))                                     # keep training
-    assert counts["direct"] == before + 1                                     # answered by the direct protocol
+    both(_req("GET", "/jobs/batch_size?job_id=nope&job_id=test-p"))            # a concurrent trial
+    assert counts["direct"] == before + 2                                     # answered by the direct protocol
     # Pipelined: two requests in one write, answered in order.
     both(_req("POST", "/report", report) + _req("GET", "/jobs/batch_size?job_id=test-p"), responses=2)
     both(_req("PATCH", "/trials", json.dumps(ident).encode(), extra=b"connection: close\r\n"))
@@ -271,5 +273,14 @@ def test_direct_protocol_answers_as_uvicorn(servers):
         b"content-length: 0\r\n", b"") + chunked)
     both(_req("PATCH", "/trials", json.dumps(ident).encode(), extra=b"expect: 100-continue\r\n"), responses=2)
     both(_req("GET", "/nowhere"))
+    # Several connections at once: with micro-batching their predictions share batches.
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for port in ports:
+            answers = list(pool.map(lambda _: _exchange(port, _req("GET", "/jobs/batch_size?job_id=test-p")),
+                                    range(16)))
+            assert sorted(json.loads(a[0][2])["trial_number"] for a in answers) == sorted(
+                {json.loads(a[0][2])["trial_number"] for a in answers})
     assert _state(apps[0]) == _state(apps[1])
     assert apps[0].state.metrics.requests() == apps[1].state.metrics.requests()

@@ -41,6 +41,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
@@ -434,6 +435,7 @@ class ZeusApp:
         self._metrics: Any = None
         self._expected: Optional[bytes] = None
         self._max_body: Optional[int] = None
+        self._microbatch: Optional[Callable[[], Any]] = None
 
     @property
     def state(self) -> Any:
@@ -450,7 +452,8 @@ class ZeusApp:
         return self._max_body
 
     def serve_directly(self, enabled: bool = True, *, metrics: Any = None, token: Optional[str] = None,
-                       max_body_bytes: Optional[int] = None, predict: bool = True) -> None:
+                       max_body_bytes: Optional[int] = None, predict: bool = True,
+                       microbatch: Optional[Callable[[], Any]] = None) -> None:
         """Serve the Zeus endpoints directly (``enabled``), with the edge that wraps the Starlette app.
 
         Args:
@@ -458,10 +461,15 @@ class ZeusApp:
             token: The bearer token they must carry (None: none).
             max_body_bytes: The body-size limit (413 above it; None: no limit).
             predict: Include ``GET /jobs/batch_size`` (False when micro-batching serves it).
+            microbatch: With ``predict=False``, a function returning the micro-batching
+                middleware (:class:`~banditfleet.serve.edge.MicroBatchPredict`, or None
+                before Starlette built it): the direct HTTP protocol
+                (:meth:`respond`) then submits predictions to its batcher itself.
         """
         self._metrics = metrics
         self._expected = None if token is None else b"bearer " + token.encode("ascii")
         self._max_body = max_body_bytes
+        self._microbatch = microbatch if enabled and not predict else None
         self._direct = {}
         if not enabled:
             return
@@ -523,7 +531,47 @@ class ZeusApp:
 
     def direct_handler(self, method: str, path: str) -> Optional[Callable[..., tuple[int, bytes]]]:
         """The direct-path handler of (method, path), or None (the request goes through ASGI)."""
-        return self._direct.get((method, path))
+        handler = self._direct.get((method, path))
+        if handler is None and self._microbatch is not None and method == "GET" and path == GET_NEXT_BATCH_SIZE_URL:
+            if self._microbatch() is not None:
+                return self._predict_batched
+        return handler
+
+    def _predict_batched(self, raw: bytes, ctype: Optional[str], scope: Any) -> tuple[int, bytes]:
+        # The marker of micro-batched predictions in respond(); never called as a handler.
+        raise AssertionError("micro-batched predictions are answered by respond()")
+
+    def _respond_batched(self, job_id: str, answer: Callable[..., None]) -> None:
+        """A micro-batched ``GET /jobs/batch_size`` (what MicroBatchPredict does, from callbacks)."""
+        ctx = self.ctx
+        fut = asyncio.ensure_future(self._microbatch().batcher(ctx).submit(job_id))
+
+        def decided(f: asyncio.Future) -> None:
+            try:
+                status, body = f.result()
+            except Exception as exc:  # noqa: BLE001 - as the routed app's 500 handler answers
+                logger.error("unhandled error in a micro-batched prediction: %r", exc)
+                answer(500, _render({"message": f"internal error: {type(exc).__name__}: {exc}"}))
+                return
+            if status == 503:
+                answer(status, _render(body))
+                return
+            data = _render_trial(body) if status == 200 else _render(body)
+
+            def durable(error: Optional[BaseException]) -> None:
+                if error is None:
+                    answer(status, data)
+                elif isinstance(error, JournalError):
+                    answer(503, _render({"message": str(error)}))
+                else:
+                    answer(500, _render({"message": f"internal error: {type(error).__name__}: {error}"}))
+
+            try:
+                ctx.when_durable(durable)
+            except JournalError as exc:
+                answer(503, _render({"message": str(exc)}))
+
+        fut.add_done_callback(decided)
 
     def respond(self, handler: Callable[..., tuple[int, bytes]], method: str, path: str, query_string: bytes,
                 headers: list[tuple[bytes, bytes]], raw: bytes,
@@ -561,6 +609,15 @@ class ZeusApp:
             if not hmac.compare_digest(given[:7].lower() + given[7:], expected):
                 answer(401, _UNAUTHORIZED, b'www-authenticate: Bearer realm="banditfleet"\r\n')
                 return
+        if handler == self._predict_batched:
+            job_id = None  # the last one, as MicroBatchPredict reads it
+            for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+                if key == "job_id":
+                    job_id = value
+            if job_id is not None:
+                self._respond_batched(job_id, answer)
+                return
+            handler = self._predict  # no job_id: the protocol's 422, as MicroBatchPredict passes it on
         ctx = self.ctx
         if ctx.failed is not None:
             answer(503, _render({"message": ctx.failed}))

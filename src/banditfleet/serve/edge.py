@@ -221,7 +221,7 @@ def build_app(folder: str | os.PathLike, *, token: Optional[str] = None, max_bod
     # inline (metrics, token, body limit), unless the caller added middleware
     # that must see them; micro-batching keeps GET /jobs/batch_size routed.
     app.serve_directly(not extra_mw, metrics=metrics, token=token, max_body_bytes=max_body_bytes,
-                       predict=not microbatch)
+                       predict=not microbatch, microbatch=(lambda: mb.get("middleware")) if microbatch else None)
     app_ref["app"] = app
     app.state.metrics = metrics
     app.state.started = time.time()
