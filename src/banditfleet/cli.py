@@ -516,10 +516,10 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fsync", type=_fsync_arg, default="batch", help="'batch' (default: no response before its effect is fsynced; fsyncs shared), 'never', or milliseconds between fsyncs")
     parser.add_argument("--checkpoint-bytes", type=_positive_int, default=None, metavar="N", help="checkpoint whenever the journal reaches N bytes (default: only at shutdown)")
     parser.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log; off by default)")
+    parser.add_argument("--http", choices=("direct", "uvicorn"), default="direct", help="'direct' (default): uvicorn's httptools protocol answers the Zeus endpoints without an ASGI task; 'uvicorn': every request through ASGI (same answers, more CPU per request)")
     parser.add_argument("--token-file", type=Path, default=None, metavar="FILE", help="every request must carry 'Authorization: Bearer <token>', the token being FILE's content")
     parser.add_argument("--insecure", action="store_true", help="allow binding a non-loopback address without --token-file")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=16 * 1024 * 1024, metavar="N", help="answer 413 to request bodies over N bytes (default: 16 MiB)")
-    parser.add_argument("--http", choices=("direct", "uvicorn"), default="direct", help="'direct' (default): uvicorn's httptools protocol answers the Zeus endpoints without an ASGI task; 'uvicorn': every request through ASGI (same answers, more CPU per request)")
     parser.add_argument("--microbatch", action="store_true", help="decide concurrent GET /jobs/batch_size requests as one batch (off by default: measured no gain, see docs/performance.md)")
 
 
