@@ -284,3 +284,47 @@ def test_direct_protocol_answers_as_uvicorn(servers):
                 {json.loads(a[0][2])["trial_number"] for a in answers})
     assert _state(apps[0]) == _state(apps[1])
     assert apps[0].state.metrics.requests() == apps[1].state.metrics.requests()
+
+
+def test_a_cancelled_waiter_leaves_the_shared_fsync_to_the_others(tmp_path, monkeypatch):
+    """All requests waiting for one group commit await one future; cancelling one of them
+    (a client gone, a shutdown) must not fail the others, and the callback form waits alike."""
+    import asyncio
+    import os
+    import time
+
+    from banditfleet.serve.app import create_app
+    from banditfleet.serve.zeus_protocol import JobSpecFromClient
+
+    app = create_app(tmp_path / "f", fsync="batch", checkpoint_on_shutdown=False)
+    ctx = app.state.bf
+    folder = ctx.state.folder
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.05)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+
+    async def main() -> list:
+        ctx.state.register(JobSpecFromClient.parse_obj(job_spec("test-c")).dict())
+        target = folder._written
+        called: list = []
+        waiters = [asyncio.ensure_future(ctx.durable()) for _ in range(3)]
+        await asyncio.sleep(0.01)  # all three wait on the same fsync now
+        waiters[0].cancel()
+        ctx.state.predict("test-c")  # written during that fsync: needs the next one
+        ctx.when_durable(called.append)
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        while not called:
+            await asyncio.sleep(0.01)
+        return [type(r).__name__ for r in results], called, target
+
+    try:
+        kinds, called, target = asyncio.run(main())
+        assert kinds == ["CancelledError", "NoneType", "NoneType"]
+        assert called == [None] and folder._durable >= target
+        assert folder._durable == folder._written  # the callback waited for the second fsync
+    finally:
+        ctx.close()

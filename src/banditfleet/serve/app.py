@@ -106,6 +106,9 @@ class ServeContext:
             fut = self._fsync_task
             if fut is None or fut.done():
                 fut = self._fsync_task = self._start_fsync(folder)
+            if not _TASK_CANCELLING:  # Python 3.10: a cancelled waiter must not cancel the others' future
+                await asyncio.shield(fut)
+                continue
             try:
                 await fut
             except asyncio.CancelledError:
@@ -179,6 +182,9 @@ class ServeContext:
             logger.error("closing the state folder: %s", exc)
         finally:
             self._executor.shutdown(wait=True)
+
+
+_TASK_CANCELLING = hasattr(asyncio.Task, "cancelling")  # Python >= 3.11
 
 
 def _resolve(fut: asyncio.Future, error: Optional[BaseException]) -> None:
