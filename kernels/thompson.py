@@ -382,17 +382,19 @@ def window_needs_copy(n, window):
 
 @numba.njit(**_INLINE_HELPER)
 def _refit_in_place(
-    slot, window, offset, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards, scratch,
-    frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision,
+    slot, window, offset, ring_pos, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards,
+    scratch, frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision,
     observation_count,
 ):
     # The body of refit_history, inlined into the observe range helpers.
+    # ring_pos: where a ring's oldest kept reward is, when the caller knows
+    # (it saves an integer division); -1 computes it.
     n = history_count[slot]
     src = rewards
     start = np.int64(0)
     if window > 0:
         fill = n if n < window else window
-        pos = (n - fill) % window
+        pos = ring_pos if ring_pos >= 0 else (n - fill) % window
         if pos + fill <= window:
             src = history_values
             start = offset + pos
@@ -440,8 +442,8 @@ def refit_history(
     five passes it replaces (:func:`~.stats.window_fit_with`); returns ``n``.
     """
     return _refit_in_place(
-        slot, window, offset, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards, scratch,
-        frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision,
+        slot, window, offset, -1, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards,
+        scratch, frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision,
         observation_count,
     )
 
@@ -497,8 +499,13 @@ def _observe_refit_range(
         window = slot_window[slot]
         offset = slot_offset[slot]
         n = history_count[slot]
+        ring_pos = np.int64(-1)
         if window > 0:
-            history_values[offset + n % window] = -costs[i]
+            last = n % window
+            history_values[offset + last] = -costs[i]
+            # After this append the oldest kept reward is at the ring's start
+            # until the ring is full, then just after the newest one.
+            ring_pos = 0 if n < window else (last + 1 if last + 1 < window else 0)
         else:
             pos = n % CHUNK
             if pos == 0 and not linked:
@@ -508,9 +515,9 @@ def _observe_refit_range(
         if refit[i]:
             row = rows[i]
             _refit_in_place(
-                slot, window, offset, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards,
-                scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean,
-                posterior_precision, observation_count,
+                slot, window, offset, ring_pos, history_count, history_values, chunk_flat, chunk_next, slot_chunks,
+                rewards, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision,
+                posterior_mean, posterior_precision, observation_count,
             )
 
 
