@@ -176,7 +176,7 @@ def _plain_log_axis(axis: Any) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     base = float(getattr(axis.get_transform(), "base", 10.0))
-    axis.set_major_locator(LogLocator(base=base, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if base == 10 else (1.0,), numticks=12))
+    axis.set_major_locator(LogLocator(base=base, subs=(1.0, 2.0, 5.0) if base == 10 else (1.0,), numticks=8))
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     axis.set_minor_locator(NullLocator())
 
