@@ -523,6 +523,11 @@ def _run_compiled(
                 work_i, work_j, work_k, work_u8, concurrency, unbounded,
             )
             bso._generation = int(ctl[_CTL_GENERATION])
+            if progress is not None:
+                done = int(np.count_nonzero(state.status >= STATUS_DONE))
+                if done != done_before:
+                    progress(done, n)
+                    done_before = done
             if code == DRIVE_POOL:
                 store.reserve_history_chunks(int(ctl[_CTL_ARG]))
             elif code == DRIVE_DRAIN or code == DRIVE_DONE:
@@ -536,11 +541,6 @@ def _run_compiled(
                 m = int(ctl[_CTL_ARG])
                 bso.predict_many(part.bso_rows._retag(driver.bso_row[work_i[:m]]))  # raises the optimizer's error
                 raise RuntimeError("the compiled replay driver refused a predict the optimizer accepts")
-            if progress is not None:
-                done = int(np.count_nonzero(state.status >= STATUS_DONE))
-                if done != done_before:
-                    progress(done, n)
-                    done_before = done
         rounds = max(rounds, int(ctl[_CTL_ROUNDS]))
     return rounds
 
