@@ -23,8 +23,8 @@ sqrt(n)``; no interval with one replicate).
 **Bootstrap over groups.** The spread that comes from *which* groups the
 fleet happens to hold. Each compared group's cost (averaged over the
 configuration's seed replicates; the groups of every fleet replicate pooled)
-and baseline cost are resampled with replacement by
-:func:`scipy.stats.bootstrap`, within each workload (a stratified bootstrap:
+and baseline cost are resampled with replacement, drawn as
+:func:`scipy.stats.bootstrap` draws them (:func:`stratum_sums`), within each workload (a stratified bootstrap:
 every resample keeps the fleet's workload mix), and the pooled change ``100 x
 (sum(cost) / sum(baseline) - 1)`` (and the regret) is recomputed on each resample; the TOTAL of a
 resample is the union of its workloads' resamples. The interval is the
