@@ -809,7 +809,9 @@ def drive_pruning(t, un, s, o, h, bso_row, todo, ready, ctl, work_i, work_j, wor
                 ctl[CTL_GENERATION] = generation
                 return DRIVE_OBSERVE_ERROR
             generation += 1
-            index, code = pruning_observe_rows(h, rows, slots, values, q_cost[:qn], q_reached[:qn], True, concurrency, generation)
+            # has_converged as a plain bool (qn > 0 here), not the literal True: the callees then
+            # compile for the types the optimizer's Python calls use, and share their cache entries.
+            index, code = pruning_observe_rows(h, rows, slots, values, q_cost[:qn], q_reached[:qn], qn > 0, concurrency, generation)
             if code != PRUNING_OK:
                 ctl[CTL_GENERATION] = generation
                 return DRIVE_OBSERVE_ERROR
