@@ -12,11 +12,12 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from banditfleet import __version__
 from banditfleet.demo import POLICIES, run_demo
@@ -331,9 +332,6 @@ def _load_fleet(args: argparse.Namespace):
 def _run_replay(args: argparse.Namespace) -> int:
     from banditfleet.errors import BanditFleetError, OutputError
     from banditfleet.replay.fleet import replay_fleet, sweep
-    from banditfleet.replay.plots import write_comparison_plot
-    from banditfleet.replay.report import format_table, summarize, write_outputs
-    from banditfleet.replay.stats import compare, format_comparison, write_statistics
     from banditfleet.replay.synthetic import export_trace
 
     try:
@@ -408,6 +406,36 @@ def _run_replay(args: argparse.Namespace) -> int:
                 cluster.close()
     if bar is not None:
         bar.close()
+    pending = None
+    if args.out is not None and not args.no_plots and len(results) == 1:
+        # This result's plots are drawn by a child process while the statistics are computed.
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            from banditfleet.replay.plots import start_result_plots
+
+            try:
+                pending = start_result_plots(results[0], args.out)
+            except OSError:
+                pending = None
+    try:
+        return _report_replay(args, settings, fleets, results, warm, pending)
+    finally:
+        if pending is not None:
+            try:
+                os.waitpid(pending[0], 0)  # reaped already unless the report failed early
+            except ChildProcessError:
+                pass
+
+
+def _report_replay(args: argparse.Namespace, settings: list, fleets: list, results: list, warm: float, pending: Any) -> int:
+    from banditfleet.errors import BanditFleetError
+    from banditfleet.replay.plots import write_comparison_plot
+    from banditfleet.replay.report import format_table, summarize, write_outputs
+    from banditfleet.replay.stats import compare, format_comparison, write_statistics
+
     n_runs = sum(res.n_runs for res in results)
     seconds = sum(res.result.seconds for res in results)
     rounds = sum(res.result.rounds for res in results)
@@ -436,7 +464,7 @@ def _run_replay(args: argparse.Namespace) -> int:
                 files, skipped = write_outputs(
                     res, summary, where, {"source": res.fleet.source, "replay_seconds": res.result.seconds, "version": __version__},
                     history_format=args.history_format, plots=not args.no_plots,
-                    comparison=comparison if len(results) == 1 else None,
+                    comparison=comparison if len(results) == 1 else None, pending_plots=pending,
                 )
                 written += [f.relative_to(args.out) for f in files]
             written += [f.relative_to(args.out) for f in write_statistics(comparison, args.out)]
