@@ -123,6 +123,8 @@ def _columns(body: Any, names: tuple[str, ...]) -> tuple[list[Any], ...]:
 
 
 def _job_ids(col: list[Any]) -> list[str]:
+    if set(map(type, col)) <= {str}:  # the common case, without a Python step per entry
+        return col
     for i, v in enumerate(col):
         if not isinstance(v, str):
             raise BatchError(422, f"job_ids[{i}] must be a string, got {v!r}", index=i, field="job_ids", value=v)
@@ -174,12 +176,14 @@ def predict_batch(state: ZeusServerState, body: Any) -> dict[str, list[Any]]:
     """``POST /v1/jobs/batch_size``: the next trial of every job, in order (see the module docstring)."""
     (ids,) = _columns(body, ("job_ids",))
     _job_ids(ids)
-    _known(state, ids)
     try:
         out_bs, out_tn = state.predict_many(ids)  # checks the whole batch first: a refusal changes nothing
     except ZeusServerError as err:
         i = err.index
         job_id = ids[i]
+        if job_id not in state.jobs:
+            raise BatchError(404, f"job_ids[{i}]: unknown job {job_id!r}; register it first (POST /jobs)", i, job_id,
+                             "job_ids", job_id) from None
         raise BatchError(err.status, f"job_ids[{i}]: job {job_id!r}: {err.message}", i, job_id, "job_ids",
                          job_id) from None
     return {"job_ids": ids, "batch_sizes": out_bs, "trial_numbers": out_tn}

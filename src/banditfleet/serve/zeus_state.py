@@ -92,37 +92,188 @@ def zeus_cost(energy: float, time_s: float, eta_knob: float, max_power: float) -
 
 
 class _Trial:
-    __slots__ = ("batch_size", "type", "status", "time", "energy", "converged")
+    """A read-only snapshot of one trial (row ``g`` of the :class:`_TrialTable`)."""
+
+    __slots__ = ("batch_size", "type", "status", "time", "energy", "converged", "g")
 
     def __init__(self, batch_size: int, type_: str, status: str = DISPATCHED,
                  time_s: Optional[float] = None, energy: Optional[float] = None,
-                 converged: Optional[bool] = None) -> None:
+                 converged: Optional[bool] = None, g: int = -1) -> None:
         self.batch_size = batch_size
         self.type = type_
         self.status = status
         self.time = time_s
         self.energy = energy
         self.converged = converged
+        self.g = g
 
     def to_list(self) -> list[Any]:
         return [self.batch_size, self.type, self.status, self.time, self.energy, self.converged]
 
 
+_T_EXPLORATION, _T_CONCURRENT, _T_MAB = 0, 1, 2
+_TYPE_NAMES = (EXPLORATION, CONCURRENT, MAB)
+_TYPE_CODES = {name: code for code, name in enumerate(_TYPE_NAMES)}
+_S_DISPATCHED, _S_SUCCEEDED, _S_FAILED = 0, 1, 2
+_STATUS_NAMES = (DISPATCHED, SUCCEEDED, FAILED)
+_STATUS_CODES = {name: code for code, name in enumerate(_STATUS_NAMES)}
+_TRIAL_BITS = 32  # a trial's key is (job uid << 32) | trial number
+
+
+class _TrialTable:
+    """Every trial of every job as columns (struct of arrays), appended a batch at a time.
+
+    Row ``g`` holds one trial: ``bs`` (batch size), ``type`` and ``status``
+    (codes of :data:`_TYPE_NAMES`, :data:`_STATUS_NAMES`), and, once it
+    succeeded, ``time`` (s), ``energy`` (J) and ``conv`` (converged, 0/1).
+    ``index`` maps ``(job uid << 32) | trial number`` to the row: a batch of
+    predictions adds its rows with numpy writes and one ``dict.update``, no
+    Python object per trial. Rows of deleted jobs are dropped by
+    :meth:`compact` once they outnumber the live ones.
+    """
+
+    def __init__(self) -> None:
+        cap = 1024
+        self.bs = np.zeros(cap, np.int64)
+        self.type = np.zeros(cap, np.uint8)
+        self.status = np.zeros(cap, np.uint8)
+        self.time = np.zeros(cap, np.float64)
+        self.energy = np.zeros(cap, np.float64)
+        self.conv = np.zeros(cap, np.uint8)
+        self.n = 0
+        self.dead = 0
+        self.index: dict[int, int] = {}
+        self.next_uid = 1
+
+    _COLUMNS = ("bs", "type", "status", "time", "energy", "conv")
+
+    def _reserve(self, m: int) -> None:
+        need = self.n + m
+        cap = self.bs.shape[0]
+        if need <= cap:
+            return
+        while cap < need:
+            cap *= 2
+        for name in self._COLUMNS:
+            old = getattr(self, name)
+            new = np.zeros(cap, old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+
+    def append(self, uids: np.ndarray, numbers: np.ndarray, bs: np.ndarray, types: np.ndarray) -> None:
+        """Add dispatched trials (``uids``, ``numbers``, ``bs``, ``types``: one entry each)."""
+        m = int(numbers.shape[0])
+        self._reserve(m)
+        lo, hi = self.n, self.n + m
+        self.bs[lo:hi] = bs
+        self.type[lo:hi] = types
+        self.status[lo:hi] = _S_DISPATCHED
+        self.n = hi
+        keys = (uids << _TRIAL_BITS) | numbers
+        self.index.update(zip(keys.tolist(), range(lo, hi)))
+
+    def add(self, uid: int, number: int, trial: _Trial) -> None:
+        """Add one trial as it stands (a checkpoint's)."""
+        self._reserve(1)
+        g = self.n
+        self.bs[g] = trial.batch_size
+        self.type[g] = _TYPE_CODES[trial.type]
+        self.status[g] = _STATUS_CODES[trial.status]
+        if trial.status == SUCCEEDED:
+            self.time[g] = trial.time
+            self.energy[g] = trial.energy
+            self.conv[g] = bool(trial.converged)
+        self.n = g + 1
+        self.index[(uid << _TRIAL_BITS) | number] = g
+
+    def get(self, uid: int, number: int) -> Optional[_Trial]:
+        """A snapshot of trial ``number`` of the job ``uid``, or None."""
+        if not 0 < number < (1 << _TRIAL_BITS):
+            return None
+        g = self.index.get((uid << _TRIAL_BITS) | number)
+        if g is None:
+            return None
+        if self.status[g] == _S_SUCCEEDED:
+            return _Trial(int(self.bs[g]), _TYPE_NAMES[self.type[g]], SUCCEEDED, float(self.time[g]),
+                          float(self.energy[g]), bool(self.conv[g]), g)
+        return _Trial(int(self.bs[g]), _TYPE_NAMES[self.type[g]], _STATUS_NAMES[self.status[g]], g=g)
+
+    def cost_inputs(self, g: int) -> tuple[float, float]:
+        """``(energy, time)`` of a succeeded trial's row."""
+        return float(self.energy[g]), float(self.time[g])
+
+    def succeed(self, g: int, time_s: float, energy: float, converged: bool) -> None:
+        self.status[g] = _S_SUCCEEDED
+        self.time[g] = time_s
+        self.energy[g] = energy
+        self.conv[g] = converged
+
+    def fail(self, g: int) -> None:
+        self.status[g] = _S_FAILED
+
+    def forget(self, uid: int, count: int) -> None:
+        """Drop trials 1..count of job ``uid`` (a deleted job); compacts when dead rows dominate."""
+        index = self.index
+        base = uid << _TRIAL_BITS
+        for number in range(1, count + 1):
+            index.pop(base | number, None)
+        self.dead += count
+        if self.dead > max(4096, self.n - self.dead):
+            self.compact()
+
+    def compact(self) -> None:
+        """Move the live rows down, in order, and renumber the index."""
+        keys = np.fromiter(self.index.keys(), np.int64, len(self.index))
+        old = np.fromiter(self.index.values(), np.int64, len(self.index))
+        order = np.argsort(old, kind="stable")
+        keys, old = keys[order], old[order]
+        for name in self._COLUMNS:
+            col = getattr(self, name)
+            new = np.zeros(max(1024, 2 * len(old)), col.dtype)
+            new[: len(old)] = col[old]
+            setattr(self, name, new)
+        self.n = len(old)
+        self.dead = 0
+        self.index = dict(zip(keys.tolist(), range(len(old))))
+
+
+class _TrialMap:
+    """One job's trials as a read-only mapping ``trial number -> _Trial`` snapshot."""
+
+    __slots__ = ("table", "uid")
+
+    def __init__(self, table: _TrialTable, uid: int) -> None:
+        self.table = table
+        self.uid = uid
+
+    def get(self, number: int) -> Optional[_Trial]:
+        return self.table.get(self.uid, number)
+
+    def __getitem__(self, number: int) -> _Trial:
+        t = self.table.get(self.uid, number)
+        if t is None:
+            raise KeyError(number)
+        return t
+
+
 class _Job:
-    """One job's Python-side rows: spec, minimum cost, seed and trials.
+    """One job's Python-side rows: spec, minimum cost, seed, its trials' key and lists.
 
     Everything a decision reads lives in the state's :class:`FleetStore` row
     of the job instead (stage, decision hint, minimum-cost batch size, next
     trial number, MAB arms and the PCG64 stream): see :class:`ZeusServerState`.
     """
 
-    __slots__ = ("spec", "min_cost", "seed", "trials", "explorations", "succeeded", "eta", "max_power")
+    __slots__ = ("spec", "min_cost", "seed", "uid", "trials", "explorations", "succeeded", "eta", "max_power")
 
-    def __init__(self, spec: dict[str, Any], seed: int) -> None:
+    def __init__(self, spec: dict[str, Any], seed: int, table: _TrialTable) -> None:
         self.spec = spec
         self.min_cost: Optional[float] = None
         self.seed = seed
-        self.trials: dict[int, _Trial] = {}
+        # The job's key in the trial table (never reused, so a re-registered job starts afresh).
+        self.uid = table.next_uid
+        table.next_uid += 1
+        self.trials = _TrialMap(table, self.uid)
         # batch size -> trial numbers of its non-failed explorations, ascending.
         self.explorations: dict[int, list[int]] = {}
         # batch size -> trial numbers of its succeeded trials (every type), ascending.
@@ -153,8 +304,6 @@ _STAGE_PRUNING, _STAGE_MAB = 0, 1
 # The decision hint of a pruning-stage job: what its next prediction is, valid until one of
 # its explorations is issued, reported or failed. UNKNOWN: run the pruning scan.
 _HINT_UNKNOWN, _HINT_CONCURRENT, _HINT_EXPLORE = 0, 1, 2
-_T_EXPLORATION, _T_CONCURRENT, _T_MAB = 0, 1, 2
-_TYPE_NAMES = (EXPLORATION, CONCURRENT, MAB)
 # A job's batch sizes are arm values of the fleet store (int64, at most MAX_ARMS_PER_JOB).
 _INT63 = 1 << 63
 
@@ -195,7 +344,9 @@ class ZeusServerState(Journaled):
         store.add_job_array("min_cost_bs", np.int64, 0)
         store.add_job_array("next_trial", np.int64, 1)
         store.add_job_array("num_exploration", np.int64, 0)
+        store.add_job_array("uid", np.int64, 0)
         self.store = store
+        self.trials = _TrialTable()
 
     # ------------------------------------------------------------ journal hooks
     def _settings(self) -> dict[str, Any]:
@@ -246,7 +397,7 @@ class ZeusServerState(Journaled):
             "seed": job.seed,
             "rng": export_state(store.streams, row),
             "next_trial": int(store.next_trial[row]),
-            "trials": {str(n): t.to_list() for n, t in job.trials.items()},
+            "trials": {str(n): job.trials[n].to_list() for n in range(1, int(store.next_trial[row]))},
             "arms": arms,
         }
 
@@ -260,7 +411,7 @@ class ZeusServerState(Journaled):
         import_state(store.streams, row, doc["rng"])
         store.next_trial[row] = doc["next_trial"]
         for n, (bs, type_, status, t, e, conv) in sorted(((int(k), v) for k, v in doc["trials"].items())):
-            job.trials[n] = _Trial(bs, type_, status, t, e, conv)
+            self.trials.add(job.uid, n, _Trial(bs, type_, status, t, e, conv))
             if type_ == EXPLORATION and status != FAILED:
                 job.explorations.setdefault(bs, []).append(n)
             if status == SUCCEEDED:
@@ -395,7 +546,7 @@ class ZeusServerState(Journaled):
 
     def _apply_register(self, spec: dict[str, Any], seed: int) -> _Job:
         job_id = spec["job_id"]
-        job = _Job(spec, seed)
+        job = _Job(spec, seed, self.trials)
         store = self.store
         rows, _ = store.register([job_id], [spec["batch_sizes"]], settings={
             "num_exploration": np.array([spec["mab_num_explorations"]], np.int64),
@@ -408,6 +559,7 @@ class ZeusServerState(Journaled):
         store.stage[row] = _STAGE_PRUNING
         store.hint[row] = _HINT_UNKNOWN
         store.next_trial[row] = 1
+        store.uid[row] = job.uid
         import_state(store.streams, row, np.random.default_rng(seed).bit_generator.state)
         self.jobs[job_id] = job
         return job
@@ -451,7 +603,7 @@ class ZeusServerState(Journaled):
             bs, type_ = int(store.min_cost_bs[row]), CONCURRENT
         n = int(store.next_trial[row])
         store.next_trial[row] = n + 1
-        job.trials[n] = _Trial(bs, type_)
+        self.trials.add(job.uid, n, _Trial(bs, type_))
         if type_ == EXPLORATION:
             job.explorations.setdefault(bs, []).append(n)
         self._record("predict", {}, {"job_id": job_id})
@@ -594,13 +746,10 @@ class ZeusServerState(Journaled):
                 out_bs, out_tn, out_type = bs, tn, types
             else:
                 out_bs[wave], out_tn[wave], out_type[wave] = bs, tn, types
+        self.trials.append(store.uid[rows_all], out_tn, out_bs, out_type)
         bs_list, tn_list = out_bs.tolist(), out_tn.tolist()
-        names = _TYPE_NAMES
-        for job_id, b, t, k in zip(job_ids, bs_list, tn_list, out_type.tolist()):
-            job = jobs[job_id]
-            job.trials[t] = _Trial(b, names[k])
-            if k == _T_EXPLORATION:
-                job.explorations.setdefault(b, []).append(t)
+        for i in np.flatnonzero(out_type == _T_EXPLORATION).tolist():
+            jobs[job_ids[i]].explorations.setdefault(bs_list[i], []).append(tn_list[i])
         self._record("predicts", {}, {"job_ids": job_ids})
         return bs_list, tn_list
 
@@ -746,10 +895,7 @@ class ZeusServerState(Journaled):
     def _finish_trial(self, job: _Job, row: int, number: int, trial: _Trial, time_s: float, energy: float,
                       converged: bool) -> None:
         bisect.insort(job.succeeded.setdefault(trial.batch_size, []), number)
-        trial.status = SUCCEEDED
-        trial.time = time_s
-        trial.energy = energy
-        trial.converged = converged
+        self.trials.succeed(trial.g, time_s, energy, converged)
         cur_cost = job.cost(energy, time_s)
         store = self.store
         if job.min_cost is None or job.min_cost > cur_cost:
@@ -765,7 +911,7 @@ class ZeusServerState(Journaled):
         if trial is None or trial.batch_size != batch_size:
             raise ZeusServerError(404, f"Could not find the trial: job_id={job_id!r} batch_size={batch_size} trial_number={trial_number}")
         if trial.status == DISPATCHED:
-            trial.status = FAILED
+            self.trials.fail(trial.g)
             if trial.type == EXPLORATION:
                 job.explorations[batch_size].remove(trial_number)
                 self.store.hint[self.store._rows[job_id]] = _HINT_UNKNOWN
@@ -773,10 +919,13 @@ class ZeusServerState(Journaled):
 
     def delete_job(self, job_id: str) -> None:
         """Forget a job and all its trials and arms (404 if unknown)."""
-        if self.jobs.pop(job_id, None) is None:
+        job = self.jobs.pop(job_id, None)
+        if job is None:
             raise ZeusServerError(404, "No job was deleted.")
         store = self.store
-        store.remove(np.array([store._rows[job_id]], np.int64))
+        row = store._rows[job_id]
+        self.trials.forget(job.uid, int(store.next_trial[row]) - 1)
+        store.remove(np.array([row], np.int64))
         store.maybe_compact()
         self._record("delete", {}, {"job_id": job_id})
 
