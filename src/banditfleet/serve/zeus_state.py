@@ -34,9 +34,18 @@ for seeded jobs, so a job registered with ``mab_seed`` gets the batch sizes
 Zeus's server gives it (where that server's own generator persistence works:
 see docs/compat.md).
 
+Layout: the decision state is struct-of-arrays (see :class:`ZeusServerState`
+and docs/architecture.md): a :class:`~banditfleet.store.FleetStore` row per
+job (stage, cached next pruning decision, minimum-cost batch size, next trial
+number, PCG64 stream; per batch size the MAB arm), and a trial table with a
+row per trial. A batch of predictions (:meth:`ZeusServerState.predict_many`)
+is one :func:`~banditfleet.kernels.thompson.thompson_predict` call plus numpy
+bookkeeping.
+
 Durability: every state change is one journal record (kinds ``register``,
-``predict``, ``report``, ``end``, ``delete``, the inputs in the record's
-extra fields); recovery replays them through the same code. The state object
+``predict``, ``report``, ``end``, ``delete``, and ``predicts`` / ``reports``
+for a whole batch, the inputs in the record's extra fields); recovery
+replays them through the same code. The state object
 does not wait for fsyncs itself: :attr:`ZeusServerState.durable_target` tells
 the server which journal offset a response must wait for
 (:mod:`banditfleet.serve.app` waits without blocking its event loop).
