@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from banditfleet.serve import zeus_state
 from banditfleet.serve.zeus_state import ZeusServerError, ZeusServerState
 from hypothesis_budget import examples
 
@@ -62,9 +64,20 @@ OPS = st.lists(
                    for op in pair])
 
 
-@settings(max_examples=examples(25), deadline=None)
+@pytest.mark.parametrize("small_batch", [0, 8], ids=["vectorized", "entry-by-entry"])
+@settings(max_examples=examples(20), deadline=None)
 @given(ops=OPS, seed=st.integers(0, 2**32))
-def test_batches_equal_single_calls_and_recover(tmp_path_factory, ops, seed):
+def test_batches_equal_single_calls_and_recover(tmp_path_factory, small_batch, ops, seed):
+    """Both batch paths: the vectorized one (every batch, with ``_SMALL_BATCH`` 0) and
+    the entry-by-entry one the state takes for batches of at most 8 entries."""
+    saved, zeus_state._SMALL_BATCH = zeus_state._SMALL_BATCH, small_batch
+    try:
+        _scenario(tmp_path_factory, ops, seed)
+    finally:
+        zeus_state._SMALL_BATCH = saved
+
+
+def _scenario(tmp_path_factory, ops, seed):
     folder = tmp_path_factory.mktemp("fleet") / "f"
     live = ZeusServerState.open(folder, fsync="never")
     twin = ZeusServerState()

@@ -313,6 +313,11 @@ _STAGE_PRUNING, _STAGE_MAB = 0, 1
 # The decision hint of a pruning-stage job: what its next prediction is, valid until one of
 # its explorations is issued, reported or failed. UNKNOWN: run the pruning scan.
 _HINT_UNKNOWN, _HINT_CONCURRENT, _HINT_EXPLORE = 0, 1, 2
+# Batches of at most this many entries are decided entry by entry (measured: a 1-row
+# kernel call and scalar array reads cost ~15 us per entry, the vectorized path ~110 us
+# per batch plus ~1 us per entry).
+_SMALL_BATCH = 8
+_NO_ROWS = np.zeros(0, np.int64)
 # A job's batch sizes are arm values of the fleet store (int64, at most MAX_ARMS_PER_JOB).
 _INT63 = 1 << 63
 
@@ -594,6 +599,12 @@ class ZeusServerState(Journaled):
 
     def predict(self, job_id: str) -> dict[str, Any]:
         """The next trial of a job: ``{"job_id", "batch_size", "trial_number"}``."""
+        answer = self._predict_one(job_id)
+        self._record("predict", {}, {"job_id": job_id})
+        return answer
+
+    def _predict_one(self, job_id: str) -> dict[str, Any]:
+        """:meth:`predict` without its journal record (scalar reads and writes of the arrays)."""
         job = self.jobs.get(job_id)
         if job is None:
             raise ZeusServerError(400, f"Unknown job({job_id}). Please register the job first")
@@ -615,7 +626,6 @@ class ZeusServerState(Journaled):
         self.trials.add(job.uid, n, _Trial(bs, type_))
         if type_ == EXPLORATION:
             job.explorations.setdefault(bs, []).append(n)
-        self._record("predict", {}, {"job_id": job_id})
         return {"job_id": job_id, "batch_size": bs, "trial_number": n}
 
     def _thompson(self, rows: np.ndarray, out: np.ndarray) -> None:
@@ -635,8 +645,30 @@ class ZeusServerState(Journaled):
         return errors
 
     def _check_rows(self, job_ids: list[str], errors: list[Optional[ZeusServerError]]) -> Optional[np.ndarray]:
-        """Fill ``errors`` (see :meth:`check_predicts`); return the rows when every entry is answerable."""
+        """Fill ``errors`` (see :meth:`check_predicts`); return the rows when every entry is answerable
+        (an empty array for a batch of at most ``_SMALL_BATCH`` entries, decided entry by entry)."""
         store = self.store
+        if len(job_ids) <= _SMALL_BATCH:
+            jobs, index = self.jobs, store._rows
+            refused: dict[str, ZeusServerError] = {}
+            for i, job_id in enumerate(job_ids):
+                err = refused.get(job_id)
+                if err is None:
+                    job = jobs.get(job_id)
+                    if job is None:
+                        err = ZeusServerError(400, f"Unknown job({job_id}). Please register the job first")
+                    else:
+                        row = index[job_id]
+                        if store.stage[row] == _STAGE_PRUNING and store.hint[row] == _HINT_UNKNOWN:
+                            try:
+                                self._prepare(job, row, False)
+                            except ZeusServerError as exc:
+                                err = exc
+                    if err is None:
+                        continue
+                    refused[job_id] = err
+                errors[i] = err
+            return None if refused else _NO_ROWS
         try:
             rows = store.key_rows(job_ids)
             known = None
@@ -694,11 +726,16 @@ class ZeusServerState(Journaled):
         """:meth:`predict` for each entry in order, as one batch: each entry's response
         dict, or the :class:`ZeusServerError` refusing it (a refused entry changes
         nothing; the others are decided by one :meth:`predict_many`-style call)."""
+        if len(job_ids) == 1:  # a lone request: the scalar path, without numpy's per-call overhead
+            try:
+                return [self.predict(job_ids[0])]
+            except ZeusServerError as exc:
+                return [exc]
         errors: list[Optional[ZeusServerError]] = [None] * len(job_ids)
         rows = self._check_rows(job_ids, errors)
         if rows is None:
             accepted = [j for j, err in zip(job_ids, errors) if err is None]
-            rows = self.store.key_rows(accepted)
+            rows = self.store.key_rows(accepted) if len(accepted) > _SMALL_BATCH else _NO_ROWS
         else:
             accepted = job_ids
         sizes, numbers = self._decide_many(accepted, rows) if accepted else ([], [])
@@ -715,6 +752,12 @@ class ZeusServerState(Journaled):
     def _decide_many(self, job_ids: list[str], rows_all: np.ndarray) -> tuple[list[int], list[int]]:
         """Decide checked entries (``rows_all``: their rows): see :meth:`predict_many`."""
         n = len(job_ids)
+        if n <= _SMALL_BATCH:
+            # A few entries (a micro-batch under light load): numpy's fixed cost per array
+            # operation (tens of them per batch) would exceed the scalar path's per entry.
+            answers = [self._predict_one(job_id) for job_id in job_ids]
+            self._record("predicts", {}, {"job_ids": job_ids})
+            return [a["batch_size"] for a in answers], [a["trial_number"] for a in answers]
         store = self.store
         jobs = self.jobs
         if len(set(job_ids)) == n:
