@@ -102,8 +102,13 @@ def test_demo_rejects_bad_settings(kwargs):
         run_demo(**{"jobs": 5, "rounds": 2, **kwargs})
 
 
-def test_progress_bar_stays_on_one_line():
-    out = io.StringIO()
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_stays_on_one_line_on_a_terminal():
+    out = _Terminal()
     bar = ProgressBar("rounds", stream=out, width=10)
     bar.status("loading kernels")
     for i in range(0, 201):
@@ -114,6 +119,21 @@ def test_progress_bar_stays_on_one_line():
     assert text.count("\r") <= 1 + 101  # the status line, then throttled redraws
     assert "loading kernels" in text
     assert "100%" in text and "200/200" in text.rsplit("\r", 1)[-1]
+
+
+def test_progress_into_a_file_is_whole_lines():
+    out = io.StringIO()  # not a terminal, like a log file or a pipe
+    bar = ProgressBar("groups", stream=out)
+    bar.status("loading kernels")
+    for i in range(0, 1001):
+        bar(i, 1000)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert lines[0] == "groups: loading kernels"
+    assert lines[1:-1] == [f"groups: {k * 100:,}/1,000 ({k * 10}%)" for k in range(11)]
+    assert lines[-1].startswith("groups: 1,000/1,000 done in ")
+    assert all(line.startswith("groups: ") for line in lines)
 
 
 def test_main_without_a_command_prints_help_and_fails(capsys):

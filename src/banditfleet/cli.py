@@ -25,20 +25,31 @@ __all__ = ["main", "build_parser", "ProgressBar"]
 
 
 class ProgressBar:
-    """A tqdm progress bar on stderr, called as ``bar(done, total)``.
+    """Progress on stderr, called as ``bar(done, total)``.
 
-    ``status(text)`` shows a message (for example while the kernels load)
-    until the first progress call; tqdm throttles the redraws.
+    On a terminal it is a tqdm bar: ``status(text)`` shows a message (for
+    example while the kernels load) until the first progress call, and tqdm
+    throttles the redraws. Into a file or a pipe a redrawn bar would leave its
+    carriage returns in the log, so there it writes whole lines instead: each
+    status, then at most one line per tenth of the work.
     """
 
     def __init__(self, label: str, stream: TextIO | None = None, width: int | None = None) -> None:
-        from tqdm import tqdm
-
         self._label = label
-        self._bar = tqdm(
-            total=None, desc=label, file=stream if stream is not None else sys.stderr, ncols=width and width + 60,
-            leave=True, mininterval=0.2, bar_format="{desc}",
-        )
+        self._stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self._stream, "isatty", None)
+        self._lines = not (isatty is not None and isatty())
+        self._bar = None
+        self._started = time.perf_counter()
+        self._next_line = 0  # the next tenth of the work that gets a line
+        self._done = self._total = 0
+        if not self._lines:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=None, desc=label, file=self._stream, ncols=width and width + 60,
+                leave=True, mininterval=0.2, bar_format="{desc}",
+            )
 
     @property
     def label(self) -> str:
@@ -47,14 +58,26 @@ class ProgressBar:
     @label.setter
     def label(self, value: str) -> None:
         self._label = value
-        self._bar.set_description_str(value, refresh=False)
+        if self._bar is not None:
+            self._bar.set_description_str(value, refresh=False)
 
     def status(self, text: str) -> None:
-        """Show a message on the bar's line until the next redraw."""
-        self._bar.set_description_str(f"{self._label}: {text}")
+        """Show a message: on the bar's line until the next redraw, or as a line of its own."""
+        if self._bar is not None:
+            self._bar.set_description_str(f"{self._label}: {text}")
+        else:
+            self._write(text)
 
     def __call__(self, done: int, total: int) -> None:
         bar = self._bar
+        if bar is None:
+            if total != self._total:
+                self._total, self._next_line = total, 0
+            self._done = done
+            if total > 0 and done * 10 >= self._next_line * total:
+                self._write(f"{done:,}/{total:,} ({100 * done // total}%)")
+                self._next_line = done * 10 // total + 1
+            return
         if bar.total != total:
             bar.total = total
             bar.bar_format = None
@@ -62,7 +85,14 @@ class ProgressBar:
         bar.update(done - bar.n)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
+        elif self._total:
+            self._write(f"{self._done:,}/{self._total:,} done in {time.perf_counter() - self._started:.1f} s")
+
+    def _write(self, text: str) -> None:
+        self._stream.write(f"{self._label}: {text}\n")
+        self._stream.flush()
 
 
 # ---------------------------------------------------------------------- demo
