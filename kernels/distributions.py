@@ -36,7 +36,7 @@ __all__ = [
     "FLOYD_MAX_POPULATION",
 ]
 
-from ._config import INLINE as _INLINE, JIT as _JIT
+from ._config import INLINE as _INLINE, JIT as _JIT, JIT_HELPER as _JIT_HELPER
 _U64 = np.uint64
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MAX64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -46,35 +46,49 @@ _MASK52 = np.uint64(0x000FFFFFFFFFFFFF)
 FLOYD_MAX_POPULATION = 10_000
 
 
+@numba.njit(**_JIT_HELPER)
+def _lemire_uint32_retry_s(st, rng, m):
+    """Lemire's rare branch of :func:`_lemire_uint32_s` (out of line: it almost never runs
+    for small ranges, and inlining it into every draw made each caller compile longer)."""
+    rng_excl = rng + _U64(1)
+    leftover = m & _MASK32
+    threshold = (_MASK32 - rng) % rng_excl
+    while leftover < threshold:
+        st, draw = next_uint32_s(st)
+        m = _U64(draw) * rng_excl
+        leftover = m & _MASK32
+    return st, m >> _U64(32)
+
+
 @numba.njit(**_INLINE)
 def _lemire_uint32_s(st, rng):
     # rng < 0xFFFFFFFF, so rng_excl fits in 32 bits and m in 64.
     rng_excl = rng + _U64(1)
     st, draw = next_uint32_s(st)
     m = _U64(draw) * rng_excl
-    leftover = m & _MASK32
-    if leftover < rng_excl:
-        threshold = (_MASK32 - rng) % rng_excl
-        while leftover < threshold:
-            st, draw = next_uint32_s(st)
-            m = _U64(draw) * rng_excl
-            leftover = m & _MASK32
+    if (m & _MASK32) < rng_excl:
+        return _lemire_uint32_retry_s(st, rng, m)
     return st, m >> _U64(32)
 
 
-@numba.njit(**_INLINE)
-def _lemire_uint64_s(st, rng):
+@numba.njit(**_JIT_HELPER)
+def _bounded_uint64_rare_s(st, rng):
+    """:func:`bounded_uint64_s` for ``rng == 2**32 - 1`` and ``rng >= 2**32`` (out of line:
+    draws of arm indices never take these branches, and inlining them into every
+    caller made each one compile longer)."""
+    if rng == _MASK32:
+        st, draw = next_uint32_s(st)
+        return st, _U64(draw)
+    if rng == _MAX64:
+        return next_uint64_s(st)
+    # Lemire's method, one draw site: numpy draws again only while ``leftover <
+    # threshold`` (checked once ``leftover < rng_excl``; ``threshold < rng_excl``).
     rng_excl = rng + _U64(1)
-    st, x = next_uint64_s(st)
-    leftover = x * rng_excl
-    high = _umulh(x, rng_excl)
-    if leftover < rng_excl:
-        threshold = (_MAX64 - rng) % rng_excl
-        while leftover < threshold:
-            st, x = next_uint64_s(st)
-            leftover = x * rng_excl
-            high = _umulh(x, rng_excl)
-    return st, high
+    threshold = (_MAX64 - rng) % rng_excl
+    while True:
+        st, x = next_uint64_s(st)
+        if x * rng_excl >= threshold:
+            return st, _umulh(x, rng_excl)
 
 
 @numba.njit(**_INLINE)
@@ -86,14 +100,9 @@ def bounded_uint64_s(st, rng):
     rng = _U64(rng)
     if rng == _U64(0):
         return st, _U64(0)
-    if rng <= _MASK32:
-        if rng == _MASK32:
-            st, draw = next_uint32_s(st)
-            return st, _U64(draw)
+    if rng < _MASK32:
         return _lemire_uint32_s(st, rng)
-    if rng == _MAX64:
-        return next_uint64_s(st)
-    return _lemire_uint64_s(st, rng)
+    return _bounded_uint64_rare_s(st, rng)
 
 
 @numba.njit(**_JIT)

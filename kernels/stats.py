@@ -130,7 +130,7 @@ def sum_with(values, n, frames, partial):
     """``np.sum(values[:n])`` with caller-provided stack space."""
     if n <= _BLOCK:  # numpy's leaf, without a call into the tree walk
         return 0.0 + _pairwise_leaf(values, 0, n)
-    return 0.0 + pairwise_sum_with(values, 0, n, frames, partial)
+    return 0.0 + pairwise_sum_with(values, np.int64(0), n, frames, partial)
 
 
 @numba.njit(**_INLINE)
@@ -240,7 +240,7 @@ def window_fit_with(values, start, n, scratch, frames, partial, prior_mean, prio
         for i in range(n):
             d = values[start + i] - mean
             scratch[i] = d * d
-        var = (0.0 + pairwise_sum_with(scratch, 0, n, frames, partial)) / n
+        var = (0.0 + pairwise_sum_with(scratch, np.int64(0), n, frames, partial)) / n
     if var == 0.0:
         # A constant window: infinite precision, the posterior collapses on the mean.
         return np.inf, mean, np.inf

@@ -186,7 +186,7 @@ _XSHIFT = np.uint32(16)
 _POOL_SIZE = 4
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INLINE)
 def _hashmix(value, hash_const):
     value = np.uint32(value ^ hash_const[0])
     hash_const[0] = np.uint32(hash_const[0] * _MULT_A)
@@ -194,7 +194,7 @@ def _hashmix(value, hash_const):
     return np.uint32(value ^ (value >> _XSHIFT))
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INLINE)
 def _mix(x, y):
     result = np.uint32(np.uint32(_MIX_MULT_L * x) - np.uint32(_MIX_MULT_R * y))
     return np.uint32(result ^ (result >> _XSHIFT))
@@ -230,6 +230,14 @@ def seed_sequence_state(seed, out):
         out[k] = _U64(words[2 * k]) | (_U64(words[2 * k + 1]) << _U64(32))
 
 
+@numba.njit(**_INLINE)
+def _step(streams, row):
+    """One PCG64 step of ``row`` (its output discarded), inlined: seeding then compiles
+    no separate :func:`next_uint64`."""
+    st, _ = next_uint64_s(load_stream(streams, row))
+    store_stream(streams, row, st)
+
+
 @numba.njit(**_JIT)
 def _srandom(streams, row, seed_hi, seed_lo, initseq_hi, initseq_lo):
     inc_hi = (initseq_hi << _U64(1)) | (initseq_lo >> _U64(63))
@@ -238,12 +246,12 @@ def _srandom(streams, row, seed_hi, seed_lo, initseq_hi, initseq_lo):
     streams.state_lo[row] = _U64(0)
     streams.inc_hi[row] = inc_hi
     streams.inc_lo[row] = inc_lo
-    next_uint64(streams, row)
+    _step(streams, row)
     lo = streams.state_lo[row] + seed_lo
     carry = _U64(1) if lo < seed_lo else _U64(0)
     streams.state_hi[row] = streams.state_hi[row] + seed_hi + carry
     streams.state_lo[row] = lo
-    next_uint64(streams, row)
+    _step(streams, row)
     streams.has_uint32[row] = 0
     streams.uinteger[row] = 0
 

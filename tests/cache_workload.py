@@ -1,7 +1,7 @@
 """Run every kernel family once; then report which numba dispatchers compiled.
 
 Used by tests/test_kernel_cache.py in fresh processes (``python cache_workload.py OUT [all|cli|simulator]``;
-``cli``: only the command line's replay, the first thing a new user runs; ``simulator``: only
+``cli``: only the command line (replay with every policy, the first thing a new user runs, and demo); ``simulator``: only
 the reference-shaped Simulator):
 the first run fills numba's on-disk cache, the second must load everything from it.
 Writes JSON: for each kernel module, the dispatchers that have signatures, with their
@@ -22,10 +22,15 @@ FAMILIES = ("streams", "distributions", "stats", "thompson", "pruning", "power",
 
 
 def cli_workload(tmp: Path) -> None:
-    """What a new user runs first: the command line's replay, with its default outputs."""
+    """What a new user runs first: the command line's replay, with its default outputs;
+    then the replay's other policies and ``banditfleet demo`` (both of its policies)."""
     from banditfleet.cli import main
 
     assert main(["replay", "--synthetic-groups", "12", "--no-progress", "--no-plots", "--out", str(tmp / "cli")]) == 0
+    assert main(["replay", "--synthetic-groups", "12", "--no-progress", "--policy", "gts", "gts-known", "grid-search", "default", "oracle",
+                 "--reward-precision", "1e-12"]) == 0
+    for policy in ("gts", "gts-known"):
+        assert main(["demo", "--jobs", "40", "--rounds", "6", "--policy", policy, "--no-progress"]) == 0
 
 
 def simulator_workload(tmp: Path) -> None:

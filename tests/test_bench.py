@@ -243,7 +243,7 @@ def test_scaling_and_plots(tmp_path):
 
 
 def test_compile_time_warm(tmp_path):
-    from banditfleet.bench.scaling import compile_times
+    from banditfleet.bench.scaling import CLI_FIRST_RUN, compile_times
 
     result = compile_times(cold=False)
     warm = result["warm"]
@@ -251,6 +251,30 @@ def test_compile_time_warm(tmp_path):
     assert warm["first_calls"] == pytest.approx(sum(warm["parts"].values()))
     assert warm["import"] > 0 and "cold" not in result
     assert result["cli"]["warm"] > 0 and "cold" not in result["cli"]
+    profile = result["cli"]["warm_profile"]
+    assert profile["rc"] == 0 and profile["argv"] == list(CLI_FIRST_RUN)
+    assert profile["compiles"] == sum(r["compiles"] for r in profile["table"])
+    assert 0 < profile["import_cpu"] <= profile["process_cpu"] and profile["compile_cpu"] <= profile["process_cpu"]
+
+
+def test_first_run_line_compares_the_cold_process_with_its_target():
+    from banditfleet.bench.suite import _compile_lines
+
+    def profile(compiles: int) -> dict:
+        table = [{"kernel": "replay.advance", "compiles": compiles, "self_cpu": 4.0 * compiles, "cpu": 5.0 * compiles}]
+        return {"process_cpu": 1.0 + 5.0 * compiles + 3.0, "import_cpu": 1.0, "compile_cpu": 5.0 * compiles, "compiles": compiles,
+                "kernels": len(table) if compiles else 0, "table": table if compiles else []}
+
+    for cold, verdict in ((16.5, "MISS"), (14.0, "ok")):
+        cli = {"command": "replay --no-progress", "target": 15.0, "cold": cold, "warm": 4.0,
+               "cold_profile": profile(2), "warm_profile": profile(0)}
+        lines = _compile_lines({"cli": cli})
+        first = next(line for line in lines if "first run after install" in line)
+        assert f"{cold:.1f} s wall" in first and first.endswith(f"target <= 15 s: {verdict}")
+        assert "compiling 10.0 s (2 compiles of 1 kernels), the rest 3.0 s" in first
+        assert any("replay.advance 8.0" in line for line in lines)
+        second = next(line for line in lines if "second run" in line)
+        assert "(0 compiles of 0 kernels)" in second and "target" not in second
 
 
 def test_run_bench_without_scaling_or_compile(tmp_path):

@@ -516,6 +516,7 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fsync", type=_fsync_arg, default="batch", help="'batch' (default: no response before its effect is fsynced; fsyncs shared), 'never', or milliseconds between fsyncs")
     parser.add_argument("--checkpoint-bytes", type=_positive_int, default=None, metavar="N", help="checkpoint whenever the journal reaches N bytes (default: only at shutdown)")
     parser.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log; off by default)")
+    parser.add_argument("--http", choices=("direct", "uvicorn"), default="direct", help="'direct' (default): uvicorn's httptools protocol answers the Zeus endpoints without an ASGI task; 'uvicorn': every request through ASGI (same answers, more CPU per request)")
     parser.add_argument("--token-file", type=Path, default=None, metavar="FILE", help="every request must carry 'Authorization: Bearer <token>', the token being FILE's content")
     parser.add_argument("--insecure", action="store_true", help="allow binding a non-loopback address without --token-file")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=16 * 1024 * 1024, metavar="N", help="answer 413 to request bodies over N bytes (default: 16 MiB)")
@@ -545,9 +546,17 @@ def _run_serve(args: argparse.Namespace) -> int:
     except BanditFleetError as exc:
         print(f"banditfleet serve: error: {exc}", file=sys.stderr)
         return 2
+    http: object = "auto"
+    if args.http == "direct" and not args.access_log:  # the access log is uvicorn's, written by its ASGI path
+        from banditfleet.serve.direct_http import direct_protocol
+
+        http = direct_protocol(app) or "auto"
+        if http != "auto":
+            logging.getLogger("banditfleet.serve").info(
+                "the Zeus endpoints are answered from uvicorn's httptools protocol directly (--http direct)")
     try:
         uvicorn.run(app, host=args.host, port=args.port, workers=1, access_log=args.access_log,
-                    log_level="info", lifespan="on")
+                    log_level="info", lifespan="on", http=http)
     finally:
         app.state.bf.close()  # no-op after a clean shutdown (uvicorn ran the lifespan)
     return 0

@@ -28,6 +28,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -229,20 +230,29 @@ def _first_calls(env: dict[str, str], timeout: float) -> dict[str, Any]:
     return out
 
 
-#: The first command of a new user (README): a small built-in fleet, default outputs but plots.
-CLI_FIRST_RUN = ("replay", "--synthetic-groups", "100", "--no-progress", "--no-plots")
+#: The first command of a new user (README's first command, ``banditfleet replay``: the
+#: built-in fleet of 5,000 groups, tables on the terminal, no files).
+CLI_FIRST_RUN = ("replay", "--no-progress")
+
+#: Target of the first run after install (issue 12): a whole cold process, seconds.
+FIRST_RUN_TARGET_S = 15.0
 
 
-def _cli_run(env: dict[str, str], timeout: float) -> float:
-    """Wall seconds of a fresh ``banditfleet replay`` process (:data:`CLI_FIRST_RUN`)."""
-    with tempfile.TemporaryDirectory(prefix="banditfleet-cli-") as out:
+def _cli_run(env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """A fresh ``banditfleet replay`` process (:data:`CLI_FIRST_RUN`) under
+    :mod:`banditfleet.bench.compile_profile`: its wall seconds (``wall``, the whole
+    process) and its compile profile (``profile``: CPU seconds of import,
+    compiling and the rest, and the per-kernel table)."""
+    with tempfile.TemporaryDirectory(prefix="banditfleet-cli-") as tmp:
+        out = Path(tmp) / "profile.json"
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "banditfleet", *CLI_FIRST_RUN, "--out", out], env=env, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run([sys.executable, "-m", "banditfleet.bench.compile_profile", "--json", str(out), "--top", "0", "--",
+                               *CLI_FIRST_RUN], env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp)
         wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"the CLI process failed: {proc.stderr.strip()[-2000:]}")
-    return wall
+        if proc.returncode != 0:
+            raise RuntimeError(f"the CLI process failed: {proc.stderr.strip()[-2000:]}")
+        profile = json.loads(out.read_text())
+    return {"wall": wall, "profile": profile}
 
 
 def compile_times(cold: bool = True, timeout: float = 900.0) -> dict[str, Any]:
@@ -253,9 +263,11 @@ def compile_times(cold: bool = True, timeout: float = 900.0) -> dict[str, Any]:
     Without ``cold``: ``warm`` only, with numba's default on-disk cache (or the
     caller's ``NUMBA_CACHE_DIR``), which the benchmark run has just filled.
     Each entry holds ``import``, per-family ``parts``, ``first_calls`` and the
-    process's wall time, in seconds. ``cli`` holds the wall seconds of a whole
-    ``banditfleet replay`` process (:data:`CLI_FIRST_RUN`): ``cold`` in another
-    empty cache (the first run after install), ``warm`` right after.
+    process's wall time, in seconds. ``cli`` measures README's first command as
+    a whole process (:data:`CLI_FIRST_RUN`): ``cold`` in another empty cache
+    (the first run after install, against ``target`` seconds), ``warm`` right
+    after, as wall seconds, with each run's compile profile in
+    ``cold_profile``/``warm_profile`` (:func:`_cli_run`).
     """
     out: dict[str, Any] = {}
     if cold:
@@ -266,9 +278,12 @@ def compile_times(cold: bool = True, timeout: float = 900.0) -> dict[str, Any]:
             out["warm"]["cache"] = "the folder the cold run filled"
         with tempfile.TemporaryDirectory(prefix="banditfleet-numba-cache-") as cache_dir:
             env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-            out["cli"] = {"command": " ".join(CLI_FIRST_RUN), "cold": _cli_run(env, timeout), "warm": _cli_run(env, timeout)}
+            cold_run, warm_run = _cli_run(env, timeout), _cli_run(env, timeout)
+            out["cli"] = {"command": " ".join(CLI_FIRST_RUN), "target": FIRST_RUN_TARGET_S, "cold": cold_run["wall"], "warm": warm_run["wall"],
+                          "cold_profile": cold_run["profile"], "warm_profile": warm_run["profile"]}
     else:
         out["warm"] = _first_calls(dict(os.environ), timeout)
         out["warm"]["cache"] = os.environ.get("NUMBA_CACHE_DIR") or "numba's default, next to the sources"
-        out["cli"] = {"command": " ".join(CLI_FIRST_RUN), "warm": _cli_run(dict(os.environ), timeout)}
+        warm_run = _cli_run(dict(os.environ), timeout)
+        out["cli"] = {"command": " ".join(CLI_FIRST_RUN), "target": FIRST_RUN_TARGET_S, "warm": warm_run["wall"], "warm_profile": warm_run["profile"]}
     return out

@@ -102,8 +102,23 @@ def _compile_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"  {name:5s} import {r['import']:.2f} s + first calls {r['first_calls']:.2f} s ({parts}){where}")
     cli = result.get("cli")
     if cli:
-        runs = ", ".join(f"{k} {cli[k]:.1f} s" for k in ("cold", "warm") if k in cli)
-        lines.append(f"  whole process `banditfleet {cli['command']}`: {runs} (cold: empty cache, the first run after install)")
+        target = cli.get("target")
+        for k in ("cold", "warm"):
+            if k not in cli:
+                continue
+            p = cli.get(f"{k}_profile")
+            what = "first run after install (empty numba cache)" if k == "cold" else "second run (numba's cache)"
+            line = f"  {what}: whole process `banditfleet {cli['command']}` {cli[k]:.1f} s wall"
+            if p is not None:
+                rest = p["process_cpu"] - p["import_cpu"] - p["compile_cpu"]
+                line += (f", {p['process_cpu']:.1f} s CPU: import {p['import_cpu']:.1f} s, compiling {p['compile_cpu']:.1f} s "
+                         f"({p['compiles']} compiles of {p['kernels']} kernels), the rest {rest:.1f} s")
+            if k == "cold" and target is not None:
+                line += f"; target <= {target:g} s: " + ("ok" if cli[k] <= target else "MISS")
+            lines.append(line)
+            if k == "cold" and p is not None and p["table"]:
+                slow = ", ".join(f"{r['kernel']} {r['self_cpu']:.1f}" for r in p["table"][:8])
+                lines.append(f"    slowest kernels (own compile, CPU s): {slow}")
     return lines
 
 

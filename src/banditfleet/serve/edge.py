@@ -203,6 +203,11 @@ def build_app(folder: str | os.PathLike, *, token: Optional[str] = None, max_bod
     routes = [*edge_routes(metrics), *create_app_kwargs.pop("routes", ())]
     extra_mw = list(create_app_kwargs.pop("middleware", ()))
     app = create_app(folder, routes=routes, middleware=[*middleware, *extra_mw], **create_app_kwargs)
+    # The Zeus endpoints bypass Starlette's stack with the same edge applied
+    # inline (metrics, token, body limit), unless the caller added middleware
+    # that must see them; micro-batching keeps GET /jobs/batch_size routed.
+    app.serve_directly(not extra_mw, metrics=metrics, token=token, max_body_bytes=max_body_bytes,
+                       predict=not microbatch, microbatch=(lambda: mb.get("middleware")) if microbatch else None)
     app_ref["app"] = app
     app.state.metrics = metrics
     app.state.started = time.time()
