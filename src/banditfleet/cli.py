@@ -548,7 +548,7 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path, default=None, metavar="FILE", help="every request must carry 'Authorization: Bearer <token>', the token being FILE's content")
     parser.add_argument("--insecure", action="store_true", help="allow binding a non-loopback address without --token-file")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=16 * 1024 * 1024, metavar="N", help="answer 413 to request bodies over N bytes (default: 16 MiB)")
-    parser.add_argument("--microbatch", action="store_true", help="decide concurrent GET /jobs/batch_size requests as one batch (off by default: measured no gain, see docs/performance.md)")
+    parser.add_argument("--microbatch", action=argparse.BooleanOptionalAction, default=True, help="decide concurrent GET /jobs/batch_size requests as one batch, one kernel call (default: on; measured 1.15-1.6x the cycles/s at 128 jobs, see docs/performance.md)")
 
 
 def _run_serve(args: argparse.Namespace) -> int:
