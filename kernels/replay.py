@@ -39,6 +39,8 @@ import numba
 import numpy as np
 
 from .distributions import bounded_uint64_s
+from .fleet import find_slots, predict_rows, pruning_observe_rows, pruning_predict_rows
+from .pruning import ERR_NONE as PRUNING_OK, STAGE_PRUNING, exhausted_rows
 
 __all__ = [
     "ReplayCode",
@@ -69,6 +71,13 @@ __all__ = [
     "run_job_s",
     "arms_of_values",
     "profile_requests",
+    "drive_pruning",
+    "DRIVE_DONE",
+    "DRIVE_POOL",
+    "DRIVE_DRAIN",
+    "DRIVE_YIELD",
+    "DRIVE_OBSERVE_ERROR",
+    "DRIVE_PREDICT_ERROR",
 ]
 
 from ._config import JIT as _JIT
@@ -680,3 +689,242 @@ def profile_requests(units, arms, eta, t, out_pos, out_pl, out_cost):
             n += 1
     out_pos[units.shape[0]] = n
     return n
+
+
+# ------------------------------------------------------------ compiled driver
+# What drive_pruning returns (ctl[...] says more).
+DRIVE_DONE = 0  # every unit ended
+DRIVE_POOL = 1  # the history pool needs room for ctl[CTL_ARG] more chunks: grow it, rebuild the handle, call again
+DRIVE_DRAIN = 2  # the history buffer is half full: copy out o.h_*[:o.h_n[0]], set o.h_n[0] = 0, call again
+DRIVE_YIELD = 3  # ctl[CTL_BUDGET] rounds done (progress): call again
+DRIVE_OBSERVE_ERROR = 4  # the pending observations (o.q_*[:o.q_n[0]]) were refused (nothing changed)
+DRIVE_PREDICT_ERROR = 5  # the predict of ctl[CTL_ARG] waiting units (units in work_i[:n]) was refused
+
+# ctl fields
+CTL_NEXT = 0  # units in the next ready list
+CTL_WHICH = 1  # which row of ``ready`` is the next list
+CTL_GENERATION = 2  # the optimizer's last validation generation (increased per call)
+CTL_ROUNDS = 3  # decision rounds so far
+CTL_BUDGET = 4  # rounds per call before DRIVE_YIELD (0: no limit)
+CTL_ARG = 5  # detail of the last non-DONE return
+CTL_POS = 6  # units of ``todo`` started so far
+CTL_ACTIVE = 7  # most units in flight at once (0: all)
+
+
+@numba.njit(**_JIT)
+def _profile_best(arm, eta, arm_cell_start, arm_cell_count, arm_max_pl, cell_pl, cell_avg_power, cell_tpe):
+    """JIT profiling of ``arm`` as the power-limit optimizer folds it in: the power limit of
+    the cheapest epoch cost over its power limits, highest first (a later one replaces
+    the best only when strictly cheaper, as ``power.observe_entries``); -1 without any."""
+    c0 = arm_cell_start[arm]
+    nc = arm_cell_count[arm]
+    if nc == 0:
+        return np.int64(-1)
+    max_pl = arm_max_pl[arm]
+    best_pl = cell_pl[c0]
+    best = (eta * cell_avg_power[c0] + (1.0 - eta) * max_pl) * cell_tpe[c0]
+    for c in range(c0 + 1, c0 + nc):
+        cost = (eta * cell_avg_power[c] + (1.0 - eta) * max_pl) * cell_tpe[c]
+        if best > cost:
+            best = cost
+            best_pl = cell_pl[c]
+    return best_pl
+
+
+@numba.njit(**_JIT)
+def drive_pruning(t, un, s, o, h, bso_row, todo, ready, ctl, work_i, work_j, work_k, work_u8, concurrency, unbounded):
+    """The fleet driver's rounds (``banditfleet.replay.engine``) for one pruning
+    batch-size optimizer (its fleet handle ``h``, the unit's row ``bso_row[u]``) with
+    JIT power limits, in one compiled loop:
+
+    1. the queued observations go to :func:`~.fleet.pruning_observe_rows` in queue order;
+    2. the units waiting for a batch size: those whose pruning is exhausted
+       (:func:`~.pruning.exhausted_rows`) stop with ``ERR_EXHAUSTED``, the others get
+       it from :func:`~.fleet.pruning_predict_rows` (:func:`~.fleet.predict_rows` when
+       every one is past pruning, as ``predict_many``); every waiting unit gets its
+       power limit from its cache, else by JIT profiling (:func:`_profile_best`, what
+       the power-limit optimizer answers after observing the profiling epochs);
+    3. :func:`advance` runs the resumed units (and those it paused) until they wait.
+
+    ``todo`` lists the units to replay; at most ``ctl[CTL_ACTIVE]`` of them are in
+    flight at once (a new one starts as one ends), so that the state of the
+    units in flight stays in the caches: each round touches every unit in
+    flight, and one unit's state is spread over some forty arrays.
+    ``ready`` is (2, ``ctl[CTL_ACTIVE]`` or more) int64: ``ready[ctl[CTL_WHICH],
+    :ctl[CTL_NEXT]]`` are the units to advance next (none on the first call).
+    ``work_*`` are scratch of at least max(units, queue capacity) entries. The loop
+    returns (``DRIVE_*``) whenever Python has to act; calling it again resumes it.
+    Every unit sees only its own rows and stream, so the results equal the
+    Python driver's.
+    """
+    arm_bs = t.arm_bs
+    wl_arm_start = t.wl_arm_start
+    wl_arm_count = t.wl_arm_count
+    arm_cell_start = t.arm_cell_start
+    arm_cell_count = t.arm_cell_count
+    arm_max_pl = t.arm_max_pl
+    cell_pl = t.cell_pl
+    cell_avg_power = t.cell_avg_power
+    cell_tpe = t.cell_tpe
+    u_wl = un.wl
+    u_eta = un.eta
+    u_plc_start = un.plc_start
+    status = s.status
+    need = s.need
+    error = s.error
+    dec_arm = s.dec_arm
+    dec_pl = s.dec_pl
+    dec_prof = s.dec_prof
+    pl_cache = s.pl_cache
+    q_unit = o.q_unit
+    q_arm = o.q_arm
+    q_cost = o.q_cost
+    q_reached = o.q_reached
+    need_unit = o.need_unit
+    h_cap = o.h_unit.shape[0]
+    stage = h.pruning.stage
+    chunk_cap = h.chunk_next.shape[0]
+    pool_used = h.pool_used
+    generation = ctl[CTL_GENERATION]
+    rounds_here = 0
+    while True:
+        # 1. the queued observations, in order
+        qn = o.q_n[0]
+        if qn > 0:
+            if unbounded and pool_used[0] + qn > chunk_cap:
+                ctl[CTL_GENERATION] = generation
+                ctl[CTL_ARG] = qn
+                return DRIVE_POOL
+            rows = work_i[:qn]
+            values = work_j[:qn]
+            slots = work_k[:qn]
+            for i in range(qn):
+                cost = q_cost[i]
+                if not np.isfinite(cost):
+                    ctl[CTL_GENERATION] = generation
+                    return DRIVE_OBSERVE_ERROR
+                rows[i] = bso_row[q_unit[i]]
+                values[i] = arm_bs[q_arm[i]]
+            if find_slots(h, rows, values, slots) >= 0:
+                ctl[CTL_GENERATION] = generation
+                return DRIVE_OBSERVE_ERROR
+            generation += 1
+            # has_converged as a plain bool (qn > 0 here), not the literal True: the callees then
+            # compile for the types the optimizer's Python calls use, and share their cache entries.
+            index, code = pruning_observe_rows(h, rows, slots, values, q_cost[:qn], q_reached[:qn], qn > 0, concurrency, generation)
+            if code != PRUNING_OK:
+                ctl[CTL_GENERATION] = generation
+                return DRIVE_OBSERVE_ERROR
+            o.q_n[0] = 0
+        # 2. decisions for the waiting units
+        nxt = ready[ctl[CTL_WHICH]]
+        n_next = ctl[CTL_NEXT]
+        nn = o.need_n[0]
+        if nn > 0:
+            # batch sizes, in need order
+            all_sampling = True
+            m = 0
+            for i in range(nn):
+                u = need_unit[i]
+                if need[u] == NEED_BSO:
+                    work_i[m] = u
+                    work_j[m] = bso_row[u]
+                    m += 1
+            if m > 0:
+                ex = work_u8[:m]
+                exhausted_rows(work_j[:m], h.pruning, h.num_rounds, ex)
+                k = 0
+                for i in range(m):
+                    u = work_i[i]
+                    if ex[i] != 0:
+                        status[u] = STATUS_ERROR
+                        error[u] = ERR_EXHAUSTED
+                    else:
+                        work_i[k] = u
+                        work_j[k] = work_j[i]
+                        if stage[work_j[i]] == STAGE_PRUNING:
+                            all_sampling = False
+                        k += 1
+                m = k
+            if m > 0:
+                rows = work_j[:m]
+                out = work_k[:m]
+                if m > 1 and all_sampling:
+                    predict_rows(h, rows, out)
+                else:
+                    generation += 1
+                    index, code = pruning_predict_rows(h, rows, concurrency, generation, out)
+                    if code != PRUNING_OK:
+                        ctl[CTL_GENERATION] = generation
+                        ctl[CTL_ARG] = m
+                        return DRIVE_PREDICT_ERROR
+                for i in range(m):
+                    u = work_i[i]
+                    w = u_wl[u]
+                    a0 = wl_arm_start[w]
+                    arm = -1
+                    for a in range(a0, a0 + wl_arm_count[w]):
+                        if arm_bs[a] == out[i]:
+                            arm = a
+                            break
+                    if arm < 0:
+                        status[u] = STATUS_ERROR
+                        error[u] = ERR_UNKNOWN_BS
+                    else:
+                        dec_arm[u] = arm
+            # power limits: the waiting units that have not failed
+            for i in range(nn):
+                u = need_unit[i]
+                if status[u] == STATUS_ERROR:
+                    continue
+                arm = dec_arm[u]
+                dec_prof[u] = 0
+                w = u_wl[u]
+                slot = u_plc_start[u] + arm - wl_arm_start[w]
+                pl = pl_cache[slot]
+                if pl < 0:
+                    if need[u] == NEED_PL:
+                        status[u] = STATUS_ERROR
+                        error[u] = ERR_NOT_PROFILED
+                        continue
+                    pl = _profile_best(arm, u_eta[u], arm_cell_start, arm_cell_count, arm_max_pl, cell_pl, cell_avg_power, cell_tpe)
+                    dec_prof[u] = 1
+                    if pl < 0:
+                        status[u] = STATUS_ERROR
+                        error[u] = ERR_NO_PATHS
+                        continue
+                    pl_cache[slot] = pl
+                dec_pl[u] = pl
+                status[u] = STATUS_READY
+                nxt[n_next] = u
+                n_next += 1
+            o.need_n[0] = 0
+        pos = ctl[CTL_POS]
+        active = ctl[CTL_ACTIVE]
+        while pos < todo.shape[0] and (active == 0 or n_next < active):
+            nxt[n_next] = todo[pos]
+            n_next += 1
+            pos += 1
+        ctl[CTL_POS] = pos
+        ctl[CTL_NEXT] = n_next
+        if n_next == 0:
+            ctl[CTL_GENERATION] = generation
+            return DRIVE_DONE
+        if o.h_n[0] * 2 >= h_cap:
+            ctl[CTL_GENERATION] = generation
+            return DRIVE_DRAIN
+        if ctl[CTL_BUDGET] > 0 and rounds_here >= ctl[CTL_BUDGET]:
+            ctl[CTL_GENERATION] = generation
+            return DRIVE_YIELD
+        # 3. advance the ready units; the ones it paused stay ready
+        cur = nxt[:n_next]
+        which = 1 - ctl[CTL_WHICH]
+        stop = advance(cur, t, un, s, o)
+        other = ready[which]
+        left = n_next - stop
+        for i in range(left):
+            other[i] = cur[stop + i]
+        ctl[CTL_WHICH] = which
+        ctl[CTL_NEXT] = left
+        ctl[CTL_ROUNDS] += 1
+        rounds_here += 1

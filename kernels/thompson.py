@@ -380,27 +380,21 @@ def window_needs_copy(n, window):
     return n > CHUNK
 
 
-@numba.njit(**_JIT_HELPER)
-def refit_history(
-    slot, window, offset, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards, scratch,
-    frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision,
+@numba.njit(**_INLINE_HELPER)
+def _refit_in_place(
+    slot, window, offset, ring_pos, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards,
+    scratch, frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision,
     observation_count,
 ):
-    """:func:`gather_history` then :func:`refit_slot`, reading the window in place
-    where it is contiguous and in order (a ring that has not wrapped, an unbounded
-    history within its first chunk), copying it into ``rewards`` only otherwise.
-
-    ``chunk_flat`` is ``chunk_values`` viewed as one row (chunk ``c``'s rewards at
-    ``c * CHUNK``). ``rewards`` holds the window when :func:`window_needs_copy`;
-    ``scratch`` holds it when it is over 128 rewards. Same bits as the copy and
-    five passes it replaces (:func:`~.stats.window_fit_with`); returns ``n``.
-    """
+    # The body of refit_history, inlined into the observe range helpers.
+    # ring_pos: where a ring's oldest kept reward is, when the caller knows
+    # (it saves an integer division); -1 computes it.
     n = history_count[slot]
     src = rewards
     start = np.int64(0)
     if window > 0:
         fill = n if n < window else window
-        pos = (n - fill) % window
+        pos = ring_pos if ring_pos >= 0 else (n - fill) % window
         if pos + fill <= window:
             src = history_values
             start = offset + pos
@@ -432,15 +426,121 @@ def refit_history(
     return n
 
 
-@numba.njit(**_JIT)
-def observe_incremental(slots, costs, reward_precision, posterior_mean, posterior_precision, observation_count):
-    """Known reward precision: fold each reward (-cost) into its arm's posterior, in order."""
-    for i in range(slots.shape[0]):
+@numba.njit(**_JIT_HELPER)
+def refit_history(
+    slot, window, offset, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards, scratch,
+    frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision,
+    observation_count,
+):
+    """:func:`gather_history` then :func:`refit_slot`, reading the window in place
+    where it is contiguous and in order (a ring that has not wrapped, an unbounded
+    history within its first chunk), copying it into ``rewards`` only otherwise.
+
+    ``chunk_flat`` is ``chunk_values`` viewed as one row (chunk ``c``'s rewards at
+    ``c * CHUNK``). ``rewards`` holds the window when :func:`window_needs_copy`;
+    ``scratch`` holds it when it is over 128 rewards. Same bits as the copy and
+    five passes it replaces (:func:`~.stats.window_fit_with`); returns ``n``.
+    """
+    return _refit_in_place(
+        slot, window, offset, -1, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards,
+        scratch, frames, partial, prior_mean, prior_precision, reward_precision, posterior_mean, posterior_precision,
+        observation_count,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The observe kernels (docs/kernels.md, "The observe kernels"). One NRT-free
+# helper per kind walks a range of the batch, with the per-observation body
+# inlined (no call per observation); the serial kernels call it on the whole
+# batch, the parallel ones on each prange chunk, as predict's _decide_rows.
+
+
+@numba.njit(**_JIT_HELPER)
+def _observe_incremental_range(slots, costs, lo, hi, reward_precision, posterior_mean, posterior_precision, observation_count):
+    """Known reward precision over ``slots[lo:hi]``: fold each reward (-cost) into its arm's posterior."""
+    for i in range(lo, hi):
         slot = slots[i]
         mean, prec = fit_increment(posterior_mean[slot], posterior_precision[slot], -costs[i], reward_precision[slot])
         posterior_mean[slot] = mean
         posterior_precision[slot] = prec
         observation_count[slot] += 1
+
+
+@numba.njit(**_INLINE_HELPER)
+def _link_chunk(slot, n, chunk_next, slot_chunks, pool_used):
+    # A new chunk at the end of the pool becomes the slot's last one (its first
+    # when the history is empty); capacity is ensured by the caller.
+    chunk = pool_used[0]
+    pool_used[0] += 1
+    chunk_next[chunk] = -1
+    if n == 0:
+        slot_chunks[slot, 0] = chunk
+    else:
+        chunk_next[slot_chunks[slot, 1]] = chunk
+    slot_chunks[slot, 1] = chunk
+
+
+@numba.njit(**_JIT_HELPER)
+def _observe_refit_range(
+    rows, slots, costs, refit, lo, hi, linked, slot_window, slot_offset, prior_mean, prior_precision, history_count,
+    history_values, chunk_flat, chunk_next, slot_chunks, pool_used, reward_precision, posterior_mean,
+    posterior_precision, observation_count, rewards, scratch, frames, partial,
+):
+    """Learned reward precision over entries ``lo:hi`` of the batch: append -cost to the
+    arm's history (its ring, or its last chunk), then refit the arm when ``refit[i]``.
+
+    ``linked``: the chunks the range's unbounded appends need were already
+    linked (the parallel kernel does that first, serially); otherwise a reward
+    that starts a chunk links a new one here. ``rewards`` / ``scratch`` hold
+    the longest window of the range (see :func:`refit_history`).
+    """
+    for i in range(lo, hi):
+        slot = slots[i]
+        window = slot_window[slot]
+        offset = slot_offset[slot]
+        n = history_count[slot]
+        ring_pos = np.int64(-1)
+        if window > 0:
+            last = n % window
+            history_values[offset + last] = -costs[i]
+            # After this append the oldest kept reward is at the ring's start
+            # until the ring is full, then just after the newest one.
+            ring_pos = 0 if n < window else (last + 1 if last + 1 < window else 0)
+        else:
+            pos = n % CHUNK
+            if pos == 0 and not linked:
+                _link_chunk(slot, n, chunk_next, slot_chunks, pool_used)
+            chunk_flat[slot_chunks[slot, 1] * CHUNK + pos] = -costs[i]
+        history_count[slot] = n + 1
+        if refit[i]:
+            row = rows[i]
+            _refit_in_place(
+                slot, window, offset, ring_pos, history_count, history_values, chunk_flat, chunk_next, slot_chunks,
+                rewards, scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision,
+                posterior_mean, posterior_precision, observation_count,
+            )
+
+
+@numba.njit(**_JIT)
+def _longest_window(slots, history_count, slot_window):
+    """The longest window any entry of the batch can refit on (repeats included)."""
+    max_n = 0
+    for i in range(slots.shape[0]):
+        slot = slots[i]
+        c = history_count[slot] + 1
+        w = slot_window[slot]
+        if w > 0 and c > w:
+            c = w
+        if c > max_n:
+            max_n = c
+    # Repeated slots in the batch can grow past the pre-batch count.
+    return max_n + slots.shape[0]
+
+
+@numba.njit(**_JIT)
+def observe_incremental(slots, costs, reward_precision, posterior_mean, posterior_precision, observation_count):
+    """Known reward precision: fold each reward (-cost) into its arm's posterior, in order."""
+    _observe_incremental_range(slots, costs, 0, slots.shape[0], reward_precision, posterior_mean, posterior_precision, observation_count)
 
 
 @numba.njit(**_JIT)
@@ -471,34 +571,16 @@ def observe_refit(
     not in the bandit). Observations apply in array order, so repeated slots
     see each other's rewards exactly as sequential calls would.
     """
-    max_n = 0
-    for i in range(slots.shape[0]):
-        slot = slots[i]
-        c = history_count[slot] + 1
-        w = slot_window[slot]
-        if w > 0 and c > w:
-            c = w
-        if c > max_n:
-            max_n = c
-    # Repeated slots in the batch can grow past the pre-batch count.
-    max_n += slots.shape[0]
+    max_n = _longest_window(slots, history_count, slot_window)
     rewards = np.empty(max_n, np.float64)
     scratch = np.empty(max_n, np.float64)
     frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
     partial = np.empty(SUM_STACK_DEPTH, np.float64)
-    chunk_flat = chunk_values.reshape(chunk_values.size)
-    for i in range(slots.shape[0]):
-        slot = slots[i]
-        window = slot_window[slot]
-        offset = slot_offset[slot]
-        append_history(slot, -costs[i], window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used)
-        if refit[i]:
-            row = rows[i]
-            refit_history(
-                slot, window, offset, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards,
-                scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean,
-                posterior_precision, observation_count,
-            )
+    _observe_refit_range(
+        rows, slots, costs, refit, 0, slots.shape[0], False, slot_window, slot_offset, prior_mean, prior_precision,
+        history_count, history_values, chunk_values.reshape(chunk_values.size), chunk_next, slot_chunks, pool_used,
+        reward_precision, posterior_mean, posterior_precision, observation_count, rewards, scratch, frames, partial,
+    )
 
 
 @numba.njit(**_JIT_PARALLEL)
@@ -540,14 +622,21 @@ def observe_incremental_parallel(slots, costs, reward_precision, posterior_mean,
     parallel. Only valid when no slot repeats (the caller checks that no job repeats)."""
     n = slots.shape[0]
     for c in numba.prange(n_chunks):
-        lo = c * n // n_chunks
-        hi = (c + 1) * n // n_chunks
-        for i in range(lo, hi):
-            slot = slots[i]
-            mean, prec = fit_increment(posterior_mean[slot], posterior_precision[slot], -costs[i], reward_precision[slot])
-            posterior_mean[slot] = mean
-            posterior_precision[slot] = prec
-            observation_count[slot] += 1
+        _observe_incremental_range(
+            slots, costs, c * n // n_chunks, (c + 1) * n // n_chunks, reward_precision, posterior_mean,
+            posterior_precision, observation_count,
+        )
+
+
+@numba.njit(**_JIT)
+def _link_batch_chunks(slots, slot_window, history_count, chunk_next, slot_chunks, pool_used):
+    # The chunks a batch of distinct slots appends into, linked serially in
+    # array order (what the sequential kernel would hand out).
+    for i in range(slots.shape[0]):
+        slot = slots[i]
+        n = history_count[slot]
+        if slot_window[slot] == 0 and n % CHUNK == 0:
+            _link_chunk(slot, n, chunk_next, slot_chunks, pool_used)
 
 
 @numba.njit(**_JIT_PARALLEL)
@@ -581,49 +670,19 @@ def observe_refit_parallel(
     depend on the number of threads.
     """
     n = slots.shape[0]
-    max_n = 0
-    for i in range(n):
-        slot = slots[i]
-        c = history_count[slot] + 1
-        w = slot_window[slot]
-        if w > 0 and c > w:
-            c = w
-        if c > max_n:
-            max_n = c
-        if w == 0 and history_count[slot] % CHUNK == 0:
-            chunk = pool_used[0]
-            pool_used[0] += 1
-            chunk_next[chunk] = -1
-            if history_count[slot] == 0:
-                slot_chunks[slot, 0] = chunk
-            else:
-                chunk_next[slot_chunks[slot, 1]] = chunk
-            slot_chunks[slot, 1] = chunk
+    max_n = _longest_window(slots, history_count, slot_window)
+    _link_batch_chunks(slots, slot_window, history_count, chunk_next, slot_chunks, pool_used)
     chunk_flat = chunk_values.reshape(chunk_values.size)
     for c in numba.prange(n_chunks):
         rewards = np.empty(max_n, np.float64)
         scratch = np.empty(max_n, np.float64)
         frames = np.empty((3, SUM_STACK_DEPTH), np.int64)
         partial = np.empty(SUM_STACK_DEPTH, np.float64)
-        lo = c * n // n_chunks
-        hi = (c + 1) * n // n_chunks
-        for i in range(lo, hi):
-            slot = slots[i]
-            window = slot_window[slot]
-            offset = slot_offset[slot]
-            count = history_count[slot]
-            if window > 0:
-                history_values[offset + count % window] = -costs[i]
-            else:
-                chunk_flat[slot_chunks[slot, 1] * CHUNK + count % CHUNK] = -costs[i]
-            history_count[slot] = count + 1
-            if refit[i]:
-                row = rows[i]
-                refit_history(
-                    slot, window, offset, history_count, history_values, chunk_flat, chunk_next, slot_chunks, rewards,
-                    scratch, frames, partial, prior_mean[row], prior_precision[row], reward_precision, posterior_mean,
-                    posterior_precision, observation_count,
-                )
+        _observe_refit_range(
+            rows, slots, costs, refit, c * n // n_chunks, (c + 1) * n // n_chunks, True, slot_window, slot_offset,
+            prior_mean, prior_precision, history_count, history_values, chunk_flat, chunk_next, slot_chunks, pool_used,
+            reward_precision, posterior_mean, posterior_precision, observation_count, rewards, scratch, frames, partial,
+        )
 
 
 @numba.njit(**_JIT)

@@ -312,3 +312,19 @@ def test_format_and_write(results, tmp_path):
     back = pd.read_csv(files[0])
     np.testing.assert_allclose(back.cost_change_pct, comparison.table.cost_change_pct)
     assert len(pd.read_csv(files[2])) == len(comparison.failures)
+
+
+def test_stratum_sums_equal_scipy_bootstrap_distribution_over_batches():
+    """The numpy resampling draws what scipy.stats.bootstrap draws, batch by batch."""
+    from banditfleet.replay.stats import _batch, stratum_sums
+
+    rng = np.random.default_rng(3)
+    n, R = 6000, 1500  # several batches (_batch(1500, 6000) < 1500)
+    values = rng.uniform(0.5, 2.0, (n, 2))
+    assert _batch(R, n) < R
+    ref = scipy.stats.bootstrap(
+        (np.arange(n),), lambda i, axis=-1: values[i].sum(axis=-2).T, n_resamples=R, batch=_batch(R, n),
+        vectorized=True, method="percentile", rng=np.random.default_rng([4, 2]),
+    )
+    got = stratum_sums(values, R, [4, 2])
+    np.testing.assert_allclose(got, ref.bootstrap_distribution, rtol=1e-12)

@@ -48,8 +48,20 @@ from banditfleet.kernels.replay import (
     ReplayState,
     ReplayTables,
     ReplayUnits,
+    CTL_ACTIVE as _CTL_ACTIVE,
+    CTL_ARG as _CTL_ARG,
+    CTL_BUDGET as _CTL_BUDGET,
+    CTL_GENERATION as _CTL_GENERATION,
+    CTL_NEXT as _CTL_NEXT,
+    CTL_ROUNDS as _CTL_ROUNDS,
+    DRIVE_DONE,
+    DRIVE_DRAIN,
+    DRIVE_OBSERVE_ERROR,
+    DRIVE_POOL,
+    DRIVE_PREDICT_ERROR,
     advance,
     arms_of_values,
+    drive_pruning,
     profile_requests,
 )
 from banditfleet.kernels.streams import allocate_streams, seed_streams
@@ -62,6 +74,8 @@ __all__ = ["Partition", "UnitsResult", "make_units", "merge_shards", "run_units"
 logger = logging.getLogger("banditfleet")
 
 _QUEUE = 1 << 16
+# Units in flight at once in the compiled driver (their state stays in the caches).
+_ACTIVE = 64
 
 
 @dataclass
@@ -72,7 +86,7 @@ class Partition:
     plo: Any  # a JITPowerLimitOptimizer
     units: np.ndarray  # int64 unit indices
     bso_rows: Rows  # the bso's tagged rows, one per unit of ``units``
-    plo_rows: Rows  # the plo's tagged rows, one per unit of ``units``
+    plo_rows: Rows | None  # the plo's tagged rows, one per unit of ``units`` (None: see run_units(compiled=True))
 
 
 @dataclass
@@ -164,6 +178,11 @@ def _init_state(tables: ReplayTables, units: ReplayUnits, seeds: np.ndarray, fir
     def f64(fill: float = 0.0, size: int = n) -> np.ndarray:
         return np.full(size, fill, np.float64)
 
+    # A group's running-job slots are written at launch before any read (run_n counts
+    # them): left uninitialized, only the pages of slots ever used are touched.
+    def slots(dtype: Any) -> np.ndarray:
+        return np.empty(n_run, dtype)
+
     return ReplayState(
         phase=np.where(units.mode == MODE_GROUP, PH_GRP_SUB, PH_SEQ_REC).astype(np.int64),
         status=i64(STATUS_READY),
@@ -185,16 +204,16 @@ def _init_state(tables: ReplayTables, units: ReplayUnits, seeds: np.ndarray, fir
         par_ratio=f64(),
         par_sub=i64(),
         run_n=i64(),
-        r_start=f64(size=n_run),
-        r_end=f64(size=n_run),
-        r_ratio=f64(size=n_run),
-        r_arm=i64(size=n_run),
-        r_pl=i64(size=n_run),
-        r_reached=np.zeros(n_run, np.uint8),
-        r_time=f64(size=n_run),
-        r_energy=f64(size=n_run),
-        r_cost=f64(size=n_run),
-        r_sub=i64(size=n_run),
+        r_start=slots(np.float64),
+        r_end=slots(np.float64),
+        r_ratio=slots(np.float64),
+        r_arm=slots(np.int64),
+        r_pl=slots(np.int64),
+        r_reached=slots(np.uint8),
+        r_time=slots(np.float64),
+        r_energy=slots(np.float64),
+        r_cost=slots(np.float64),
+        r_sub=slots(np.int64),
         pl_cache=i64(-1, n_plc),
         streams_hi=streams.state_hi,
         streams_lo=streams.state_lo,
@@ -240,10 +259,11 @@ class _Driver:
             if (self.part_of[u] >= 0).any():
                 raise ValueError("a unit belongs to two partitions")
             self.part_of[u] = p
-            if not isinstance(part.bso_rows, Rows) or not isinstance(part.plo_rows, Rows):
+            if not isinstance(part.bso_rows, Rows) or not isinstance(part.plo_rows, (Rows, type(None))):
                 raise ValueError("a partition's rows must be the optimizers' own Rows (from rows() or register_jobs())")
             self.bso_row[u] = part.bso_rows.array
-            self.plo_row[u] = part.plo_rows.array
+            if part.plo_rows is not None:  # None: a compiled partition (its power limits come from the trace)
+                self.plo_row[u] = part.plo_rows.array
         if (self.part_of < 0).any():
             raise ValueError("every unit needs a partition")
 
@@ -365,12 +385,21 @@ def run_units(
     progress: Callable[[int, int], None] | None = None,
     queue_capacity: int = _QUEUE,
     first_arm: np.ndarray | None = None,
+    compiled: bool = False,
 ) -> UnitsResult:
     """Replay every unit to its end; see the module docstring.
 
     ``first_arm`` (global arm per unit) is the best batch size a group starts
     with, which concurrent launches use before any run has reached the target;
     by default the workload's default batch size, as the reference.
+
+    ``compiled=True`` runs the partitions whose optimizers are a
+    ``PruningGTSBatchSizeOptimizer`` and a ``JITPowerLimitOptimizer`` (neither
+    journaling) in one compiled loop, :func:`banditfleet.kernels.replay.drive_pruning`,
+    which releases the GIL for the whole replay: the same histories, but such a
+    partition's power-limit optimizer is not updated (the loop answers from the
+    trace exactly what it would answer after profiling). The other partitions
+    go through the Python driver.
     """
     import time as _time
 
@@ -383,6 +412,15 @@ def run_units(
     ready = np.arange(n, dtype=np.int64)
     rounds = 0
     done_before = -1
+    for p in driver.parts:
+        if p.plo_rows is None and not (compiled and _compilable(p)):
+            raise ValueError("a partition without power-limit rows needs compiled=True and a PruningGTS/JIT pair")
+    if compiled:
+        fast = [p for p in driver.parts if _compilable(p)]
+        if fast:
+            rounds = _run_compiled(tables, units, state, out, driver, fast, chunks, progress)
+            done_before = int(np.count_nonzero(state.status >= STATUS_DONE))
+            ready = ready[state.status[ready] == STATUS_READY] if len(fast) < len(driver.parts) else ready[:0]
     while ready.size:
         rounds += 1
         out.need_n[0] = 0
@@ -427,6 +465,91 @@ def run_units(
         seconds=_time.perf_counter() - t0,
         rounds=rounds,
     )
+
+
+def _compilable(part: Partition) -> bool:
+    """Whether :func:`_run_compiled` can drive this partition."""
+    from banditfleet.power import JITPowerLimitOptimizer
+    from banditfleet.pruning import PruningGTSBatchSizeOptimizer
+
+    return (
+        type(part.bso) is PruningGTSBatchSizeOptimizer
+        and type(part.plo) is JITPowerLimitOptimizer
+        and getattr(part.bso, "_folder", None) is None
+        and getattr(part.plo, "_folder", None) is None
+    )
+
+
+def _run_compiled(
+    tables: ReplayTables,
+    units: ReplayUnits,
+    state: ReplayState,
+    out: ReplayOut,
+    driver: _Driver,
+    parts: Sequence[Partition],
+    chunks: list[tuple[np.ndarray, ...]],
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    """Each partition's units to their end with :func:`drive_pruning`; returns the rounds.
+
+    The units of one partition never meet those of another (own rows, own
+    streams), so partitions run one after the other. Python acts only when
+    the loop asks: the history pool grows, the history buffer is drained, a
+    refused call raises the optimizer's own error, progress is reported.
+    """
+    n = units.wl.shape[0]
+    cap = max(n, out.q_unit.shape[0], 1)
+    work_i = np.empty(cap, np.int64)
+    work_j = np.empty(cap, np.int64)
+    work_k = np.empty(cap, np.int64)
+    work_u8 = np.empty(cap, np.uint8)
+    rounds = 0
+    for part in parts:
+        bso = part.bso
+        store = bso._store
+        mine = np.asarray(part.units, np.int64)
+        active = min(_ACTIVE, mine.shape[0])
+        ready = np.empty((2, max(active, 1)), np.int64)
+        ctl = np.zeros(8, np.int64)
+        ctl[_CTL_ACTIVE] = active
+        ctl[_CTL_BUDGET] = 16 if progress is not None else 0
+        unbounded = bool(store.keeps_history and store.n_unbounded_arms > 0)
+        concurrency = bool(bso.concurrency)
+        done_before = -1
+        while True:
+            ctl[_CTL_GENERATION] = bso._generation
+            code = drive_pruning(
+                tables, units, state, out, bso._handle(), driver.bso_row, mine, ready, ctl,
+                work_i, work_j, work_k, work_u8, concurrency, unbounded,
+            )
+            bso._generation = int(ctl[_CTL_GENERATION])
+            if progress is not None:
+                done = int(np.count_nonzero(state.status >= STATUS_DONE))
+                if done != done_before:
+                    progress(done, n)
+                    done_before = done
+            if code == DRIVE_POOL:
+                store.reserve_history_chunks(int(ctl[_CTL_ARG]))
+            elif code == DRIVE_DRAIN or code == DRIVE_DONE:
+                _drain(out, chunks)
+                if code == DRIVE_DONE:
+                    break
+            elif code == DRIVE_OBSERVE_ERROR:
+                driver.flush_observations(out)  # raises the optimizer's error
+                raise RuntimeError("the compiled replay driver refused observations the optimizer accepts")
+            elif code == DRIVE_PREDICT_ERROR:
+                m = int(ctl[_CTL_ARG])
+                bso.predict_many(part.bso_rows._retag(driver.bso_row[work_i[:m]]))  # raises the optimizer's error
+                raise RuntimeError("the compiled replay driver refused a predict the optimizer accepts")
+        rounds = max(rounds, int(ctl[_CTL_ROUNDS]))
+    return rounds
+
+
+def _drain(o: ReplayOut, chunks: list[tuple[np.ndarray, ...]]) -> None:
+    h = int(o.h_n[0])
+    if h:
+        chunks.append(tuple(a[:h].copy() for a in (o.h_unit, o.h_sub, o.h_bs, o.h_pl, o.h_energy, o.h_time, o.h_reached)))
+        o.h_n[0] = 0
 
 
 _PER_UNIT = ("status", "error", "runs", "min_cost")

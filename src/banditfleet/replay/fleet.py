@@ -42,7 +42,7 @@ from banditfleet.replay.policies import (
 from banditfleet.replay.simulator import HistoryEntry, check_knobs
 from banditfleet.replay.traces import Trace, Workloads, build_workloads, jobs_for, read_groups
 
-__all__ = ["Setting", "Fleet", "FleetResult", "group_seed", "replay_fleet", "sweep"]
+__all__ = ["Setting", "Fleet", "FleetResult", "group_seed", "group_seeds", "replay_fleet", "sweep"]
 
 logger = logging.getLogger("banditfleet")
 
@@ -54,6 +54,30 @@ def group_seed(group_id: str, replicate: int = 0) -> int:
     """
     text = group_id if replicate == 0 else f"{group_id}/{replicate}"
     return zlib.adler32(text.encode("utf-8"))
+
+
+def group_seeds(group_ids: Sequence[str], replicate: int = 0) -> np.ndarray:
+    """:func:`group_seed` of every id, as uint64, computed over all ids at once.
+
+    Adler-32 of a byte string ``d`` of length ``n`` is ``(B << 16) | A`` with
+    ``A = 1 + sum(d) mod 65521`` and ``B = n + sum((n - k) d[k]) mod 65521``;
+    the sums are taken per id with ``np.bincount`` (exact: every partial sum
+    stays far below 2**53 for ids shorter than 100,000 bytes). Ids that are not
+    ASCII, or very long, go through ``zlib.adler32`` one by one.
+    """
+    texts = list(group_ids) if replicate == 0 else [f"{g}/{replicate}" for g in group_ids]
+    n = len(texts)
+    lens = np.fromiter(map(len, texts), np.int64, n)
+    joined = "".join(texts)
+    if not joined.isascii() or (n and int(lens.max()) >= 100_000):
+        return np.fromiter((zlib.adler32(t.encode("utf-8")) for t in texts), np.uint64, n)
+    data = np.frombuffer(joined.encode("ascii"), np.uint8).astype(np.float64)
+    seg = np.repeat(np.arange(n, dtype=np.int64), lens)
+    ends = np.cumsum(lens)
+    weight = (ends[seg] - np.arange(data.shape[0], dtype=np.int64)).astype(np.float64)  # n - k
+    a = (1 + np.bincount(seg, weights=data, minlength=n).astype(np.int64)) % 65521
+    b = (lens + np.bincount(seg, weights=data * weight, minlength=n).astype(np.int64)) % 65521
+    return ((b << 16) | a).astype(np.uint64)
 
 
 @dataclass(frozen=True)
@@ -180,6 +204,19 @@ class Fleet:
         """The fleet of the given groups only (same workloads)."""
         idx = np.asarray(groups, np.int64)
         counts = self.sub_count[idx]
+        if (
+            idx.size
+            and idx[-1] - idx[0] == idx.size - 1
+            and (np.diff(idx) == 1).all()
+            and (self.sub_start[idx[1:]] == self.sub_start[idx[:-1]] + counts[:-1]).all()
+        ):
+            # a contiguous range of groups: its submissions are one slice
+            a, b = int(idx[0]), int(idx[-1]) + 1
+            lo, hi = int(self.sub_start[a]), int(self.sub_start[b - 1] + self.sub_count[b - 1])
+            return Fleet(
+                self.workloads, self.group_ids[a:b], self.group_wl[a:b].copy(), self.sub_start[a:b] - lo, counts.copy(),
+                self.start_time[lo:hi].copy(), self.end_time[lo:hi].copy(), self.runtime_ratio[lo:hi].copy(), self.source, dict(self.meta),
+            )
         take = np.concatenate([np.arange(self.sub_start[g], self.sub_start[g] + self.sub_count[g]) for g in idx.tolist()]) if idx.size else np.zeros(0, np.int64)
         starts = np.zeros(idx.size, np.int64)
         if idx.size:
@@ -341,6 +378,10 @@ class FleetResult:
         return history_table(self).to_pandas()
 
 
+# Pruning-GTS partitions replay in the compiled driver (engine.run_units(compiled=True));
+# False replays them through the Python driver (the tests compare the two).
+_COMPILED_DRIVER = True
+
 #: Fewest groups per thread: below this, a replay runs on fewer threads.
 MIN_GROUPS_PER_THREAD = 256
 
@@ -385,7 +426,7 @@ def replay_fleet(
     )
     seeds = np.zeros(n, np.uint64)
     for si, s in enumerate(settings):
-        seeds[si * G : (si + 1) * G] = [group_seed(gid, s.seed) for gid in fleet.group_ids]
+        seeds[si * G : (si + 1) * G] = group_seeds(fleet.group_ids, s.seed)
     defaults = t.arm_bs[t.wl_default_arm[wl]]
     arm_lists = [np.asarray(a, np.int64) for a in fleet.workloads.arms]
     first_arm = t.wl_default_arm[wl].astype(np.int64)
@@ -442,9 +483,12 @@ def replay_fleet(
                     bso.register_jobs(mine.tolist(), arms2d, seeds=seeds[mine])
                 else:
                     bso.register_jobs(mine.tolist(), arms2d, default_bs=defaults[mine], seeds=seeds[mine])
-        partitions.append(Partition(bso, plo, us, bso.rows(us), plo.rows(us)))
+        # The compiled driver answers a pruning partition's power limits from the trace (what
+        # its JIT optimizer would answer): that optimizer needs no rows then.
+        plo_rows = None if policy == "pruning-gts" and _COMPILED_DRIVER else plo.rows(us)
+        partitions.append(Partition(bso, plo, us, bso.rows(us), plo_rows))
     logger.info("replaying %d groups x %d settings (%d submissions each pass)", G, S, fleet.n_submissions)
-    result = run_units(t, units, seeds, partitions, progress=progress, first_arm=first_arm)
+    result = run_units(t, units, seeds, partitions, progress=progress, first_arm=first_arm, compiled=_COMPILED_DRIVER)
     return FleetResult(fleet, settings, result)
 
 

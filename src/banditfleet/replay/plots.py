@@ -36,6 +36,9 @@ __all__ = [
     "regret_per_recurrence_data",
     "write_comparison_plot",
     "write_plots",
+    "RESULT_PLOTS",
+    "start_result_plots",
+    "finish_result_plots",
 ]
 
 
@@ -176,7 +179,7 @@ def _plain_log_axis(axis: Any) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     base = float(getattr(axis.get_transform(), "base", 10.0))
-    axis.set_major_locator(LogLocator(base=base, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if base == 10 else (1.0,), numticks=12))
+    axis.set_major_locator(LogLocator(base=base, subs=(1.0, 2.0, 5.0) if base == 10 else (1.0,), numticks=8))
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     axis.set_minor_locator(NullLocator())
 
@@ -370,6 +373,63 @@ def write_comparison_plot(comparison: Comparison, out: str | os.PathLike) -> Pat
     return _save(plot_comparison(comparison), d / "savings_per_workload.png")
 
 
+#: The plots of one result (beside the comparison plot), in the order :func:`write_plots` returns them.
+RESULT_PLOTS = ("cost_per_recurrence.png", "regret_per_recurrence.png", "batch_size_over_runs.png")
+
+
+def _write_result_plots(result: FleetResult, d: Path) -> list[Path]:
+    return [
+        _save(plot_cost_per_recurrence(cost_per_recurrence_data(result)), d / RESULT_PLOTS[0]),
+        _save(plot_regret_per_recurrence(regret_per_recurrence_data(result)), d / RESULT_PLOTS[1]),
+        _save(plot_batch_size(batch_size_data(result)), d / RESULT_PLOTS[2]),
+    ]
+
+
+def start_result_plots(result: FleetResult, out: str | os.PathLike) -> tuple[int, Path] | None:
+    """Draw the :data:`RESULT_PLOTS` of ``result`` into ``out`` in a forked child process.
+
+    matplotlib's import, layout and rendering are single-threaded Python (about
+    3 s of CPU for a large replay); a child draws them on another core while the
+    caller computes the statistics and writes the history. Returns the child's
+    handle for :func:`finish_result_plots`, or None where ``os.fork`` does not
+    exist (the caller then draws them itself). The child only reads ``result``
+    and ends with ``os._exit``.
+    """
+    if not hasattr(os, "fork"):
+        return None
+    import sys
+
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child (its exit code is checked by the parent)
+        code = 1
+        try:
+            _write_result_plots(result, d)
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid, d
+
+
+def finish_result_plots(handle: tuple[int, Path]) -> list[Path]:
+    """Wait for the child of :func:`start_result_plots`; its files, or OutputError if it failed."""
+    from banditfleet.errors import OutputError
+
+    pid, d = handle
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise OutputError(f"drawing the plots in {str(d)!r} failed (the plotting process exited with {code})")
+    return [d / name for name in RESULT_PLOTS]
+
+
 def write_plots(result: FleetResult, out: str | os.PathLike, comparison: Comparison | None = None) -> list[Path]:
     """Every plot of one fleet replay, as PNG files in ``out``; returns the files.
 
@@ -380,10 +440,6 @@ def write_plots(result: FleetResult, out: str | os.PathLike, comparison: Compari
 
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    files = [
-        _save(plot_cost_per_recurrence(cost_per_recurrence_data(result)), d / "cost_per_recurrence.png"),
-        _save(plot_regret_per_recurrence(regret_per_recurrence_data(result)), d / "regret_per_recurrence.png"),
-        _save(plot_batch_size(batch_size_data(result)), d / "batch_size_over_runs.png"),
-    ]
+    files = _write_result_plots(result, d)
     files.append(write_comparison_plot(comparison if comparison is not None else compare(result), d))
     return files

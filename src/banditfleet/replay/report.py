@@ -138,12 +138,16 @@ def write_outputs(
     history_format: str = "parquet",
     plots: bool = True,
     comparison: Any = None,
+    pending_plots: Any = None,
 ) -> tuple[list[Path], str | None]:
     """history.parquet (or .csv, or none), summary.csv, summary.json and (with matplotlib) the PNG plots.
 
     The plots are those of :func:`banditfleet.replay.plots.write_plots`;
     ``comparison`` (a :class:`banditfleet.replay.stats.Comparison`, computed
     from ``result`` when None) is charted in ``savings_per_workload.png``.
+    ``pending_plots`` is a handle of :func:`banditfleet.replay.plots.start_result_plots`
+    drawing this result's plots in another process: only the comparison plot is
+    drawn here, then that process is waited for.
     Returns the files written and, when plots were skipped, why. Raises
     :class:`~banditfleet.errors.OutputError` when ``out`` exists and is not a
     folder, or for an unknown ``history_format`` (before writing anything).
@@ -177,6 +181,11 @@ def write_outputs(
         import matplotlib  # noqa: F401
     except ImportError:
         return files, "matplotlib is not installed (pip install 'banditfleet[plot]')"
-    from banditfleet.replay.plots import write_plots
+    from banditfleet.replay.plots import finish_result_plots, write_comparison_plot, write_plots
 
+    if pending_plots is not None:
+        from banditfleet.replay.stats import compare
+
+        last = write_comparison_plot(comparison if comparison is not None else compare(result), d)
+        return files + finish_result_plots(pending_plots) + [last], None
     return files + write_plots(result, d, comparison), None

@@ -23,8 +23,8 @@ sqrt(n)``; no interval with one replicate).
 **Bootstrap over groups.** The spread that comes from *which* groups the
 fleet happens to hold. Each compared group's cost (averaged over the
 configuration's seed replicates; the groups of every fleet replicate pooled)
-and baseline cost are resampled with replacement by
-:func:`scipy.stats.bootstrap`, within each workload (a stratified bootstrap:
+and baseline cost are resampled with replacement, drawn as
+:func:`scipy.stats.bootstrap` draws them (:func:`stratum_sums`), within each workload (a stratified bootstrap:
 every resample keeps the fleet's workload mix), and the pooled change ``100 x
 (sum(cost) / sum(baseline) - 1)`` (and the regret) is recomputed on each resample; the TOTAL of a
 resample is the union of its workloads' resamples. The interval is the
@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from banditfleet.kernels.replay import ERR_NONE
 from banditfleet.replay.fleet import FleetResult, Setting
@@ -197,6 +196,8 @@ def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -
     mean = float(x.mean())
     if x.size < 2:
         return mean, math.nan, math.nan
+    import scipy.stats  # imported when used: most of a second, and a single replicate needs none
+
     half = float(scipy.stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return mean, mean - half, mean + half
 
@@ -219,30 +220,30 @@ def auto_resamples(groups: int) -> int:
 def stratum_sums(values: np.ndarray, n_resamples: int, seed: int | Sequence[int]) -> np.ndarray:
     """Bootstrap distribution of the column sums of ``values`` (groups x columns) over resampled groups.
 
-    The groups (rows) are resampled with replacement by
-    :func:`scipy.stats.bootstrap` from ``numpy.random.default_rng(seed)``;
-    every column is summed over the same resamples. Returns an array of
-    shape (columns, n_resamples).
+    The groups (rows) are resampled with replacement exactly as
+    :func:`scipy.stats.bootstrap` resamples one sample with a vectorized
+    statistic: batches of at most :func:`_batch` resamples, each drawn as
+    ``rng.integers(0, n, (batch, n))`` from ``numpy.random.default_rng(seed)``
+    (scipy's own draw; ``tests/test_replay_stats.py`` checks the distribution
+    against scipy's). Written out with numpy so that a replay's statistics do
+    not import ``scipy.stats`` (most of a second). Every column is summed over
+    the same resamples. Returns an array of shape (columns, n_resamples).
     """
     values = np.asarray(values, np.float64)
     n, k = values.shape
     if n == 0 or n_resamples <= 0:
         return np.zeros((k, max(n_resamples, 0)))
-
-    def sums(idx: np.ndarray, axis: int = -1) -> np.ndarray:
-        idx = np.asarray(idx)
-        lead = idx.shape[:-1]
-        flat = idx.reshape(-1, n)
-        counts = np.empty(flat.shape, np.float64)
-        for r in range(flat.shape[0]):  # resample counts of every group, then one product
-            counts[r] = np.bincount(flat[r], minlength=n)
-        return (counts @ values).T.reshape((k, *lead))
-
-    res = scipy.stats.bootstrap(
-        (np.arange(n),), sums, n_resamples=n_resamples, batch=_batch(n_resamples, n), vectorized=True,
-        method="percentile", rng=np.random.default_rng(seed),
-    )
-    return np.asarray(res.bootstrap_distribution, np.float64).reshape(k, n_resamples)
+    rng = np.random.default_rng(seed)
+    batch = _batch(n_resamples, n)
+    out = np.empty((k, n_resamples), np.float64)
+    for start in range(0, n_resamples, batch):
+        size = min(batch, n_resamples - start)
+        idx = rng.integers(0, n, (size, n))
+        counts = np.empty((size, n), np.float64)
+        for r in range(size):  # resample counts of every group, then one product
+            counts[r] = np.bincount(idx[r], minlength=n)
+        out[:, start : start + size] = (counts @ values).T
+    return out
 
 
 def _percentile_interval(distribution: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:

@@ -332,35 +332,51 @@ def build_workloads(pairs: Sequence[tuple[Trace, Job]]) -> Workloads:
         w_default.append(len(a_bs) + arms.index(job.default_bs))
         w_max_epochs.append(float(job.max_epochs))
         w_max_power.append(float(trace.max_power))
+        # The reference's groupby means, one groupby per workload: pandas reduces each
+        # (batch size, power limit) group over the same rows in the same order as a
+        # groupby of the batch size's rows alone, so the floats are the same.
+        cell_means = jdf.groupby(["batch_size", "power_limit"], as_index=False, sort=True).mean(numeric_only=True)
+        m_bs = cell_means.batch_size.to_numpy()
+        m_pl = cell_means.power_limit.to_numpy()
+        m_avg = cell_means.average_power.to_numpy(dtype=np.float64)
+        m_tpe = cell_means.time_per_epoch.to_numpy(dtype=np.float64)
+        j_bs = jdf.batch_size.to_numpy()
+        j_pl_all = jdf.power_limit.to_numpy()
+        j_te = jdf.target_epoch.to_numpy(dtype=np.float64)
+        j_epe = jdf.energy_per_epoch.to_numpy(dtype=np.float64)
+        j_tpe = jdf.time_per_epoch.to_numpy(dtype=np.float64)
         for bs in arms:
             a_bs.append(bs)
             a_cell_start.append(len(c_pl))
-            power_df = jdf.loc[jdf.batch_size == bs]
-            if power_df.empty:
+            in_arm = j_bs == bs
+            if not in_arm.any():
                 a_cell_count.append(0)
                 a_max_pl.append(math.nan)
                 a_mean_epe.append(math.nan)
                 a_mean_tpe.append(math.nan)
                 continue
+            power_df = jdf.loc[in_arm]
             # The reference's expressions, evaluated by pandas: the same floats.
             a_mean_epe.append(float(power_df.energy_per_epoch.mean().item()))
             a_mean_tpe.append(float(power_df.time_per_epoch.mean().item()))
             a_max_pl.append(float(power_df.power_limit.max().item()))
-            means = power_df.groupby(["power_limit"], as_index=False).mean(numeric_only=True)
-            means = means.sort_values(by="power_limit", ascending=False)
-            pls = power_df.power_limit.to_numpy()
-            a_cell_count.append(len(means))
-            for pl, avg_power, tpe in zip(means.power_limit.tolist(), means.average_power.tolist(), means.time_per_epoch.tolist()):
-                cell = power_df.loc[pls == pl]
+            mine = np.flatnonzero(m_bs == bs)[::-1]  # its power limits, descending
+            pls = j_pl_all[in_arm]
+            te, epe, tpe = j_te[in_arm], j_epe[in_arm], j_tpe[in_arm]
+            a_cell_count.append(len(mine))
+            for k in mine.tolist():
+                pl = m_pl[k]
+                cell = pls == pl
+                count = int(np.count_nonzero(cell))
                 c_pl.append(int(pl))
-                c_avg_power.append(float(avg_power))
-                c_tpe.append(float(tpe))
+                c_avg_power.append(float(m_avg[k]))
+                c_tpe.append(float(m_tpe[k]))
                 c_path_start.append(n_paths)
-                c_path_count.append(len(cell))
-                n_paths += len(cell)
-                p_te.append(cell.target_epoch.to_numpy(dtype=np.float64))
-                p_epe.append(cell.energy_per_epoch.to_numpy(dtype=np.float64))
-                p_tpe.append(cell.time_per_epoch.to_numpy(dtype=np.float64))
+                c_path_count.append(count)
+                n_paths += count
+                p_te.append(te[cell])
+                p_epe.append(epe[cell])
+                p_tpe.append(tpe[cell])
 
     def i64(values: list) -> np.ndarray:
         return np.asarray(values, dtype=np.int64).reshape(-1)

@@ -32,10 +32,13 @@ first problem is answered with 4xx and ``{"message", "index", "job_id",
 malformed body or value, 404 for an unknown job or trial, 409 for a
 prediction the job cannot make.
 
-**Durability.** The batch is journaled as the per-job operations it is made
-of, and the response waits for one durability point covering all of them
-(one fsync under the default group commit), so recovery replays exactly what
-was acknowledged.
+**Durability.** A prediction batch is one journal record (kind
+``predicts``, the job ids) and so is a report batch (``reports``); the
+response waits for one durability point covering the batch (one fsync under
+the default group commit), so recovery replays exactly what was
+acknowledged. Predictions are decided together
+(:meth:`~banditfleet.serve.zeus_state.ZeusServerState.predict_many`: one
+Thompson-sampling kernel call for the jobs in their MAB stage).
 """
 
 from __future__ import annotations
@@ -120,6 +123,8 @@ def _columns(body: Any, names: tuple[str, ...]) -> tuple[list[Any], ...]:
 
 
 def _job_ids(col: list[Any]) -> list[str]:
+    if set(map(type, col)) <= {str}:  # the common case, without a Python step per entry
+        return col
     for i, v in enumerate(col):
         if not isinstance(v, str):
             raise BatchError(422, f"job_ids[{i}] must be a string, got {v!r}", index=i, field="job_ids", value=v)
@@ -171,27 +176,16 @@ def predict_batch(state: ZeusServerState, body: Any) -> dict[str, list[Any]]:
     """``POST /v1/jobs/batch_size``: the next trial of every job, in order (see the module docstring)."""
     (ids,) = _columns(body, ("job_ids",))
     _job_ids(ids)
-    _known(state, ids)
-    jobs = state.jobs
-    checked: set[str] = set()
-    for i, job_id in enumerate(ids):
-        if job_id in checked:
-            continue  # after its first entry's trial a job can always answer (a concurrent trial)
-        checked.add(job_id)
-        job = jobs[job_id]
-        if job.stage != MAB:
-            try:
-                state._pruning_next(job)  # reads only; raises what predict would raise
-            except ZeusServerError as exc:
-                raise BatchError(exc.status, f"job_ids[{i}]: job {job_id!r}: {exc.message}", i, job_id, "job_ids",
-                                 job_id) from None
-    out_bs: list[int] = []
-    out_tn: list[int] = []
-    predict = state.predict
-    for job_id in ids:
-        trial = predict(job_id)
-        out_bs.append(trial["batch_size"])
-        out_tn.append(trial["trial_number"])
+    try:
+        out_bs, out_tn = state.predict_many(ids)  # checks the whole batch first: a refusal changes nothing
+    except ZeusServerError as err:
+        i = err.index
+        job_id = ids[i]
+        if job_id not in state.jobs:
+            raise BatchError(404, f"job_ids[{i}]: unknown job {job_id!r}; register it first (POST /jobs)", i, job_id,
+                             "job_ids", job_id) from None
+        raise BatchError(err.status, f"job_ids[{i}]: job {job_id!r}: {err.message}", i, job_id, "job_ids",
+                         job_id) from None
     return {"job_ids": ids, "batch_sizes": out_bs, "trial_numbers": out_tn}
 
 
@@ -220,10 +214,11 @@ def report_batch(state: ZeusServerState, body: Any) -> dict[str, list[Any]]:
     stop: list[bool] = []
     conv: list[bool] = []
     msgs: list[str] = []
-    report = state.report
-    for i, job_id in enumerate(ids):
-        r = report({"job_id": job_id, "batch_size": bss[i], "trial_number": tns[i], "time": times[i],
-                    "energy": energies[i], "metric": metrics[i], "current_epoch": epochs[i]})
+    results = [{"job_id": job_id, "batch_size": bss[i], "trial_number": tns[i], "time": times[i],
+                "energy": energies[i], "metric": metrics[i], "current_epoch": epochs[i]} for i, job_id in enumerate(ids)]
+    for r in state.report_many(results):  # one journal record; every entry was checked above
+        if isinstance(r, ZeusServerError):
+            raise r
         stop.append(r["stop_train"])
         conv.append(r["converged"])
         msgs.append(r["message"])
@@ -254,8 +249,8 @@ def _check_reports(state: ZeusServerState, ids: list[str], bss: list[int], tns: 
         converged = target <= metrics[i] if spec["higher_is_better_metric"] else target >= metrics[i]
         if within and epochs[i] < spec["max_epochs"] and not converged:
             continue  # keep training: nothing changes
-        if job.stage == MAB:
-            if bss[i] not in job.arms:
+        if state.is_mab(job_id):
+            if not state.has_arm(job_id, bss[i]):
                 raise BatchError(409, f"entry {i}: job {job_id!r} is in its MAB stage without an arm for batch size "
                                  f"{bss[i]}", i, job_id, "batch_sizes", bss[i])
             if trial.type != MAB:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_left
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ class Metrics:
         self.routes = set(routes)
         self.gauges: list[Gauge] = list(gauges)
         self.buckets = tuple(sorted(buckets))
-        self._requests: dict[tuple[str, str, str], int] = {}
+        self._requests: dict[tuple[str, str, int | str], int] = {}
         self._latency: dict[tuple[str, str], _Series] = {}
         self._lock = threading.Lock()
         self.started = time.time()
@@ -99,23 +100,23 @@ class Metrics:
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request and add its latency (seconds) to its endpoint's histogram."""
+        i = bisect_left(self.buckets, seconds)  # the first bucket whose bound is >= seconds
         with self._lock:
-            key = (method, route, str(status))
-            self._requests[key] = self._requests.get(key, 0) + 1
+            key = (method, route, status)
+            requests = self._requests
+            requests[key] = requests.get(key, 0) + 1
             series = self._latency.get((method, route))
             if series is None:
                 series = self._latency[(method, route)] = _Series(len(self.buckets))
-            for i, bound in enumerate(self.buckets):
-                if seconds <= bound:
-                    series.counts[i] += 1
-                    break
+            if i < len(series.counts):
+                series.counts[i] += 1
             series.sum += seconds
             series.count += 1
 
     def requests(self) -> dict[tuple[str, str, str], int]:
         """A copy of the request counters, keyed by (method, route, status)."""
         with self._lock:
-            return dict(self._requests)
+            return {(m, r, str(st)): n for (m, r, st), n in self._requests.items()}
 
     def add_gauge(self, gauge: Gauge) -> None:
         self.gauges.append(gauge)
@@ -125,7 +126,7 @@ class Metrics:
         p = self.prefix
         lines: list[str] = []
         with self._lock:
-            requests = sorted(self._requests.items())
+            requests = sorted(((m, r, str(st)), n) for (m, r, st), n in self._requests.items())
             latency = sorted((k, (list(v.counts), v.sum, v.count)) for k, v in self._latency.items())
         lines.append(f"# HELP {p}_http_requests_total HTTP requests answered, by method, endpoint and status code.")
         lines.append(f"# TYPE {p}_http_requests_total counter")

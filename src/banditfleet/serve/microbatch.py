@@ -27,7 +27,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-__all__ = ["MicroBatcher"]
+from banditfleet.errors import JournalError
+
+__all__ = ["MicroBatcher", "predict_runner"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +129,24 @@ class MicroBatcher(Generic[T, R]):
         if self._items and not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._kick, loop)
+
+
+def predict_runner(state: Any) -> Callable[[list[str]], list[tuple[int, dict[str, Any]]]]:
+    """The ``run_batch`` of micro-batched ``GET /jobs/batch_size``: job ids -> ``(status, body)`` each.
+
+    The entries the state would refuse (an unknown job, a job whose pruning
+    found no converged batch size) get their own refusal
+    and the rest are decided in arrival order as one batch
+    (:meth:`~banditfleet.serve.zeus_state.ZeusServerState.predict_each`: one
+    kernel call, one journal record), so each request gets the answer it
+    would get alone. A journal failure answers the whole batch 503.
+    """
+
+    def run(job_ids: list[str]) -> list[tuple[int, dict[str, Any]]]:
+        try:
+            answers = state.predict_each(job_ids)
+        except JournalError as exc:
+            return [(503, {"message": str(exc)})] * len(job_ids)
+        return [(200, a) if isinstance(a, dict) else (a.status, {"message": a.message}) for a in answers]
+
+    return run

@@ -24,6 +24,11 @@ import json
 import math
 from typing import Any, Optional
 
+try:  # orjson parses a request body several times faster than json; optional
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - the serve extra installs it
+    _orjson_loads = None
+
 try:  # pydantic 2 ships the v1 API as pydantic.v1
     from pydantic.v1 import BaseModel, Field, ValidationError, root_validator, validator
 except ImportError:  # pragma: no cover - pydantic 1
@@ -44,7 +49,12 @@ __all__ = [
     "ReportResponse",
     "ProtocolError",
     "parse_body",
+    "validate_body",
     "query_param",
+    "read_json",
+    "fast_trial_id",
+    "fast_training_result",
+    "fast_job_id_query",
 ]
 
 REGISTER_JOB_URL = "/jobs"
@@ -258,7 +268,11 @@ def parse_body(model: type[BaseModel], raw: bytes, content_type: str | None) -> 
 
     Raises :class:`ProtocolError` (422) with FastAPI's error body.
     """
-    body = _json_body(raw, content_type)
+    return validate_body(model, read_json(raw, content_type))
+
+
+def validate_body(model: type[BaseModel], body: Any) -> Any:
+    """Validate an already decoded JSON body (None: empty) against ``model``; see :func:`parse_body`."""
     if body is None:
         raise ProtocolError(422, {"detail": [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]})
     if not isinstance(body, dict):
@@ -267,6 +281,9 @@ def parse_body(model: type[BaseModel], raw: bytes, content_type: str | None) -> 
         return model.parse_obj(body)
     except ValidationError as exc:
         raise ProtocolError(422, {"detail": _errors(exc)}) from None
+    except OverflowError:  # pydantic v1's float() of a huge JSON integer (the reference answers 500)
+        raise ProtocolError(422, {"detail": [{"loc": ["body"], "msg": "a number is too large for a float field",
+                                              "type": "value_error.number.too_large"}]}) from None
 
 
 def query_param(params: Any, name: str) -> str:
@@ -275,3 +292,86 @@ def query_param(params: Any, name: str) -> str:
     if value is None:
         raise ProtocolError(422, {"detail": [{"type": "missing", "loc": ["query", name], "msg": "Field required", "input": None}]})
     return value
+
+
+# ------------------------------------------------------------------ fast paths
+# The per-request path of ``banditfleet serve`` (:mod:`banditfleet.serve.app`)
+# decodes and validates the common, already canonical bodies without pydantic;
+# anything else falls back to :func:`parse_body`, so coercions, refusals and
+# their messages stay pydantic-v1's. Each fast function returns exactly what the
+# slow path returns for the inputs it accepts, and None for every other input.
+
+
+def read_json(raw: bytes, content_type: str | None) -> Any:
+    """The request body as :func:`parse_body` reads it (raises :class:`ProtocolError` 422 alike).
+
+    A body without a content type or with exactly ``application/json`` is
+    parsed by orjson when it can (its successful parses equal :func:`json.loads`'s:
+    it refuses NaN, huge integers, lone surrogates and non-UTF-8 input, which
+    then take the stdlib path with its error messages).
+    """
+    if raw and _orjson_loads is not None and (content_type is None or content_type == "application/json"):
+        try:
+            return _orjson_loads(raw)
+        except ValueError:
+            pass
+    return _json_body(raw, content_type)
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int  # bool and float go through pydantic (coercion, messages)
+
+
+_EXACT_INT = 1 << 53
+
+
+def _is_finite_number(v: Any) -> bool:
+    t = type(v)
+    return (t is float and math.isfinite(v)) or (t is int and -_EXACT_INT <= v <= _EXACT_INT)
+
+
+def fast_trial_id(body: Any) -> Optional[tuple[str, int, int]]:
+    """``(job_id, batch_size, trial_number)`` of a ``TrialId`` body already of the right
+    types (a str and two ints), as ``TrialId.parse_obj`` gives them; else None."""
+    if type(body) is not dict:
+        return None
+    job_id = body.get("job_id")
+    bs = body.get("batch_size")
+    tn = body.get("trial_number")
+    if type(job_id) is str and _is_int(bs) and _is_int(tn):
+        return job_id, bs, tn
+    return None
+
+
+def fast_training_result(body: Any) -> Optional[dict[str, Any]]:
+    """``TrainingResult.parse_obj(body).dict()`` for a body already of the right types
+    (str, ints, finite numbers; ints in number fields become floats, unknown fields
+    are dropped), in the model's field order; else None."""
+    if type(body) is not dict:
+        return None
+    job_id = body.get("job_id")
+    bs = body.get("batch_size")
+    tn = body.get("trial_number")
+    t = body.get("time")
+    e = body.get("energy")
+    m = body.get("metric")
+    ep = body.get("current_epoch")
+    if (type(job_id) is str and _is_int(bs) and _is_int(tn) and _is_int(ep) and _is_finite_number(t)
+            and _is_finite_number(e) and _is_finite_number(m)):
+        return {"job_id": job_id, "batch_size": bs, "trial_number": tn, "time": float(t), "energy": float(e),
+                "metric": float(m), "current_epoch": ep}
+    return None
+
+
+_QUERY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+
+
+def fast_job_id_query(query_string: bytes) -> Optional[str]:
+    """The ``job_id`` of a query string that is exactly ``job_id=<unreserved characters>``
+    (what Starlette's ``query_params["job_id"]`` gives for it); None for any other
+    query string (the caller then parses it in full)."""
+    if query_string.startswith(b"job_id="):
+        value = query_string[7:]
+        if value and _QUERY_SAFE.issuperset(value):
+            return value.decode("ascii")
+    return None
