@@ -40,7 +40,7 @@ import numpy as np
 
 from .distributions import bounded_uint64_s
 from .fleet import find_slots, predict_rows, pruning_observe_rows, pruning_predict_rows
-from .pruning import ERR_NONE as PRUNING_OK, STAGE_PRUNING, exhausted_rows
+from .pruning import ERR_NONE as PRUNING_OK, STAGE, STAGE_PRUNING, exhausted_rows
 
 __all__ = [
     "ReplayCode",
@@ -782,7 +782,7 @@ def drive_pruning(t, un, s, o, h, bso_row, todo, ready, ctl, work_i, work_j, wor
     q_reached = o.q_reached
     need_unit = o.need_unit
     h_cap = o.h_unit.shape[0]
-    stage = h.pruning.stage
+    record = h.pruning.record
     chunk_cap = h.chunk_next.shape[0]
     pool_used = h.pool_used
     generation = ctl[CTL_GENERATION]
@@ -842,7 +842,7 @@ def drive_pruning(t, un, s, o, h, bso_row, todo, ready, ctl, work_i, work_j, wor
                     else:
                         work_i[k] = u
                         work_j[k] = work_j[i]
-                        if stage[work_j[i]] == STAGE_PRUNING:
+                        if record[work_j[i], STAGE] == STAGE_PRUNING:
                             all_sampling = False
                         k += 1
                 m = k
