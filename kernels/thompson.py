@@ -299,6 +299,20 @@ def find_arm_slots(rows, values, arm_start, arm_count, arm_value, out):
     return -1
 
 
+@numba.njit(**_INLINE_HELPER)
+def _link_chunk(slot, n, chunk_next, slot_chunks, pool_used):
+    # A new chunk at the end of the pool becomes the slot's last one (its first
+    # when the history is empty); capacity is ensured by the caller.
+    chunk = pool_used[0]
+    pool_used[0] += 1
+    chunk_next[chunk] = -1
+    if n == 0:
+        slot_chunks[slot, 0] = chunk
+    else:
+        chunk_next[slot_chunks[slot, 1]] = chunk
+    slot_chunks[slot, 1] = chunk
+
+
 @numba.njit(**_JIT_HELPER)
 def append_history(slot, reward, window, offset, history_count, history_values, chunk_values, chunk_next, slot_chunks, pool_used):
     """Append one reward to ``slot``'s history: its ring of ``window`` places at ``offset``
@@ -309,15 +323,7 @@ def append_history(slot, reward, window, offset, history_count, history_values, 
     else:
         pos = n % CHUNK
         if pos == 0:
-            # Capacity for a new chunk per appended reward is ensured by the caller.
-            chunk = pool_used[0]
-            pool_used[0] += 1
-            chunk_next[chunk] = -1
-            if n == 0:
-                slot_chunks[slot, 0] = chunk
-            else:
-                chunk_next[slot_chunks[slot, 1]] = chunk
-            slot_chunks[slot, 1] = chunk
+            _link_chunk(slot, n, chunk_next, slot_chunks, pool_used)
         chunk_values[slot_chunks[slot, 1], pos] = reward
     history_count[slot] = n + 1
 
@@ -464,20 +470,6 @@ def _observe_incremental_range(slots, costs, lo, hi, reward_precision, posterior
         posterior_mean[slot] = mean
         posterior_precision[slot] = prec
         observation_count[slot] += 1
-
-
-@numba.njit(**_INLINE_HELPER)
-def _link_chunk(slot, n, chunk_next, slot_chunks, pool_used):
-    # A new chunk at the end of the pool becomes the slot's last one (its first
-    # when the history is empty); capacity is ensured by the caller.
-    chunk = pool_used[0]
-    pool_used[0] += 1
-    chunk_next[chunk] = -1
-    if n == 0:
-        slot_chunks[slot, 0] = chunk
-    else:
-        chunk_next[slot_chunks[slot, 1]] = chunk
-    slot_chunks[slot, 1] = chunk
 
 
 @numba.njit(**_JIT_HELPER)
