@@ -199,17 +199,18 @@ def _finish_panels(fig: Any, axes: Any, used: int, title: str) -> None:
     )
 
 
-def _grid(n: int) -> tuple[int, int]:
+def _panels(plt: Any, n: int) -> tuple[Any, Any]:
+    """A figure with ``n`` panels, three to a row: ``(fig, axes)`` with ``axes`` 2-D."""
     cols = min(3, max(n, 1))
-    return math.ceil(max(n, 1) / cols), cols
+    rows = math.ceil(max(n, 1) / cols)
+    return plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
 
 
 def _plot_per_recurrence(data: pd.DataFrame, column: str, ylabel: str, title: str, log_y: bool, reference: float) -> Any:
     plt = _pyplot()
     datasets = list(dict.fromkeys(data.dataset.tolist()))
     configs = list(dict.fromkeys(data.config.tolist()))
-    rows, cols = _grid(len(datasets))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = _panels(plt, len(datasets))
     for ax, dataset in zip(axes.flat, datasets):
         for i, config in enumerate(configs):
             d = data.loc[(data.dataset == dataset) & (data.config == config)]
@@ -282,8 +283,7 @@ def plot_batch_size(data: pd.DataFrame) -> Any:
     plt = _pyplot()
     datasets = list(dict.fromkeys(data.dataset.tolist()))
     settings = list(dict.fromkeys(data.setting.tolist()))
-    rows, cols = _grid(len(datasets))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = _panels(plt, len(datasets))
     for ax, dataset in zip(axes.flat, datasets):
         group = ""
         for i, setting in enumerate(settings):
